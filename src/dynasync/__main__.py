@@ -1,0 +1,3 @@
+from dynasync.cli import main
+
+raise SystemExit(main())

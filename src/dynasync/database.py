@@ -1,0 +1,60 @@
+"""Opening the application's database and the two kinds of transaction dynasync uses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from dynasync import mapping
+from dynasync.exceptions import SourceError
+
+# dynasync waits this long for the application's write lock. Its own write
+# transactions last milliseconds, so the application's 5 s default is never hit.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open an existing database read-write. A missing file is an error: SQLite
+    would otherwise create an empty database and dynasync would sync nothing."""
+    if not path.exists():
+        raise SourceError(f"database file {path} does not exist")
+    if not path.is_file():
+        raise SourceError(f"database path {path} is not a file")
+    try:
+        conn = sqlite3.connect(
+            f"file:{quote(str(path.resolve()))}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.text_factory = mapping.text_factory
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise SourceError(f"cannot open database {path}: {e}") from None
+    return conn
+
+
+@contextmanager
+def read_txn(conn: sqlite3.Connection) -> Iterator[None]:
+    """A snapshot: every query inside sees the same committed state. Keep it
+    short: an open reader stops WAL checkpoints from reaching the end."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+@contextmanager
+def write_txn(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,38 @@
+"""`dynasync dead-letters`: list rows DynamoDB refused, or queue them again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dynasync import state
+from dynasync.app import App
+from dynasync.exceptions import LockedError
+from dynasync.state import DeadLetter
+from dynasync.syncpass import PassResult, Syncer
+
+
+@dataclass
+class RetryResult:
+    queued: int
+    pass_result: PassResult | None  # None when a running daemon will pick them up
+    remaining: int
+
+
+def list_dead_letters(app: App, table: str | None = None) -> list[DeadLetter]:
+    state.require_installed(app.conn)
+    if table:
+        app.config.table(table)
+    return [d for d in state.dead_letters(app.conn) if table is None or d.table == table]
+
+
+def retry(app: App, table: str | None = None) -> RetryResult:
+    state.require_installed(app.conn)
+    if table:
+        app.config.table(table)
+    queued = state.requeue_dead_letters(app.conn, table)
+    try:
+        app.lock()
+    except LockedError:
+        return RetryResult(queued, None, len(state.dead_letters(app.conn)))
+    result = Syncer(app).run_pass()
+    return RetryResult(queued, result, len(state.dead_letters(app.conn)))

@@ -1,0 +1,43 @@
+"""One dynasync writer per database, enforced by a flock the kernel releases
+when the process dies, so a crash never leaves a stale lock behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from dynasync.exceptions import LockedError, SourceError
+
+
+def lock_path(database: Path) -> Path:
+    return database.with_name(database.name + ".dynasync.lock")
+
+
+class InstanceLock:
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = lock_path(database)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SourceError(f"cannot create lock file {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"another dynasync instance is running on {self.database} (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,133 @@
+"""dynasync's own state, kept in the application's database: the high-water
+mark, backfill progress and dead letters.
+
+State only moves forward after DynamoDB acknowledged the writes, inside one
+short BEGIN IMMEDIATE transaction, so a crash at any point replays instead of
+skipping, and a restore from backup rewinds data and state together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from dynasync import triggers as sql
+from dynasync.database import write_txn
+from dynasync.exceptions import StateError
+
+HWM = "high_water_mark"
+VERSION = "schema_version"
+
+Ref = tuple[str, object, object]  # (source table, k1, k2)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    table: str
+    k1: object
+    k2: object
+    reason: str
+    seq: int | None
+    first_failed: float
+    last_failed: float
+    attempts: int
+
+
+def installed_tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(sql.OWN_TABLES_PRESENT)}
+
+
+def require_installed(conn: sqlite3.Connection) -> None:
+    present = installed_tables(conn)
+    missing = [t for t in sql.OWN_TABLES if t not in present]
+    if len(missing) == len(sql.OWN_TABLES):
+        raise StateError("dynasync is not installed in this database: run 'dynasync init' first")
+    if missing:
+        raise StateError(
+            f"dynasync's state tables are damaged ({', '.join(missing)} missing): run 'dynasync init' "
+            "to recreate them, then 'dynasync backfill' and 'dynasync verify --repair'"
+        )
+
+
+def high_water_mark(conn: sqlite3.Connection) -> int:
+    row = conn.execute(sql.STATE_GET, (HWM,)).fetchone()
+    if row is None:
+        raise StateError("the high-water mark is missing: run 'dynasync init' to repair the state")
+    value = row[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StateError(
+            f"the high-water mark is garbled ({value!r}): run 'dynasync backfill' to resynchronise"
+        )
+    return value
+
+
+def check_position(conn: sqlite3.Connection, hwm: int) -> None:
+    """The changelog must still hold the row at the mark (see CHANGELOG_PRUNE).
+    Without it SQLite may hand out sequence numbers at or below the mark, and
+    those changes would be skipped silently."""
+    if hwm == 0 or conn.execute(sql.CHANGELOG_HAS_SEQ, (hwm,)).fetchone():
+        return
+    (last,) = conn.execute(sql.CHANGELOG_MAX).fetchone()
+    raise StateError(
+        f"the state is ahead of the changelog (high-water mark {hwm}, changelog ends at {last or 0}): "
+        "the changelog was emptied or replaced behind dynasync's back. Run 'dynasync backfill' to "
+        "resynchronise every table, then 'dynasync verify --repair'"
+    )
+
+
+def reset_position(conn: sqlite3.Connection) -> int:
+    """Make the mark the changelog's current end (used by a full backfill,
+    which copies every row's current state anyway)."""
+    with write_txn(conn):
+        (last,) = conn.execute(sql.CHANGELOG_MAX).fetchone()
+        last = last or 0
+        if last:
+            conn.execute(sql.CHANGELOG_PRUNE, (last,))
+        conn.execute(sql.STATE_SET, (HWM, last))
+    return int(last)
+
+
+def commit_pass(
+    conn: sqlite3.Connection,
+    high: int,
+    rejected: Iterable[tuple[Ref, str]],
+    delivered: Iterable[Hashable],
+    seq: int | None = None,
+) -> None:
+    """Advance the mark to `high`, prune the applied changelog rows and update
+    dead letters, all at once."""
+    with write_txn(conn):
+        conn.execute(sql.STATE_SET, (HWM, high))
+        conn.execute(sql.CHANGELOG_PRUNE, (high,))
+        record_dead_letters(conn, rejected, seq if seq is not None else high, delivered)
+
+
+def record_dead_letters(
+    conn: sqlite3.Connection,
+    rejected: Iterable[tuple[Ref, str]],
+    seq: int | None,
+    delivered: Iterable[Hashable] = (),
+) -> None:
+    """Call inside a write transaction."""
+    if conn.execute(sql.DEAD_COUNT).fetchone()[0]:
+        conn.executemany(sql.DEAD_DELETE, delivered)  # type: ignore[arg-type]
+    now = time.time()
+    for (table, k1, k2), reason in rejected:
+        old = conn.execute(sql.DEAD_FIND, (table, k1, k2)).fetchone()
+        attempts, first = (old[0] + 1, old[1]) if old else (1, now)
+        conn.execute(sql.DEAD_DELETE, (table, k1, k2))
+        conn.execute(sql.DEAD_INSERT, (table, k1, k2, reason, seq, first, now, attempts))
+
+
+def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
+    return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
+
+
+def requeue_dead_letters(conn: sqlite3.Connection, table: str | None = None) -> int:
+    """Log every dead letter's key again so the next pass retries it."""
+    with write_txn(conn):
+        keys = [k for k in conn.execute(sql.DEAD_KEYS).fetchall() if table is None or k[0] == table]
+        conn.executemany(sql.CHANGELOG_ENQUEUE, [(t, sql.OP_UPDATE, k1, k2) for t, k1, k2 in keys])
+    return len(keys)

@@ -1,0 +1,153 @@
+"""One incremental pass: changelog slice -> one write per key -> DynamoDB ->
+advance the high-water mark. Repeats slice by slice until it reaches the end of
+the changelog as it was when the pass started."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynasync import capture, changelog, mapping, state
+from dynasync import triggers as sql
+from dynasync.app import App, log
+from dynasync.changelog import Batch
+from dynasync.mapping import Poison
+from dynasync.schema import TableSchema
+from dynasync.state import Ref
+from dynasync.target import delete, put
+from dynasync.writer import Write, WriteStats
+
+
+@dataclass
+class PassResult:
+    batches: int = 0
+    entries: int = 0
+    puts: Counter[str] = field(default_factory=Counter)
+    deletes: Counter[str] = field(default_factory=Counter)
+    rejected: int = 0
+    high_water_mark: int = 0
+    reconciled: list[str] = field(default_factory=list)
+    stats: WriteStats = field(default_factory=WriteStats)
+    seconds: float = 0.0
+
+    @property
+    def applied(self) -> int:
+        return sum(self.puts.values()) + sum(self.deletes.values())
+
+
+def key_identity(key: mapping.Item) -> tuple[Any, ...]:
+    return tuple(sorted((name, mapping.normalize(av)) for name, av in key.items()))
+
+
+@dataclass
+class Plan:
+    writes: dict[str, list[Write]] = field(default_factory=dict)  # by target table
+    rejected: list[tuple[Ref, str]] = field(default_factory=list)
+    delivered_without_write: list[Ref] = field(default_factory=list)
+
+
+def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch, result: PassResult) -> Plan:
+    p = Plan()
+    for table, changes in batch.changes.items():
+        schema, columns = schemas[table], batch.columns[table]
+        target = app.config.table(table).target
+        writes = p.writes.setdefault(target, [])
+        seen: dict[tuple[Any, ...], Ref] = {}
+        for ch in changes:
+            ref: Ref = (table, ch.k1, ch.k2)
+            try:
+                if ch.row is not None:
+                    item = mapping.item(schema, columns, ch.row)
+                    key = {k: item[k] for k in schema.key}
+                    request = put(item)
+                else:
+                    key = mapping.key(schema, (ch.k1, ch.k2))
+                    request = delete(key)
+            except Poison as e:
+                if ch.row is None:
+                    # A key DynamoDB cannot hold was never written: nothing to delete.
+                    p.delivered_without_write.append(ref)
+                else:
+                    p.rejected.append((ref, str(e)))
+                continue
+            ident = key_identity(key)
+            if ident in seen:
+                p.rejected.append(
+                    (ref, f"maps to the same DynamoDB key as row {seen[ident][1:]!r} of {table!r}")
+                )
+                continue
+            seen[ident] = ref
+            writes.append(Write(ref, request))
+            (result.puts if ch.row is not None else result.deletes)[table] += 1
+    return p
+
+
+class Syncer:
+    """Runs passes; keeps the schema between passes until the schema changes."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._cookie: int | None = None
+        self._schemas: dict[str, TableSchema] = {}
+
+    def _refresh_schema(self, result: PassResult) -> None:
+        conn = self.app.conn
+        cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
+        if cookie == self._cookie:
+            return
+        schemas = self.app.schemas()
+        disarmed = capture.rearm(self.app, schemas)
+        self.app._checked_targets.clear()
+        self.app.check_targets(schemas)
+        self._schemas = schemas
+        if disarmed:
+            from dynasync import verify
+
+            log.warning("reconciling %s after its capture triggers went missing", ", ".join(disarmed))
+            verify.verify(self.app, tables=disarmed, repair=True)
+            result.reconciled.extend(disarmed)
+        self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
+
+    def run_pass(self, until: int | None = None) -> PassResult:
+        started = time.monotonic()
+        app, conn = self.app, self.app.conn
+        result = PassResult()
+        state.require_installed(conn)
+        hwm = state.high_water_mark(conn)
+        state.check_position(conn, hwm)
+        self._refresh_schema(result)
+        end = until if until is not None else changelog.last_seq(conn)
+        writer = app.writer()
+        while hwm < end and not app.stop.is_set():
+            batch = changelog.read_batch(conn, self._schemas, hwm, app.config.sync.batch_size)
+            if batch is None:
+                break
+            p = plan_writes(app, self._schemas, batch, result)
+            delivered: list[Ref] = list(p.delivered_without_write)
+            rejected = list(p.rejected)
+            for target, writes in p.writes.items():
+                if not writes:
+                    continue
+                out = writer.write(target, writes)
+                result.stats.add(out.stats)
+                bad = {id(w) for w, _ in out.rejected}
+                rejected.extend((w.ref, reason) for w, reason in out.rejected)  # type: ignore[misc]
+                delivered.extend(w.ref for w in writes if id(w) not in bad)  # type: ignore[misc]
+            state.commit_pass(conn, batch.high, rejected, delivered)
+            for ref, reason in rejected:
+                log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)
+            result.rejected += len(rejected)
+            result.batches += 1
+            result.entries += batch.entries
+            hwm = batch.high
+        result.high_water_mark = hwm
+        result.seconds = time.monotonic() - started
+        return result
+
+
+def sync(app: App) -> PassResult:
+    """`dynasync sync`: apply every change pending now, then return."""
+    app.lock()
+    return Syncer(app).run_pass()

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import sqlite3
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ddblocal import DynamoDBLocal  # noqa: E402
+
+from dynasync import config as config_mod  # noqa: E402
+from dynasync.app import App  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ddb_local() -> Iterator[DynamoDBLocal]:
+    server = DynamoDBLocal()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never reach a real account from the tests: fixed dummy credentials.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("DYNASYNC_CONFIG", raising=False)
+
+
+@pytest.fixture
+def ddb(ddb_local: DynamoDBLocal) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=ddb_local.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Env:
+    """A SQLite database, a config file and DynamoDB Local for one test."""
+
+    def __init__(self, tmp_path: Path, endpoint: str, client: Any) -> None:
+        self.dir = tmp_path
+        self.db_path = tmp_path / "app.db"
+        self.config_path = tmp_path / "dynasync.toml"
+        self.endpoint = endpoint
+        self.client = client
+        self.tables: dict[str, str] = {}
+        self.extra: dict[str, dict[str, Any]] = {}
+        conn = sqlite3.connect(self.db_path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+
+    def app_conn(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=5)
+        return conn
+
+    def sql(self, *statements: str, params: Any = ()) -> None:
+        conn = self.app_conn()
+        try:
+            for s in statements:
+                conn.execute(s, params) if params else conn.execute(s)
+        finally:
+            conn.close()
+
+    def table(self, source: str, ddl: str | None = None) -> str:
+        if ddl:
+            self.sql(ddl)
+        target = unique(source.replace(" ", "_").replace('"', "")[:20] or "t")
+        target = "".join(c if c.isalnum() or c in "_-." else "_" for c in target)
+        self.tables[source] = target
+        self.write_config()
+        return target
+
+    def write_config(self, endpoint: str | None = None, **sections: dict[str, Any]) -> Path:
+        for k, v in sections.items():
+            self.extra.setdefault(k, {}).update(v)
+        dyn = {"endpoint_url": endpoint or self.endpoint, "region": "us-east-1", "create_tables": True,
+               "max_retry_time": 5.0}
+        dyn.update(self.extra.get("dynamodb", {}))
+        sync = {"interval": 0.5}
+        sync.update(self.extra.get("sync", {}))
+        lines = [f"[source]\ndatabase = {_toml(str(self.db_path))}", "[dynamodb]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in dyn.items()]
+        lines.append("[sync]")
+        lines += [f"{k} = {_toml(v)}" for k, v in sync.items()]
+        if "backfill" in self.extra:
+            lines.append("[backfill]")
+            lines += [f"{k} = {_toml(v)}" for k, v in self.extra["backfill"].items()]
+        for s, t in self.tables.items():
+            lines.append(f"[[tables]]\nsource = {_toml(s)}\ntarget = {_toml(t)}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def app(self) -> App:
+        return App(config_mod.load(self.config_path))
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.app() as app:
+            return fn(app, *args, **kwargs)
+
+    def items(self, source: str) -> list[dict[str, Any]]:
+        target = self.tables[source]
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": target, "ConsistentRead": True}
+        while True:
+            page = self.client.scan(**kwargs)
+            out.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def rows(self, query: str) -> list[Any]:
+        conn = self.app_conn()
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            conn.close()
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture
+def env(tmp_path: Path, ddb_local: DynamoDBLocal, ddb: Any) -> Env:
+    return Env(tmp_path, ddb_local.endpoint, ddb)

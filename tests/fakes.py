@@ -1,0 +1,85 @@
+"""An in-memory Target with DynamoDB's write validations, for unit tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dynasync.exceptions import TableMissingError
+from dynasync.mapping import Item, item_size, normalize
+from dynasync.target import KeySchema, RetryableError, ValidationError, WriteRequest
+
+
+def _ident(key: Item) -> tuple[Any, ...]:
+    return tuple(sorted((k, normalize(v)) for k, v in key.items()))
+
+
+class FakeTarget:
+    def __init__(self) -> None:
+        self.tables: dict[str, tuple[KeySchema, dict[tuple[Any, ...], Item]]] = {}
+        self.requests = 0
+        # Called before each batch_write with the requests; may raise or return
+        # how many requests to leave unprocessed.
+        self.fault: Callable[[Sequence[WriteRequest]], int] | None = None
+
+    def key_schema(self, table: str) -> KeySchema | None:
+        return self.tables[table][0] if table in self.tables else None
+
+    def create_table(self, table: str, key: KeySchema) -> None:
+        self.tables[table] = (key, {})
+
+    def items(self, table: str) -> dict[tuple[Any, ...], Item]:
+        return self.tables[table][1]
+
+    def _key(self, table: str, item: Item) -> tuple[Any, ...]:
+        schema = self.tables[table][0]
+        for name, kind in schema:
+            if name not in item or kind not in item[name]:
+                raise ValidationError("The provided key element does not match the schema")
+        return _ident({name: item[name] for name, _ in schema})
+
+    def batch_write(self, table: str, requests: Sequence[WriteRequest]) -> list[WriteRequest]:
+        self.requests += 1
+        if table not in self.tables:
+            raise TableMissingError(f"DynamoDB table {table!r} does not exist")
+        if len(requests) > 25:
+            raise ValidationError("Member must have length less than or equal to 25")
+        unprocessed = self.fault(requests) if self.fault else 0
+        keys = []
+        for r in requests:
+            body = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
+            keys.append(self._key(table, body))
+            if "PutRequest" in r and item_size(body) > 400 * 1024:
+                raise ValidationError("Item size has exceeded the maximum allowed size")
+        if len(set(keys)) != len(keys):
+            raise ValidationError("Provided list of item keys contains duplicates")
+        done = requests[: len(requests) - unprocessed]
+        store = self.tables[table][1]
+        for r, k in zip(done, keys, strict=False):
+            if "PutRequest" in r:
+                store[k] = copy.deepcopy(r["PutRequest"]["Item"])
+            else:
+                store.pop(k, None)
+        return list(requests[len(done) :])
+
+    def batch_get(self, table: str, keys: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+        store = self.tables[table][1]
+        return [copy.deepcopy(store[_ident(k)]) for k in keys if _ident(k) in store], []
+
+    def scan(self, table: str, start: Item | None) -> tuple[list[Item], Item | None]:
+        if table not in self.tables:
+            raise TableMissingError(table)
+        return [copy.deepcopy(v) for v in self.tables[table][1].values()], None
+
+
+def throttle_then_succeed(times: int) -> Callable[[Sequence[WriteRequest]], int]:
+    calls = {"n": 0}
+
+    def fault(requests: Sequence[WriteRequest]) -> int:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise RetryableError("ThrottlingException", "slow down")
+        return 0
+
+    return fault
