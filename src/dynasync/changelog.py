@@ -65,10 +65,15 @@ def read_batch(
             names = [d[0] for d in cur.description][2:]
             key_pos = [names.index(c) for c in schema.key]
             changes = []
-            for r in cur:
-                row = r[2:]
-                present = all(row[i] is not None for i in key_pos)
-                changes.append(KeyChange(r[0], r[1], tuple(row) if present else None))
+            for r in cur.fetchall():
+                row: tuple[Any, ...] | None = r[2:]
+                if r[0] is None or (len(schema.key) == 2 and r[1] is None):
+                    # NULL never joins: fetch a NULL-keyed row directly, so it
+                    # becomes a dead letter while it exists and clears once gone.
+                    row = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
+                elif any(row[i] is None for i in key_pos):
+                    row = None
+                changes.append(KeyChange(r[0], r[1], tuple(row) if row is not None else None))
             batch.changes[table] = changes
             batch.columns[table] = names
     return batch

@@ -64,10 +64,10 @@ def high_water_mark(conn: sqlite3.Connection) -> int:
 
 
 def check_position(conn: sqlite3.Connection, hwm: int) -> None:
-    """The changelog must still hold the row at the mark (see CHANGELOG_PRUNE).
+    """The changelog must still hold the tagged row at the mark (see CHANGELOG_PRUNE).
     Without it SQLite may hand out sequence numbers at or below the mark, and
     those changes would be skipped silently."""
-    if hwm == 0 or conn.execute(sql.CHANGELOG_HAS_SEQ, (hwm,)).fetchone():
+    if hwm == 0 or conn.execute(sql.CHANGELOG_HAS_MARK, (hwm,)).fetchone():
         return
     (last,) = conn.execute(sql.CHANGELOG_MAX).fetchone()
     raise StateError(
@@ -83,8 +83,8 @@ def reset_position(conn: sqlite3.Connection) -> int:
     with write_txn(conn):
         (last,) = conn.execute(sql.CHANGELOG_MAX).fetchone()
         last = last or 0
-        if last:
-            conn.execute(sql.CHANGELOG_PRUNE, (last,))
+        conn.execute(sql.CHANGELOG_PRUNE, (last,))
+        conn.execute(sql.CHANGELOG_MARK, (last,))
         conn.execute(sql.STATE_SET, (HWM, last))
     return int(last)
 
@@ -101,6 +101,7 @@ def commit_pass(
     with write_txn(conn):
         conn.execute(sql.STATE_SET, (HWM, high))
         conn.execute(sql.CHANGELOG_PRUNE, (high,))
+        conn.execute(sql.CHANGELOG_MARK, (high,))
         record_dead_letters(conn, rejected, seq if seq is not None else high, delivered)
 
 

@@ -19,6 +19,7 @@ SCHEMA_VERSION = "1"
 # Op codes written by the triggers. The pass only uses them for counting: what
 # it writes is decided by whether the row exists when the slice is read.
 OP_INSERT, OP_UPDATE, OP_OLD_KEY, OP_DELETE, OP_REPLACED = "I", "U", "K", "D", "R"
+OP_MARK = "M"  # an applied row kept at the high-water mark
 
 
 def quote_ident(name: str) -> str:
@@ -174,7 +175,7 @@ STATE_INIT = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name
 # --- changelog -----------------------------------------------------------------
 
 CHANGELOG_MAX = f"SELECT max(seq) FROM {CHANGELOG}"
-CHANGELOG_HAS_SEQ = f"SELECT 1 FROM {CHANGELOG} WHERE seq = ?"
+CHANGELOG_HAS_MARK = f"SELECT 1 FROM {CHANGELOG} WHERE seq = ? AND op = '{OP_MARK}'"
 CHANGELOG_PENDING = f"SELECT count(*) FROM {CHANGELOG} WHERE seq > ?"
 CHANGELOG_PENDING_BY_TABLE = f"SELECT tbl, count(*) FROM {CHANGELOG} WHERE seq > ? GROUP BY tbl"
 CHANGELOG_SLICE_END = (
@@ -183,9 +184,11 @@ CHANGELOG_SLICE_END = (
 CHANGELOG_SLICE_OPS = (
     f"SELECT tbl, op, count(*) FROM {CHANGELOG} WHERE seq > ? AND seq <= ? GROUP BY tbl, op"
 )
-# Keep the row at the new mark so the next seq SQLite hands out is above it.
+# Keep the row at the new mark, so the next seq SQLite hands out is above it,
+# and tag it: a change that lands at the mark's seq after the changelog was
+# emptied behind dynasync's back is then told apart from the kept row.
 CHANGELOG_PRUNE = f"DELETE FROM {CHANGELOG} WHERE seq < ?"
-CHANGELOG_SENTINEL = f"INSERT OR IGNORE INTO {CHANGELOG} (seq, tbl, op) VALUES (?, '', 'S')"
+CHANGELOG_MARK = f"UPDATE {CHANGELOG} SET op = '{OP_MARK}' WHERE seq = ?"
 CHANGELOG_ENQUEUE = f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) VALUES (?, ?, ?, ?)"
 
 
@@ -203,11 +206,6 @@ def slice_rows(table: str, key: Sequence[str]) -> str:
         "WHERE seq > ? AND seq <= ? AND tbl = ?) AS c "
         f"LEFT JOIN {quote_ident(table)} AS t ON {_key_join(key, 't', 'c')}"
     )
-
-
-def row_marker(key: Sequence[str]) -> str:
-    """An expression that is 1 when the LEFT JOIN found the row."""
-    return " AND ".join(f"t.{quote_ident(c)} IS NOT NULL" for c in key)
 
 
 # --- backfill and verify --------------------------------------------------------
@@ -229,9 +227,9 @@ def row_exists(table: str, key: Sequence[str]) -> str:
     return f"SELECT 1 FROM {quote_ident(table)} WHERE {cond}"
 
 
-def null_key_rows(table: str, key: Sequence[str]) -> str:
+def null_key_rows(table: str, key: Sequence[str], first: bool = False) -> str:
     cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in key)
-    return f"SELECT * FROM {quote_ident(table)} WHERE {cond}"
+    return f"SELECT * FROM {quote_ident(table)} WHERE {cond}" + (" LIMIT 1" if first else "")
 
 
 def count_rows(table: str) -> str:

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from dynasync import mapping
+from dynasync.mapping import InvalidText, Poison
+from dynasync.schema import TableSchema, affinity, inspect, key_type
+
+S1 = TableSchema("t", ("id",), ("N",), (), ())
+
+
+def test_values_map_by_stored_type() -> None:
+    item = mapping.item(S1, ["id", "i", "r", "s", "b", "n", "e"], [1, -5, 0.1, "x", b"\x00\x01", None, ""])
+    assert item == {
+        "id": {"N": "1"},
+        "i": {"N": "-5"},
+        "r": {"N": "0.1"},
+        "s": {"S": "x"},
+        "b": {"B": b"\x00\x01"},
+        "e": {"S": ""},
+    }
+
+
+@pytest.mark.parametrize("v", [2**63 - 1, -(2**63), 0])
+def test_64_bit_integers_are_exact(v: int) -> None:
+    assert mapping.value(v, "c") == {"N": str(v)}
+
+
+@pytest.mark.parametrize(("v", "text"), [(0.1, "0.1"), (1 / 3, "0.3333333333333333"), (1e16, "1e+16"),
+                                          (123.456, "123.456"), (-2.5e-7, "-2.5e-07")])
+def test_reals_use_shortest_round_trip_text(v: float, text: str) -> None:
+    assert mapping.value(v, "c") == {"N": text}
+    assert float(text) == v
+
+
+@pytest.mark.parametrize("v", [float("inf"), float("-inf"), float("nan"), 1e308, 5e-324, -1e200])
+def test_numbers_outside_dynamodb_range_are_poison(v: float) -> None:
+    with pytest.raises(Poison):
+        mapping.value(v, "c")
+
+
+def test_invalid_utf8_is_poison() -> None:
+    assert isinstance(mapping.text_factory(b"\xff\xfe"), InvalidText)
+    assert mapping.text_factory(b"caf\xc3\xa9") == "café"
+    with pytest.raises(Poison, match="UTF-8"):
+        mapping.value(InvalidText(b"\xff"), "c")
+
+
+def test_text_with_nul_survives() -> None:
+    assert mapping.value("a\x00b", "c") == {"S": "a\x00b"}
+
+
+@pytest.mark.parametrize(
+    ("declared", "aff", "kt"),
+    [("INTEGER", "INTEGER", "N"), ("BIGINT", "INTEGER", "N"), ("VARCHAR(10)", "TEXT", "S"),
+     ("BLOB", "BLOB", "B"), ("", "BLOB", "B"), ("REAL", "REAL", "N"), ("DOUBLE", "REAL", "N"),
+     ("NUMERIC", "NUMERIC", "N"), ("DECIMAL(10,2)", "NUMERIC", "N"), ("DATETIME", "NUMERIC", "N")],
+)
+def test_affinity_and_key_types(declared: str, aff: str, kt: str) -> None:
+    assert affinity(declared) == aff
+    assert key_type(declared) == kt
+
+
+def test_key_values_follow_key_type() -> None:
+    s = TableSchema("t", ("a", "b"), ("S", "B"), (), ())
+    assert mapping.key(s, [7, "x"]) == {"a": {"S": "7"}, "b": {"B": b"x"}}
+    with pytest.raises(Poison, match="empty"):
+        mapping.key(s, ["", b"x"])
+    with pytest.raises(Poison, match="NULL"):
+        mapping.key(s, [None, b"x"])
+    with pytest.raises(Poison, match="at most 2048"):
+        mapping.key(s, ["x" * 2049, b"x"])
+    with pytest.raises(Poison, match="at most 1024"):
+        mapping.key(s, ["x", b"x" * 1025])
+    with pytest.raises(Poison, match="is a number"):
+        mapping.key(S1, ["abc"])
+
+
+def test_item_over_400kb_is_poison() -> None:
+    mapping.item(S1, ["id", "blob"], [1, b"x" * (400 * 1024 - 100)])
+    with pytest.raises(Poison, match="400 KB"):
+        mapping.item(S1, ["id", "blob"], [1, b"x" * (400 * 1024)])
+
+
+def test_same_item_normalises_numbers() -> None:
+    assert mapping.same_item({"a": {"N": "1.50"}}, {"a": {"N": "1.5"}})
+    assert not mapping.same_item({"a": {"N": "1"}}, {"a": {"S": "1"}})
+    assert not mapping.same_item({"a": {"N": "1"}}, {"a": {"N": "1"}, "b": {"S": ""}})
+
+
+def test_inspect_refuses_unsyncable_tables() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE nopk (a, b)")
+    conn.execute("CREATE TABLE wide (a, b, c, PRIMARY KEY (a, b, c))")
+    conn.execute("CREATE VIEW v AS SELECT 1")
+    conn.execute("CREATE VIRTUAL TABLE fts USING fts5(body)")
+    for name, message in [("nopk", "no declared PRIMARY KEY"), ("wide", "3-column"), ("v", "view"),
+                          ("fts", "virtual table"), ("missing", "does not exist")]:
+        with pytest.raises(Exception, match=message):
+            inspect(conn, name)
+
+
+def test_inspect_composite_key_order_and_unique_indexes() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE o (b TEXT, a INTEGER, email TEXT UNIQUE, x, PRIMARY KEY (a, b))")
+    conn.execute("CREATE UNIQUE INDEX o_x ON o (x, email)")
+    conn.execute("CREATE UNIQUE INDEX o_expr ON o (lower(email))")
+    conn.execute("CREATE UNIQUE INDEX o_sup ON o (a, b, x)")
+    s = inspect(conn, "o")
+    assert s.key == ("a", "b") and s.key_types == ("N", "S")
+    assert sorted(s.unique_indexes) == [("email",), ("x", "email")]
+    assert s.skipped_indexes == ("o_expr",)

@@ -1,0 +1,89 @@
+"""Batching, retries and narrowing, against the fake target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from fakes import FakeTarget, throttle_then_succeed
+
+from dynasync.exceptions import TableMissingError, TargetUnavailableError
+from dynasync.target import RetryableError, WriteRequest, put
+from dynasync.writer import Retrier, Write, Writer, backoff
+
+
+def writes(n: int, bad: set[int] = frozenset()) -> list[Write]:  # type: ignore[assignment]
+    out = []
+    for i in range(n):
+        item = {"id": {"N": str(i)}}
+        if i in bad:
+            item["blob"] = {"B": b"x" * (401 * 1024)}
+        out.append(Write(("t", i, None), put(item)))
+    return out
+
+
+def fake() -> FakeTarget:
+    f = FakeTarget()
+    f.create_table("t", (("id", "N"),))
+    return f
+
+
+def writer(f: FakeTarget, concurrency: int = 1, max_retry_time: float = 5.0) -> Writer:
+    return Writer(f, Retrier(max_retry_time, sleep=lambda s: None), concurrency)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_chunks_of_25(concurrency: int) -> None:
+    f = fake()
+    r = writer(f, concurrency).write("t", writes(60))
+    assert f.requests == 3 and len(f.items("t")) == 60 and not r.rejected
+
+
+def test_unprocessed_items_are_retried_until_done() -> None:
+    f = fake()
+    calls = {"n": 0}
+
+    def partial(requests: Sequence[WriteRequest]) -> int:
+        calls["n"] += 1
+        return len(requests) // 2 if calls["n"] < 4 else 0
+
+    f.fault = partial
+    r = writer(f).write("t", writes(25))
+    assert len(f.items("t")) == 25 and r.stats.errors["UnprocessedItems"] == 3
+
+
+def test_throttling_is_retried() -> None:
+    f = fake()
+    f.fault = throttle_then_succeed(3)
+    r = writer(f).write("t", writes(5))
+    assert len(f.items("t")) == 5 and r.stats.errors["ThrottlingException"] == 3 and r.stats.retries == 3
+
+
+def test_retry_budget_is_bounded() -> None:
+    f = fake()
+
+    def always(requests: Sequence[WriteRequest]) -> int:
+        raise RetryableError("InternalServerError", "boom")
+
+    f.fault = always
+    with pytest.raises(TargetUnavailableError, match="still failing"):
+        Writer(f, Retrier(0.2), 1).write("t", writes(3))
+
+
+def test_validation_error_is_narrowed_to_the_bad_items() -> None:
+    f = fake()
+    r = writer(f).write("t", writes(25, bad={3, 17}))
+    assert sorted(w.ref[1] for w, _ in r.rejected) == [3, 17]  # type: ignore[index]
+    assert len(f.items("t")) == 23
+    assert all("rejected" in reason for _, reason in r.rejected)
+
+
+def test_missing_table_is_not_retried() -> None:
+    with pytest.raises(TableMissingError):
+        writer(FakeTarget()).write("nope", writes(1))
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    samples = [backoff(30) for _ in range(200)]
+    assert max(samples) <= 5.0 and len(set(samples)) > 100
+    assert all(0 <= backoff(0) <= 0.05 for _ in range(50))
