@@ -81,7 +81,7 @@ class Env:
         if ddl:
             self.sql(ddl)
         target = unique(source.replace(" ", "_").replace('"', "")[:20] or "t")
-        target = "".join(c if c.isalnum() or c in "_-." else "_" for c in target)
+        target = "".join(c if (c.isascii() and c.isalnum()) or c in "_-." else "_" for c in target)
         self.tables[source] = target
         self.write_config()
         return target

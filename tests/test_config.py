@@ -50,10 +50,11 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         (MINIMAL + "[bogus]\n", r"unknown section \[bogus\]"),
         ('[source]\ndatabase = "a.db"\n', r"no \[\[tables\]\]"),
         ("[[tables]]\nsource='a'\ntarget='b'\n", "database must be set"),
-        (MINIMAL + '[[tables]]\nsource = "USERS"\ntarget = "x"\n', "configured twice"),
-        ('[source]\ndatabase="a"\n[[tables]]\nsource="_dynasync_changelog"\ntarget="x"\n', "internal table"),
+        (MINIMAL + '[[tables]]\nsource = "USERS"\ntarget = "xyz"\n', "configured twice"),
+        ('[source]\ndatabase="a"\n[[tables]]\nsource="_dynasync_changelog"\ntarget="xyz"\n', "internal table"),
         ('[source]\ndatabase="a"\n[[tables]]\nsource="t"\n', "target must be"),
         ("not toml [", "invalid TOML"),
+        ('[source]\ndatabase="a"\n[[tables]]\nsource="t"\ntarget="a b"\n', "not a valid DynamoDB table name"),
     ],
 )
 def test_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -80,7 +80,8 @@ def _init_sqlite_only(app: object) -> None:
     from dynasync.app import App
 
     assert isinstance(app, App)
-    capture.apply(app.conn, capture.plan(app.conn, app.schemas()))
+    schemas = app.schemas()
+    capture.apply(app.conn, capture.plan(app.conn, schemas), schemas)
 
 
 def test_empty_and_single_row_tables(env: Env) -> None:

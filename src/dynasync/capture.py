@@ -65,12 +65,13 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Plan:
     return result
 
 
-def apply(conn: sqlite3.Connection, p: Plan) -> None:
+def apply(conn: sqlite3.Connection, p: Plan, schemas: Mapping[str, TableSchema]) -> None:
     with write_txn(conn):
         for stmt in p.statements:
             conn.execute(stmt)
         conn.execute(sql.STATE_INIT, (state.HWM, 0))
         conn.execute(sql.STATE_INIT, (state.VERSION, sql.SCHEMA_VERSION))
+        state.save_shapes(conn, {name: s.shape for name, s in schemas.items()})
 
 
 def init(app: App, dry_run: bool = False) -> InitResult:
@@ -78,8 +79,7 @@ def init(app: App, dry_run: bool = False) -> InitResult:
     p = plan(app.conn, schemas)
     if dry_run:
         return InitResult(plan=p, applied=False)
-    if p.statements:
-        apply(app.conn, p)
+    apply(app.conn, p, schemas)
     journal = app.conn.execute(sql.JOURNAL_MODE).fetchone()[0]
     if str(journal).lower() != "wal":
         p.warnings.append(
@@ -99,7 +99,7 @@ def rearm(app: App, schemas: Mapping[str, TableSchema]) -> list[str]:
     left without row triggers, which need reconciling."""
     p = plan(app.conn, schemas)
     if p.statements:
-        apply(app.conn, p)
+        apply(app.conn, p, schemas)
         log.warning("capture triggers were missing or outdated; reinstalled them")
     return p.disarmed
 

@@ -7,6 +7,7 @@ read what dynasync does when a key is left out.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 CONFIG_ENV = "DYNASYNC_CONFIG"
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 DEFAULT_CONFIG_NAME = "dynasync.toml"
 
 
@@ -223,6 +225,11 @@ def _tables(value: Any, where: str) -> tuple[TableConfig, ...]:
             raise ConfigError(f"{label}: source must be the SQLite table name")
         if not isinstance(target, str) or not target:
             raise ConfigError(f"{label}: target must be the DynamoDB table name")
+        if not _TABLE_NAME.fullmatch(target):
+            raise ConfigError(
+                f"{label}: target {target!r} is not a valid DynamoDB table name (3-255 characters: "
+                "a-z, A-Z, 0-9, '_', '-', '.')"
+            )
         if "\x00" in source:
             raise ConfigError(f"{label}: source contains a NUL character")
         lowered = source.lower()

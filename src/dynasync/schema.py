@@ -4,7 +4,9 @@ types, and the UNIQUE indexes REPLACE can delete rows through."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlite_utils
 
@@ -19,6 +21,8 @@ class TableSchema:
     key_types: tuple[str, ...]  # DynamoDB scalar types: "S", "N" or "B"
     unique_indexes: tuple[tuple[str, ...], ...]
     skipped_indexes: tuple[str, ...]  # expression indexes the triggers cannot follow
+    # Non-key columns with their DEFAULT text: what an item looks like.
+    shape: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def trigger_spec(self) -> triggers.TriggerSpec:
@@ -83,4 +87,15 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
         key_types=tuple(key_type(c.type or "") for c in pk),
         unique_indexes=tuple(unique),
         skipped_indexes=tuple(skipped),
+        shape=tuple(sorted((c.name, c.default_value) for c in columns if not c.is_pk)),
     )
+
+
+def reshaped(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> bool:
+    """Whether existing rows now map to different items although no trigger
+    fired: a column dropped or renamed, or one added with a non-NULL default."""
+    before = {name: default for name, default in old}
+    after = {name: default for name, default in new}
+    if any(name not in after for name in before):
+        return True
+    return any(after[name] is not None for name in after if name not in before)

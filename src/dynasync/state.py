@@ -8,10 +8,12 @@ skipping, and a restore from backup rewinds data and state together.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dynasync import triggers as sql
 from dynasync.database import write_txn
@@ -120,6 +122,27 @@ def record_dead_letters(
         attempts, first = (old[0] + 1, old[1]) if old else (1, now)
         conn.execute(sql.DEAD_DELETE, (table, k1, k2))
         conn.execute(sql.DEAD_INSERT, (table, k1, k2, reason, seq, first, now, attempts))
+
+
+def _shape_key(table: str) -> str:
+    return f"shape:{table}"
+
+
+def stored_shape(conn: sqlite3.Connection, table: str) -> list[list[Any]] | None:
+    row = conn.execute(sql.STATE_GET, (_shape_key(table),)).fetchone()
+    if row is None:
+        return None
+    try:
+        value = json.loads(row[0])
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, list) else None
+
+
+def save_shapes(conn: sqlite3.Connection, shapes: Mapping[str, Sequence[Sequence[Any]]]) -> None:
+    """Call inside a write transaction."""
+    for table, shape in shapes.items():
+        conn.execute(sql.STATE_SET, (_shape_key(table), json.dumps([list(c) for c in shape])))
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:

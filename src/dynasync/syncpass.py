@@ -14,7 +14,8 @@ from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.changelog import Batch
 from dynasync.mapping import Poison
-from dynasync.schema import TableSchema
+from dynasync.database import write_txn
+from dynasync.schema import TableSchema, reshaped
 from dynasync.state import Ref
 from dynasync.target import delete, put
 from dynasync.writer import Write, WriteStats
@@ -102,12 +103,23 @@ class Syncer:
         self.app._checked_targets.clear()
         self.app.check_targets(schemas)
         self._schemas = schemas
+        changed = {}
+        for name, s in schemas.items():
+            old = state.stored_shape(conn, name)
+            if old is None or [list(c) for c in s.shape] != old:
+                changed[name] = s.shape
+                if old is not None and reshaped(old, s.shape):
+                    disarmed.append(name)
         if disarmed:
             from dynasync import verify
 
-            log.warning("reconciling %s after its capture triggers went missing", ", ".join(disarmed))
-            verify.verify(self.app, tables=disarmed, repair=True)
-            result.reconciled.extend(disarmed)
+            tables = sorted(set(disarmed))
+            log.warning("reconciling %s: rows changed without firing capture triggers", ", ".join(tables))
+            verify.verify(self.app, tables=tables, repair=True)
+            result.reconciled.extend(tables)
+        if changed:
+            with write_txn(conn):
+                state.save_shapes(conn, changed)
         self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
 
     def run_pass(self, until: int | None = None) -> PassResult:

@@ -1,0 +1,65 @@
+"""The boto3 adapter against moto (fast, in-process) for the plumbing, and
+error classification against DynamoDB Local for what moto does not validate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from dynasync import config
+from dynasync.dynamodb import DynamoTarget
+from dynasync.exceptions import TableMissingError
+from dynasync.target import RetryableError, ValidationError, delete, put
+
+
+def cfg(endpoint: str | None = None) -> config.DynamoConfig:
+    data: dict[str, Any] = {"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "tt"}],
+                            "dynamodb": {"region": "us-east-1"}}
+    if endpoint:
+        data["dynamodb"]["endpoint_url"] = endpoint
+    return config.parse(data).dynamodb
+
+
+@mock_aws
+def test_create_describe_write_read_scan_with_moto() -> None:
+    t = DynamoTarget(cfg())
+    assert t.key_schema("tbl") is None
+    t.create_table("tbl", (("pk", "S"), ("sk", "N")))
+    assert t.key_schema("tbl") == (("pk", "S"), ("sk", "N"))
+    reqs = [put({"pk": {"S": "a"}, "sk": {"N": str(i)}, "b": {"B": b"\x00"}}) for i in range(5)]
+    assert t.batch_write("tbl", reqs) == []
+    assert t.batch_write("tbl", [delete({"pk": {"S": "a"}, "sk": {"N": "0"}})]) == []
+    items, unprocessed = t.batch_get("tbl", [{"pk": {"S": "a"}, "sk": {"N": "1"}}])
+    assert unprocessed == [] and items[0]["b"] == {"B": b"\x00"}
+    page, nxt = t.scan("tbl", None)
+    assert len(page) == 4 and nxt is None
+    boto3.client("dynamodb", region_name="us-east-1")  # moto is active: no network
+
+
+@mock_aws
+def test_missing_table_is_classified_with_moto() -> None:
+    t = DynamoTarget(cfg())
+    with pytest.raises(TableMissingError):
+        t.batch_write("nope", [put({"id": {"S": "x"}})])
+
+
+def test_validation_errors_from_dynamodb_local(ddb_local: Any) -> None:
+    t = DynamoTarget(cfg(ddb_local.endpoint))
+    t.create_table("adapter-validation", (("id", "N"),))
+    with pytest.raises(ValidationError, match="duplicates"):
+        t.batch_write("adapter-validation", [put({"id": {"N": "1"}}), delete({"id": {"N": "1"}})])
+    with pytest.raises(ValidationError):
+        t.batch_write("adapter-validation", [put({"id": {"N": str(i)}}) for i in range(26)])
+    with pytest.raises(ValidationError):
+        t.batch_write("adapter-validation", [put({"id": {"N": "1" * 39}})])
+
+
+def test_unreachable_endpoint_is_retryable() -> None:
+    from ddblocal import free_port
+
+    c = cfg(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RetryableError):
+        DynamoTarget(c).batch_write("x", [put({"id": {"N": "1"}})])
