@@ -58,6 +58,7 @@ class Env:
         self.db_path = tmp_path / "app.db"
         self.config_path = tmp_path / "dynasync.toml"
         self.endpoint = endpoint
+        self.current_endpoint = endpoint
         self.client = client
         self.tables: dict[str, str] = {}
         self.extra: dict[str, dict[str, Any]] = {}
@@ -89,7 +90,9 @@ class Env:
     def write_config(self, endpoint: str | None = None, **sections: dict[str, Any]) -> Path:
         for k, v in sections.items():
             self.extra.setdefault(k, {}).update(v)
-        dyn = {"endpoint_url": endpoint or self.endpoint, "region": "us-east-1", "create_tables": True,
+        if endpoint:
+            self.current_endpoint = endpoint
+        dyn = {"endpoint_url": self.current_endpoint, "region": "us-east-1", "create_tables": True,
                "max_retry_time": 5.0}
         dyn.update(self.extra.get("dynamodb", {}))
         sync = {"interval": 0.5}

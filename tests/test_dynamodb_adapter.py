@@ -16,7 +16,7 @@ from dynasync.target import RetryableError, ValidationError, delete, put
 
 
 def cfg(endpoint: str | None = None) -> config.DynamoConfig:
-    data: dict[str, Any] = {"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "tt"}],
+    data: dict[str, Any] = {"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "ttt"}],
                             "dynamodb": {"region": "us-east-1"}}
     if endpoint:
         data["dynamodb"]["endpoint_url"] = endpoint

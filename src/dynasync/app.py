@@ -16,7 +16,7 @@ from dynasync.exceptions import KeySchemaError, TableMissingError
 from dynasync.lock import InstanceLock
 from dynasync.schema import TableSchema
 from dynasync.target import KeySchema, Target
-from dynasync.writer import Retrier, Writer
+from dynasync.writer import Retrier, Writer, WriteStats
 
 log = logging.getLogger("dynasync")
 
@@ -89,13 +89,18 @@ class App:
     def expected_key(self, schema: TableSchema) -> KeySchema:
         return tuple(zip(schema.key, schema.key_types, strict=True))
 
-    def check_targets(self, schemas: dict[str, TableSchema], create: bool = False) -> None:
-        """Each target table must exist with the key schema the SQLite key implies."""
+    def check_targets(self, schemas: dict[str, TableSchema], create: bool = False) -> list[str]:
+        """Each target table must exist with the key schema the SQLite key implies.
+        Returns the tables it created."""
+        created: list[str] = []
         for t in self.config.tables:
             if t.target in self._checked_targets:
                 continue
             want = self.expected_key(schemas[t.source])
-            have = self.target.key_schema(t.target)
+            stats = WriteStats()
+            have = self.retrier().call(
+                lambda name=t.target: self.target.key_schema(name), f"describing {t.target!r}", stats
+            )
             if have is None:
                 if not create:
                     raise TableMissingError(
@@ -103,14 +108,18 @@ class App:
                         "or set create_tables = true and run 'dynasync init'"
                     )
                 log.info("creating DynamoDB table %s", t.target)
-                self.target.create_table(t.target, want)
+                self.retrier().call(
+                    lambda name=t.target: self.target.create_table(name, want), f"creating {t.target!r}", stats
+                )
                 have = want
+                created.append(t.target)
             if tuple(have) != want:
                 raise KeySchemaError(
                     f"DynamoDB table {t.target!r} has key schema {_fmt(have)}, but SQLite table "
                     f"{t.source!r} needs {_fmt(want)}"
                 )
             self._checked_targets.add(t.target)
+        return created
 
 
 def _fmt(key: KeySchema) -> str:

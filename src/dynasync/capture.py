@@ -86,11 +86,10 @@ def init(app: App, dry_run: bool = False) -> InitResult:
             f"the database uses journal_mode={journal}; WAL is strongly recommended so dynasync's "
             "reads never block the application's writes (PRAGMA journal_mode=WAL)"
         )
-    before = {t.target for t in app.config.tables if app.target.key_schema(t.target) is None}
-    app.check_targets(schemas, create=app.config.dynamodb.create_tables)
+    created = app.check_targets(schemas, create=app.config.dynamodb.create_tables)
     for w in p.warnings:
         log.warning(w)
-    return InitResult(plan=p, applied=True, created_tables=sorted(before))
+    return InitResult(plan=p, applied=True, created_tables=created)
 
 
 def rearm(app: App, schemas: Mapping[str, TableSchema]) -> list[str]:
