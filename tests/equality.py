@@ -27,6 +27,7 @@ def _expected_value(v: Any) -> tuple[str, Any] | None:
 
 def sqlite_side(db: str, table: str, key_types: dict[str, str]) -> dict[tuple[Any, ...], dict[str, Any]]:
     conn = sqlite3.connect(db)
+    conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
     try:
         cur = conn.execute(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}"')
         cols = [d[0] for d in cur.description]
