@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ddblocal import DynamoDBLocal  # noqa: E402
+from ddblocal import DynamoDBLocal
 
-from dynasync import config as config_mod  # noqa: E402
-from dynasync.app import App  # noqa: E402
+from dynasync import config as config_mod
+from dynasync.app import App
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ class FaultProxy:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 proxy._handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -115,7 +115,7 @@ def test_run_daemon_syncs_and_stops_on_sigterm(env: Env) -> None:
         wait_until(lambda: env.items("t")[0]["v"]["S"] == "b", timeout=10)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=30)
+        _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err
     assert "SIGTERM" in err
     # The lock died with the process.

@@ -3,6 +3,7 @@ DynamoDB target, writer and the instance lock."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -99,7 +100,7 @@ class App:
             want = self.expected_key(schemas[t.source])
             stats = WriteStats()
             have = self.retrier().call(
-                lambda name=t.target: self.target.key_schema(name), f"describing {t.target!r}", stats
+                functools.partial(self.target.key_schema, t.target), f"describing {t.target!r}", stats
             )
             if have is None:
                 if not create:
@@ -109,7 +110,9 @@ class App:
                     )
                 log.info("creating DynamoDB table %s", t.target)
                 self.retrier().call(
-                    lambda name=t.target: self.target.create_table(name, want), f"creating {t.target!r}", stats
+                    functools.partial(self.target.create_table, t.target, want),
+                    f"creating {t.target!r}",
+                    stats,
                 )
                 have = want
                 created.append(t.target)

@@ -20,9 +20,8 @@ from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import StateError
 from dynasync.mapping import Poison
 from dynasync.schema import TableSchema
-from dynasync.state import Ref
 from dynasync.syncpass import PassResult, Syncer
-from dynasync.target import put
+from dynasync.target import Ref, put
 from dynasync.writer import Write
 
 Progress = Callable[[str, int, int], None]
@@ -73,7 +72,9 @@ def _progress_rows(conn: sqlite3.Connection) -> dict[str, tuple[Any, Any, int, i
     return {r[0]: r[1:] for r in conn.execute(sql.BACKFILL_GET)}
 
 
-def backfill(app: App, tables: Sequence[str] | None = None, progress: Progress | None = None) -> BackfillResult:
+def backfill(
+    app: App, tables: Sequence[str] | None = None, progress: Progress | None = None
+) -> BackfillResult:
     app.lock()
     conn = app.conn
     state.require_installed(conn)
@@ -127,7 +128,7 @@ def backfill(app: App, tables: Sequence[str] | None = None, progress: Progress |
                 except Poison as e:
                     rejected.append((ref, str(e)))
             out = writer.write(target, writes)
-            rejected.extend((w.ref, reason) for w, reason in out.rejected)  # type: ignore[misc]
+            rejected.extend((w.ref, reason) for w, reason in out.rejected)
             last = key_of(schema, columns, rows[-1])
             with write_txn(conn):
                 conn.execute(sql.BACKFILL_PROGRESS, (*last, len(rows), name))
@@ -143,7 +144,7 @@ def backfill(app: App, tables: Sequence[str] | None = None, progress: Progress |
                 ((name, *key_of(schema, columns, r)), f"key column is NULL in row {r!r}") for r in cur
             ]
         with write_txn(conn):
-            state.record_dead_letters(conn, null_keyed, None)  # type: ignore[arg-type]
+            state.record_dead_letters(conn, null_keyed, None)
             conn.execute(sql.BACKFILL_DONE, (name,))
         tb.rejected += len(null_keyed)
     result.catch_up = Syncer(app).run_pass()

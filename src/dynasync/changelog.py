@@ -66,14 +66,15 @@ def read_batch(
             key_pos = [names.index(c) for c in schema.key]
             changes = []
             for r in cur.fetchall():
-                row: tuple[Any, ...] | None = r[2:]
+                row: tuple[Any, ...] | None = tuple(r[2:])
                 if r[0] is None or (len(schema.key) == 2 and r[1] is None):
                     # NULL never joins: fetch a NULL-keyed row directly, so it
                     # becomes a dead letter while it exists and clears once gone.
-                    row = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
-                elif any(row[i] is None for i in key_pos):
+                    found = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
+                    row = tuple(found) if found is not None else None
+                elif any(r[2 + i] is None for i in key_pos):
                     row = None
-                changes.append(KeyChange(r[0], r[1], tuple(row) if row is not None else None))
+                changes.append(KeyChange(r[0], r[1], row))
             batch.changes[table] = changes
             batch.columns[table] = names
     return batch

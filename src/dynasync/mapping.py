@@ -78,7 +78,9 @@ def key_value(v: Any, column: str, key_type: str, limit: int) -> AttributeValue:
     if key_type == "N":
         if isinstance(v, int | float):
             return {"N": number(v, column)}
-        raise Poison(f"key column {column!r} holds {type(v).__name__} {v!r}, but the key attribute is a number")
+        raise Poison(
+            f"key column {column!r} holds {type(v).__name__} {v!r}, but the key attribute is a number"
+        )
     if key_type == "S":
         if isinstance(v, bytes):
             raise Poison(f"key column {column!r} holds a BLOB, but the key attribute is a string")

@@ -56,7 +56,7 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
         raise SourceError(f"{name!r} is a view; only tables can be synced")
     if sql and sql.lstrip().upper().startswith("CREATE VIRTUAL"):
         raise SourceError(f"table {name!r} is a virtual table; only ordinary tables can be synced")
-    table = sqlite_utils.Database(conn)[name]
+    table = sqlite_utils.Database(conn).table(name)
     columns = table.columns
     pk = sorted((c for c in columns if c.is_pk), key=lambda c: c.is_pk)
     if not pk:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dynasync import triggers as sql
 from dynasync.database import write_txn
 from dynasync.exceptions import StateError
+from dynasync.target import Ref
 
 HWM = "high_water_mark"
 VERSION = "schema_version"
 
-Ref = tuple[str, object, object]  # (source table, k1, k2)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def commit_pass(
     conn: sqlite3.Connection,
     high: int,
     rejected: Iterable[tuple[Ref, str]],
-    delivered: Iterable[Hashable],
+    delivered: Iterable[Ref],
     seq: int | None = None,
 ) -> None:
     """Advance the mark to `high`, prune the applied changelog rows and update
@@ -111,11 +111,11 @@ def record_dead_letters(
     conn: sqlite3.Connection,
     rejected: Iterable[tuple[Ref, str]],
     seq: int | None,
-    delivered: Iterable[Hashable] = (),
+    delivered: Iterable[Ref] = (),
 ) -> None:
     """Call inside a write transaction."""
     if conn.execute(sql.DEAD_COUNT).fetchone()[0]:
-        conn.executemany(sql.DEAD_DELETE, delivered)  # type: ignore[arg-type]
+        conn.executemany(sql.DEAD_DELETE, delivered)
     now = time.time()
     for (table, k1, k2), reason in rejected:
         old = conn.execute(sql.DEAD_FIND, (table, k1, k2)).fetchone()

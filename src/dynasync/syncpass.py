@@ -13,11 +13,10 @@ from dynasync import capture, changelog, mapping, state
 from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.changelog import Batch
-from dynasync.mapping import Poison
 from dynasync.database import write_txn
+from dynasync.mapping import Poison
 from dynasync.schema import TableSchema, reshaped
-from dynasync.state import Ref
-from dynasync.target import delete, put
+from dynasync.target import Ref, delete, put
 from dynasync.writer import Write, WriteStats
 
 
@@ -145,8 +144,8 @@ class Syncer:
                 out = writer.write(target, writes)
                 result.stats.add(out.stats)
                 bad = {id(w) for w, _ in out.rejected}
-                rejected.extend((w.ref, reason) for w, reason in out.rejected)  # type: ignore[misc]
-                delivered.extend(w.ref for w in writes if id(w) not in bad)  # type: ignore[misc]
+                rejected.extend((w.ref, reason) for w, reason in out.rejected)
+                delivered.extend(w.ref for w in writes if id(w) not in bad)
             state.commit_pass(conn, batch.high, rejected, delivered)
             for ref, reason in rejected:
                 log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from dynasync.exceptions import TargetError
 from dynasync.mapping import Item
 
+# Which source row a write stands for: (source table, k1, k2). Dead letters use it.
+Ref = tuple[str, Any, Any]
 WriteRequest = dict[str, Any]  # {"PutRequest": {"Item": ...}} or {"DeleteRequest": {"Key": ...}}
 KeySchema = tuple[tuple[str, str], ...]  # ((name, "S"|"N"|"B"), ...) partition key first
 

@@ -169,7 +169,10 @@ JOURNAL_MODE = "PRAGMA journal_mode"
 # --- state ---------------------------------------------------------------------
 
 STATE_GET = f"SELECT value FROM {STATE} WHERE name = ?"
-STATE_SET = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+STATE_SET = (
+    f"INSERT INTO {STATE} (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
 STATE_INIT = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
 # --- changelog -----------------------------------------------------------------
@@ -248,7 +251,10 @@ BACKFILL_DONE = f"UPDATE {BACKFILL} SET done = 1 WHERE tbl = ?"
 
 DEAD_COUNT = f"SELECT count(*) FROM {DEAD_LETTERS}"
 DEAD_COUNT_BY_TABLE = f"SELECT tbl, count(*) FROM {DEAD_LETTERS} GROUP BY tbl"
-DEAD_LIST = f"SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts FROM {DEAD_LETTERS} ORDER BY tbl, rowid"
+DEAD_LIST = (
+    "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts "
+    f"FROM {DEAD_LETTERS} ORDER BY tbl, rowid"
+)
 DEAD_FIND = f"SELECT attempts, first_failed FROM {DEAD_LETTERS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
 DEAD_DELETE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
 DEAD_INSERT = (

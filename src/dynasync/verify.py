@@ -7,6 +7,7 @@ DynamoDB, each item's key looked up in SQLite (extra items).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,9 +20,8 @@ from dynasync.backfill import chunks, key_of
 from dynasync.database import read_txn, write_txn
 from dynasync.mapping import Item, Poison
 from dynasync.schema import TableSchema
-from dynasync.state import Ref
 from dynasync.syncpass import key_identity
-from dynasync.target import MAX_BATCH_GET, delete, put
+from dynasync.target import MAX_BATCH_GET, Ref, delete, put
 from dynasync.writer import Write, WriteStats
 
 EXAMPLES = 5
@@ -103,7 +103,7 @@ def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[t
     attempt = 0
     while pending:
         items, pending = retrier.call(
-            lambda p=pending: app.target.batch_get(target, p), f"reading {target!r}", stats
+            functools.partial(app.target.batch_get, target, pending), f"reading {target!r}", stats
         )
         for it in items:
             found[key_identity({k: it[k] for k in keys[0]})] = it
@@ -125,7 +125,7 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
             return
         out = writer.write(target, writes) if writes else None
         bad = out.rejected if out else []
-        rejected = rejected + [(w.ref, reason) for w, reason in bad]  # type: ignore[misc]
+        rejected = rejected + [(w.ref, reason) for w, reason in bad]
         with write_txn(conn):
             state.record_dead_letters(conn, rejected, None)
         report.repaired += len(writes) - len(bad)
@@ -164,7 +164,7 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
     start: Item | None = None
     while True:
         page, start = app.retrier().call(
-            lambda s=start: app.target.scan(target, s), f"scanning {target!r}", stats
+            functools.partial(app.target.scan, target, start), f"scanning {target!r}", stats
         )
         extras: list[Write] = []
         with read_txn(conn):
@@ -177,7 +177,8 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
                 if conn.execute(exists, values).fetchone() is None:
                     report.extra += 1
                     report.note(f"{name}: {target} has extra item {values!r}")
-                    extras.append(Write((name, values[0], values[1] if len(values) > 1 else None), delete(key)))
+                    extra: Ref = (name, values[0], values[1] if len(values) > 1 else None)
+                    extras.append(Write(extra, delete(key)))
         fix(extras, [])
         if start is None:
             return report

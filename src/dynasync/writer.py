@@ -13,13 +13,13 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dynasync.exceptions import TargetUnavailableError
-from dynasync.target import MAX_BATCH_WRITE, RetryableError, Target, ValidationError, WriteRequest
+from dynasync.target import MAX_BATCH_WRITE, Ref, RetryableError, Target, ValidationError, WriteRequest
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ BACKOFF_CAP = 5.0
 
 @dataclass
 class Write:
-    ref: Hashable  # who to blame in a dead letter: (table, k1, k2)
+    ref: Ref
     request: WriteRequest
 
 
