@@ -126,3 +126,26 @@ def test_null_key_row_is_a_dead_letter_and_its_delete_is_a_noop(tmp_path: Path) 
     c.execute("DELETE FROM t")
     syncpass.Syncer(app).run_pass()
     assert state.dead_letters(app.conn) == [] and not fake.items("target-t")
+
+
+def test_reconcile_after_rebuild_survives_a_failed_first_attempt(tmp_path: Path) -> None:
+    from fakes import throttle_then_succeed
+
+    from dynasync.exceptions import TargetUnavailableError
+
+    app, fake = make_app(tmp_path, DDL)
+    c = app_conn(app)
+    c.execute("INSERT INTO t VALUES (1, 'a')")
+    syncpass.Syncer(app).run_pass()
+    c.executescript("CREATE TABLE t2 (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t2 SELECT * FROM t; "
+                    "DROP TABLE t; ALTER TABLE t2 RENAME TO t; INSERT INTO t VALUES (2, 'unseen');")
+    fake.fault = throttle_then_succeed(10**6)
+    with pytest.raises(TargetUnavailableError):
+        syncpass.Syncer(app).run_pass()
+    # The triggers are back already, but the reconcile is still owed.
+    assert app.conn.execute("SELECT count(*) FROM sqlite_master WHERE name = '_dynasync_ins_t'").fetchone() == (1,)
+    fake.fault = None
+    r = syncpass.Syncer(app).run_pass()  # a fresh process
+    assert r.reconciled == ["t"]
+    assert sorted(k[0][1][1] for k in fake.items("target-t")) == [1, 2]
+    assert syncpass.Syncer(app).run_pass().reconciled == []

@@ -71,7 +71,8 @@ def apply(conn: sqlite3.Connection, p: Plan, schemas: Mapping[str, TableSchema])
             conn.execute(stmt)
         conn.execute(sql.STATE_INIT, (state.HWM, 0))
         conn.execute(sql.STATE_INIT, (state.VERSION, sql.SCHEMA_VERSION))
-        state.save_shapes(conn, {name: s.shape for name, s in schemas.items()})
+        state.save_shapes(conn, {name: s.shape for name, s in schemas.items()}, overwrite=False)
+        state.flag_reconcile(conn, p.disarmed)
 
 
 def init(app: App, dry_run: bool = False) -> InitResult:

@@ -5,6 +5,7 @@ turned off and every failure is classified here as retryable, invalid or fatal.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,10 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+class TableExistsError(TargetError):
+    pass
+
+
 class DynamoTarget:
     def __init__(self, cfg: DynamoConfig) -> None:
         session = boto3.session.Session()
@@ -60,6 +65,8 @@ class DynamoTarget:
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             if code == "ResourceNotFoundException":
                 raise TableMissingError(f"DynamoDB table {table!r} does not exist") from e
+            if code == "ResourceInUseException" and operation == "create_table":
+                raise TableExistsError(message) from e
             if code == "ValidationException":
                 raise ValidationError(message) from e
             if code in RETRYABLE_CODES or status >= 500:
@@ -84,14 +91,16 @@ class DynamoTarget:
 
     def create_table(self, table: str, key: KeySchema) -> None:
         roles = ("HASH", "RANGE")
-        self._call(
-            "create_table",
-            table,
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in key],
-            KeySchema=[{"AttributeName": n, "KeyType": roles[i]} for i, (n, _) in enumerate(key)],
-        )
+        # An earlier attempt may have got through before its connection dropped.
+        with contextlib.suppress(TableExistsError):
+            self._call(
+                "create_table",
+                table,
+                TableName=table,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in key],
+                KeySchema=[{"AttributeName": n, "KeyType": roles[i]} for i, (n, _) in enumerate(key)],
+            )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             status = self._call("describe_table", table, TableName=table)["Table"]["TableStatus"]

@@ -139,10 +139,35 @@ def stored_shape(conn: sqlite3.Connection, table: str) -> list[list[Any]] | None
     return value if isinstance(value, list) else None
 
 
-def save_shapes(conn: sqlite3.Connection, shapes: Mapping[str, Sequence[Sequence[Any]]]) -> None:
-    """Call inside a write transaction."""
+def save_shapes(
+    conn: sqlite3.Connection, shapes: Mapping[str, Sequence[Sequence[Any]]], overwrite: bool = True
+) -> None:
+    """Call inside a write transaction. Without overwrite, only tables seen for
+    the first time are recorded, so a reshape stays visible to the next pass."""
+    stmt = sql.STATE_SET if overwrite else sql.STATE_INIT
     for table, shape in shapes.items():
-        conn.execute(sql.STATE_SET, (_shape_key(table), json.dumps([list(c) for c in shape])))
+        conn.execute(stmt, (_shape_key(table), json.dumps([list(c) for c in shape])))
+
+
+def _reconcile_key(table: str) -> str:
+    return f"reconcile:{table}"
+
+
+def flag_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+    """Call inside a write transaction: these tables changed without capture
+    seeing it. The flag outlives a failed or interrupted reconcile."""
+    for table in tables:
+        conn.execute(sql.STATE_SET, (_reconcile_key(table), 1))
+
+
+def flagged_for_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> list[str]:
+    return [t for t in tables if conn.execute(sql.STATE_GET, (_reconcile_key(t),)).fetchone()]
+
+
+def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+    """Call inside a write transaction."""
+    for table in tables:
+        conn.execute(sql.STATE_DELETE, (_reconcile_key(table),))
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:

@@ -48,7 +48,7 @@ class Plan:
     delivered_without_write: list[Ref] = field(default_factory=list)
 
 
-def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch, result: PassResult) -> Plan:
+def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch) -> Plan:
     p = Plan()
     for table, changes in batch.changes.items():
         schema, columns = schemas[table], batch.columns[table]
@@ -80,7 +80,6 @@ def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch, result:
                 continue
             seen[ident] = ref
             writes.append(Write(ref, request))
-            (result.puts if ch.row is not None else result.deletes)[table] += 1
     return p
 
 
@@ -98,27 +97,29 @@ class Syncer:
         if cookie == self._cookie:
             return
         schemas = self.app.schemas()
-        disarmed = capture.rearm(self.app, schemas)
+        capture.rearm(self.app, schemas)
         self.app._checked_targets.clear()
         self.app.check_targets(schemas)
         self._schemas = schemas
+        stale = set(state.flagged_for_reconcile(conn, schemas))
         changed = {}
         for name, s in schemas.items():
             old = state.stored_shape(conn, name)
             if old is None or [list(c) for c in s.shape] != old:
                 changed[name] = s.shape
                 if old is not None and reshaped(old, s.shape):
-                    disarmed.append(name)
-        if disarmed:
+                    stale.add(name)
+        if stale:
             from dynasync import verify
 
-            tables = sorted(set(disarmed))
+            tables = sorted(stale)
             log.warning("reconciling %s: rows changed without firing capture triggers", ", ".join(tables))
             verify.verify(self.app, tables=tables, repair=True)
             result.reconciled.extend(tables)
-        if changed:
+        if changed or stale:
             with write_txn(conn):
                 state.save_shapes(conn, changed)
+                state.clear_reconcile(conn, stale)
         self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
 
     def run_pass(self, until: int | None = None) -> PassResult:
@@ -135,7 +136,7 @@ class Syncer:
             batch = changelog.read_batch(conn, self._schemas, hwm, app.config.sync.batch_size)
             if batch is None:
                 break
-            p = plan_writes(app, self._schemas, batch, result)
+            p = plan_writes(app, self._schemas, batch)
             delivered: list[Ref] = list(p.delivered_without_write)
             rejected = list(p.rejected)
             for target, writes in p.writes.items():
@@ -145,7 +146,10 @@ class Syncer:
                 result.stats.add(out.stats)
                 bad = {id(w) for w, _ in out.rejected}
                 rejected.extend((w.ref, reason) for w, reason in out.rejected)
-                delivered.extend(w.ref for w in writes if id(w) not in bad)
+                for w in writes:
+                    if id(w) not in bad:
+                        delivered.append(w.ref)
+                        (result.puts if "PutRequest" in w.request else result.deletes)[w.ref[0]] += 1
             state.commit_pass(conn, batch.high, rejected, delivered)
             for ref, reason in rejected:
                 log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)

@@ -173,6 +173,7 @@ STATE_SET = (
     f"INSERT INTO {STATE} (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
+STATE_DELETE = f"DELETE FROM {STATE} WHERE name = ?"
 STATE_INIT = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
 # --- changelog -----------------------------------------------------------------
