@@ -77,6 +77,7 @@ def _init(app: App, args: argparse.Namespace) -> int:
 def _backfill(app: App, args: argparse.Namespace) -> int:
     from dynasync.backfill import backfill
 
+    started = time.monotonic()
     result = backfill(app, [args.table] if args.table else None, _progress("backfill"))
     _end_progress()
     for t in result.tables:
@@ -84,6 +85,7 @@ def _backfill(app: App, args: argparse.Namespace) -> int:
         print(f"backfill: {t.table}: {t.rows} row(s) copied{extra}")
     if result.catch_up and result.catch_up.entries:
         print(f"backfill: applied {result.catch_up.entries} change(s) made meanwhile")
+    print(f"backfill: done in {time.monotonic() - started:.2f}s")
     return 0
 
 
@@ -94,7 +96,7 @@ def _sync(app: App, args: argparse.Namespace) -> int:
     r = sync(app)
     print(
         f"sync: {r.entries} change(s) -> {r.applied} write(s), {r.rejected} dead letter(s), "
-        f"high-water mark {r.high_water_mark}"
+        f"high-water mark {r.high_water_mark}, in {r.seconds:.2f}s"
     )
     return 0
 

@@ -8,8 +8,9 @@ DynamoDB can never accept raises Poison with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from dynasync.schema import TableSchema
@@ -20,8 +21,10 @@ Item = dict[str, AttributeValue]
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_SORT_KEY_BYTES = 1024
-_MAX_NUMBER = Decimal("9.9999999999999999999999999999999999999E+125")
-_MIN_NUMBER = Decimal("1E-130")
+# Every double above the largest DynamoDB number is >= 1e126, and repr() of a
+# double at or above 1e-130 never falls below DynamoDB's smallest number.
+_MAX_FLOAT = float(Decimal("9.9999999999999999999999999999999999999E+125"))
+_MIN_FLOAT = 1e-130
 
 
 class Poison(Exception):
@@ -44,14 +47,10 @@ def number(value: int | float, column: str) -> str:
         return str(value)  # exact over the full 64-bit range
     # repr() is the shortest text that round-trips to the same double.
     text = repr(value)
-    try:
-        d = Decimal(text)
-    except InvalidOperation:  # pragma: no cover - repr of a float always parses
-        raise Poison(f"column {column!r}: {text} is not a number") from None
-    if not d.is_finite():
+    if not math.isfinite(value):
         raise Poison(f"column {column!r}: {text} cannot be stored in DynamoDB (not a finite number)")
-    magnitude = abs(d)
-    if magnitude > _MAX_NUMBER or (magnitude and magnitude < _MIN_NUMBER):
+    magnitude = abs(value)
+    if magnitude > _MAX_FLOAT or (magnitude and magnitude < _MIN_FLOAT):
         raise Poison(f"column {column!r}: {text} is outside DynamoDB's number range (1E-130 to 1E+126)")
     return text
 
@@ -110,18 +109,39 @@ def key(schema: TableSchema, values: Sequence[Any]) -> Item:
 
 
 def item(schema: TableSchema, columns: Sequence[str], row: Sequence[Any]) -> Item:
-    """The whole item for a row; columns are the row's column names."""
+    """The whole item for a row; columns are the row's column names.
+
+    This runs once per row on the hot path, so common types are mapped inline
+    and the exact size is only computed when a cheap bound says it might matter.
+    """
     result: Item = {}
+    keycols = schema.key
+    bound = 0  # >= the item size / 4, since a character is at most 4 UTF-8 bytes
     for col, v in zip(columns, row, strict=True):
-        if col in schema.key:
+        if v is None or col in keycols:
             continue
-        av = value(v, col)
-        if av is not None:
+        t = type(v)
+        if t is str:
+            result[col] = {"S": v}
+            bound += len(v)
+        elif t is int:
+            result[col] = {"N": str(v)}
+            bound += 11
+        elif t is bytes:
+            result[col] = {"B": v}
+            bound += len(v)
+        else:
+            av = value(v, col)
+            if av is None:  # pragma: no cover - None is skipped above
+                continue
             result[col] = av
-    result.update(key(schema, [row[columns.index(c)] for c in schema.key]))
-    size = item_size(result)
-    if size > MAX_ITEM_BYTES:
-        raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
+            bound += 11
+        bound += len(col)
+    result.update(key(schema, [row[columns.index(c)] for c in keycols]))
+    if bound * 4 + 4096 > MAX_ITEM_BYTES:
+        size = item_size(result)
+        if size > MAX_ITEM_BYTES:
+            raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from dynasync.database import write_txn
 from dynasync.mapping import Poison
 from dynasync.schema import TableSchema, reshaped
 from dynasync.target import Ref, delete, put
-from dynasync.writer import Write, WriteStats
+from dynasync.writer import Write, Writer, WriteStats
 
 
 @dataclass
@@ -123,6 +124,12 @@ class Syncer:
         self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
 
     def run_pass(self, until: int | None = None) -> PassResult:
+        """Apply the changelog up to `until` (default: its end now).
+
+        Slices are pipelined: while one slice's writes are in flight, the next
+        is read and mapped. Its writes are only sent once the previous slice is
+        acknowledged and committed, so the writes of a key never overtake.
+        """
         started = time.monotonic()
         app, conn = self.app, self.app.conn
         result = PassResult()
@@ -132,34 +139,66 @@ class Syncer:
         self._refresh_schema(result)
         end = until if until is not None else changelog.last_seq(conn)
         writer = app.writer()
-        while hwm < end and not app.stop.is_set():
-            batch = changelog.read_batch(conn, self._schemas, hwm, app.config.sync.batch_size)
-            if batch is None:
-                break
-            p = plan_writes(app, self._schemas, batch)
-            delivered: list[Ref] = list(p.delivered_without_write)
-            rejected = list(p.rejected)
-            for target, writes in p.writes.items():
-                if not writes:
-                    continue
-                out = writer.write(target, writes)
-                result.stats.add(out.stats)
-                bad = {id(w) for w, _ in out.rejected}
-                rejected.extend((w.ref, reason) for w, reason in out.rejected)
-                for w in writes:
-                    if id(w) not in bad:
-                        delivered.append(w.ref)
-                        (result.puts if "PutRequest" in w.request else result.deletes)[w.ref[0]] += 1
-            state.commit_pass(conn, batch.high, rejected, delivered)
-            for ref, reason in rejected:
-                log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)
-            result.rejected += len(rejected)
-            result.batches += 1
-            result.entries += batch.entries
-            hwm = batch.high
-        result.high_water_mark = hwm
+        read_to = hwm
+        in_flight: tuple[Batch, Plan, Future[_Delivery]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynasync-deliver") as pipe:
+            try:
+                while True:
+                    batch = plan = None
+                    if read_to < end and not app.stop.is_set():
+                        batch = changelog.read_batch(conn, self._schemas, read_to, app.config.sync.batch_size)
+                    if batch is not None:
+                        plan = plan_writes(app, self._schemas, batch)
+                        read_to = batch.high
+                    if in_flight is not None:
+                        self._commit(in_flight[0], in_flight[1], in_flight[2].result(), result)
+                        in_flight = None
+                    if batch is None or plan is None:
+                        break
+                    in_flight = (batch, plan, pipe.submit(_deliver, writer, plan))
+            finally:
+                if in_flight is not None:
+                    in_flight[2].cancel()
+        result.high_water_mark = state.high_water_mark(conn)
         result.seconds = time.monotonic() - started
         return result
+
+    def _commit(self, batch: Batch, plan: Plan, delivery: _Delivery, result: PassResult) -> None:
+        rejected = plan.rejected + delivery.rejected
+        delivered = plan.delivered_without_write + delivery.delivered
+        state.commit_pass(self.app.conn, batch.high, rejected, delivered)
+        for ref, reason in rejected:
+            log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)
+        for ref, is_put in delivery.applied:
+            (result.puts if is_put else result.deletes)[ref[0]] += 1
+        result.stats.add(delivery.stats)
+        result.rejected += len(rejected)
+        result.batches += 1
+        result.entries += batch.entries
+
+
+@dataclass
+class _Delivery:
+    delivered: list[Ref] = field(default_factory=list)
+    rejected: list[tuple[Ref, str]] = field(default_factory=list)
+    applied: list[tuple[Ref, bool]] = field(default_factory=list)
+    stats: WriteStats = field(default_factory=WriteStats)
+
+
+def _deliver(writer: Writer, plan: Plan) -> _Delivery:
+    out = _Delivery()
+    for target, writes in plan.writes.items():
+        if not writes:
+            continue
+        res = writer.write(target, writes)
+        out.stats.add(res.stats)
+        bad = {id(w) for w, _ in res.rejected}
+        out.rejected.extend((w.ref, reason) for w, reason in res.rejected)
+        for w in writes:
+            if id(w) not in bad:
+                out.delivered.append(w.ref)
+                out.applied.append((w.ref, "PutRequest" in w.request))
+    return out
 
 
 def sync(app: App) -> PassResult:

@@ -1,0 +1,220 @@
+"""Run every benchmark, print a table, write docs/benchmarks.md and
+docs/benchmarks.png. Usage: scripts/bench [--quick]
+
+Each figure is a ratio or a bound measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import capture
+import harness
+from harness import DYNASYNC, DynamoDBLocal, FaultProxy, make_db, new_table, run_dynasync, write_config
+from stub import StubDynamo
+
+DOCS = harness.ROOT / "docs"
+
+
+def pending_changes(db: Path, n: int, keys: int | None = None) -> None:
+    """n changes waiting in the changelog: updates over `keys` keys (all distinct by default)."""
+    keys = keys or n
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    for i in range(n):
+        conn.execute("UPDATE items SET qty = qty + 1 WHERE id = ?", (i % keys,))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def fresh(tmp: Path, name: str, rows: int, endpoint: str, **cfg: dict[str, Any]) -> tuple[Path, Path, str]:
+    db = tmp / f"{name}.db"
+    make_db(db, rows)
+    target = new_table(endpoint) if "stub" not in cfg.get("dynamodb", {}) else "stub-table"
+    cfg.get("dynamodb", {}).pop("stub", None)
+    config = write_config(tmp / f"{name}.toml", db, endpoint, target, **cfg)
+    run_dynasync("init", "--config", str(config))
+    return db, config, target
+
+
+def replay(ddb: DynamoDBLocal, tmp: Path, n: int) -> dict[str, Any]:
+    db, config, _ = fresh(tmp, "replay", n, ddb.endpoint)
+    pending_changes(db, n)
+    secs, rss = run_dynasync("sync", "--config", str(config))
+    base = harness.baseline_loop(db, ddb.endpoint, new_table(ddb.endpoint))
+    return {"changes": n, "dynasync_per_s": n / secs, "baseline_per_s": n / base,
+            "ratio": base / secs, "rss_mib": rss / 1024}
+
+
+def latency(ddb: DynamoDBLocal, tmp: Path, n: int, writers: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"writers": writers, "ddb_local": [], "stub": []}
+    proxy = FaultProxy(ddb.port)
+    proxy.latency = 0.020
+    stub = StubDynamo(0.020)
+    try:
+        for w in writers:
+            for kind, endpoint in (("ddb_local", proxy.endpoint), ("stub", stub.endpoint)):
+                extra = {"stub": True} if kind == "stub" else {}
+                db, config, _ = fresh(tmp, f"lat-{kind}-{w}", n, endpoint,
+                                      dynamodb={"max_concurrency": w, **extra}, sync={"batch_size": 20000})
+                pending_changes(db, n)
+                secs, _ = run_dynasync("sync", "--config", str(config))
+                out[kind].append(n / secs)
+    finally:
+        proxy.close()
+        stub.close()
+    for kind in ("ddb_local", "stub"):
+        out[f"{kind}_ratio_at_max"] = out[kind][-1] / out[kind][0]
+    return out
+
+
+def backfill(ddb: DynamoDBLocal, tmp: Path, sizes: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizes": sizes, "rows_per_s": [], "rss_mib": []}
+    for n in sizes:
+        db, config, _ = fresh(tmp, f"backfill-{n}", n, ddb.endpoint)
+        secs, rss = run_dynasync("backfill", "--config", str(config))
+        out["rows_per_s"].append(n / secs)
+        out["rss_mib"].append(rss / 1024)
+        if n == sizes[0]:
+            out["baseline_rows_per_s"] = n / harness.baseline_loop(db, ddb.endpoint, new_table(ddb.endpoint))
+        (tmp / f"backfill-{n}.db").unlink()
+    out["rss_growth"] = out["rss_mib"][-1] / out["rss_mib"][0]
+    out["speed_ratio"] = out["rows_per_s"][0] / out["baseline_rows_per_s"]
+    return out
+
+
+def backlog(ddb: DynamoDBLocal, tmp: Path, sizes: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizes": sizes, "rss_mib": [], "changes_per_s": []}
+    for n in sizes:
+        db, config, _ = fresh(tmp, f"backlog-{n}", n, ddb.endpoint)
+        pending_changes(db, n)
+        secs, rss = run_dynasync("sync", "--config", str(config))
+        out["rss_mib"].append(rss / 1024)
+        out["changes_per_s"].append(n / secs)
+        (tmp / f"backlog-{n}.db").unlink()
+    out["rss_growth"] = out["rss_mib"][-1] / out["rss_mib"][0]
+    return out
+
+
+def lag(ddb: DynamoDBLocal, tmp: Path, seconds: float, watch: bool) -> dict[str, Any]:
+    """Commit-to-DynamoDB delay under a steady 50 commits/s, `run` at its
+    defaults. The proxy stamps each write when DynamoDB's reply goes back."""
+    proxy = FaultProxy(ddb.port)
+    arrived: dict[int, float] = {}
+    requests = [0]
+
+    def on_reply(op: str, body: bytes, at: float) -> None:
+        if op != "BatchWriteItem":
+            return
+        requests[0] += 1
+        for reqs in json.loads(body)["RequestItems"].values():
+            for r in reqs:
+                item = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
+                arrived.setdefault(int(item["id"]["N"]), at)
+
+    proxy.on_reply = on_reply
+    db, config, _ = fresh(tmp, f"lag-{watch}", 0, proxy.endpoint, sync={"watch": watch})
+    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    committed: dict[int, float] = {}
+    try:
+        time.sleep(2)
+        conn = sqlite3.connect(db, isolation_level=None)
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < seconds:
+            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?)", harness.row(i))
+            committed[i] = time.time()
+            i += 1
+            time.sleep(max(0.0, start + i / 50 - time.monotonic()))
+        conn.close()
+        deadline = time.monotonic() + 15
+        while len(arrived) < len(committed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        proxy.close()
+    delays = sorted(arrived[k] - committed[k] for k in committed if k in arrived)
+    q = statistics.quantiles(delays, n=100)
+    return {"watch": watch, "commits": len(committed), "arrived": len(delays),
+            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "requests_per_change": requests[0] / len(committed)}
+
+
+def cost(ddb: DynamoDBLocal, tmp: Path, changes: int, keys: int) -> dict[str, Any]:
+    proxy = FaultProxy(ddb.port)
+    try:
+        db, config, _ = fresh(tmp, "cost", keys, proxy.endpoint)
+        pending_changes(db, changes, keys)
+        before = proxy.counts["op:BatchWriteItem"]
+        run_dynasync("sync", "--config", str(config))
+        writes = proxy.counts["op:BatchWriteItem"] - before
+    finally:
+        proxy.close()
+    return {"changes": changes, "keys": keys, "requests": writes, "requests_per_change": writes / changes}
+
+
+def machine() -> dict[str, str]:
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    import boto3
+
+    return {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "boto3": boto3.__version__,
+        "java": java,
+        "cpus": str(len(__import__("os").sched_getaffinity(0))),
+        "platform": platform.platform(),
+        "dynamodb_local": harness.DynamoDBLocal.__module__ and Path(
+            __import__("ddblocal").jar_dir()).name,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes, for checking the suite itself")
+    args = ap.parse_args()
+    q = args.quick
+    results: dict[str, Any] = {"machine": machine(), "quick": q, "date": time.strftime("%Y-%m-%d")}
+    ddb = DynamoDBLocal()
+    tmp = Path(tempfile.mkdtemp(prefix="dynasync-bench-"))
+    try:
+        steps = [
+            ("capture", lambda: capture.measure(2 if q else 5)),
+            ("replay", lambda: replay(ddb, tmp, 3000 if q else 30_000)),
+            ("latency", lambda: latency(ddb, tmp, 2000 if q else 10_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
+            ("backfill", lambda: backfill(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
+            ("backlog", lambda: backlog(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
+            ("lag_watch", lambda: lag(ddb, tmp, 5 if q else 20, True)),
+            ("lag_nowatch", lambda: lag(ddb, tmp, 5 if q else 20, False)),
+            ("cost", lambda: cost(ddb, tmp, 5000 if q else 30_000, 500)),
+        ]
+        for name, fn in steps:
+            t = time.monotonic()
+            results[name] = fn()
+            print(f"[{time.monotonic() - t:6.1f}s] {name}: {json.dumps(results[name], default=str)}", flush=True)
+    finally:
+        ddb.stop()
+    import report
+
+    report.write(results, DOCS)
+    print(report.table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    threading.excepthook = lambda a: None
+    raise SystemExit(main())
