@@ -143,3 +143,31 @@ def test_sync_against_unreachable_dynamodb_fails_in_bounded_time(env: Env) -> No
 def test_python_dash_m(env: Env) -> None:
     p = subprocess.run([sys.executable, "-m", "dynasync", "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("dynasync ")
+
+
+def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
+    import pty
+
+    env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    env.write_config(backfill={"chunk_size": 100})
+    env.sql("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 500) INSERT INTO t SELECT x FROM s")
+    cli(env, "init", check=True)
+    piped = cli(env, "backfill", check=True)
+    assert "[" not in piped.stderr and "rows" not in piped.stderr
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([DYNASYNC, "backfill", "--config", str(env.config_path)],
+                         stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    p.wait(60)
+    os.close(leader)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0 and "500/500 rows" in text and "#" * 30 in text, text

@@ -90,6 +90,10 @@ class App:
     def expected_key(self, schema: TableSchema) -> KeySchema:
         return tuple(zip(schema.key, schema.key_types, strict=True))
 
+    def forget_targets(self) -> None:
+        """The schema changed: check the target tables' key schemas again."""
+        self._checked_targets.clear()
+
     def check_targets(self, schemas: dict[str, TableSchema], create: bool = False) -> list[str]:
         """Each target table must exist with the key schema the SQLite key implies.
         Returns the tables it created."""

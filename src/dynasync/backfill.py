@@ -9,7 +9,7 @@ their current state. Nothing is lost and nothing stays stale.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from dynasync.app import App, log
 from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import StateError
 from dynasync.mapping import Poison
-from dynasync.schema import TableSchema
+from dynasync.source import chunks, key_of
 from dynasync.syncpass import PassResult, Syncer
 from dynasync.target import Ref, put
 from dynasync.writer import Write
@@ -39,33 +39,6 @@ class TableBackfill:
 class BackfillResult:
     tables: list[TableBackfill] = field(default_factory=list)
     catch_up: PassResult | None = None
-
-
-def key_of(schema: TableSchema, columns: Sequence[str], row: Sequence[Any]) -> tuple[Any, Any]:
-    values = [row[columns.index(c)] for c in schema.key]
-    return values[0], (values[1] if len(values) > 1 else None)
-
-
-def chunks(
-    conn: sqlite3.Connection, schema: TableSchema, size: int, after: tuple[Any, ...] | None = None
-) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
-    """Rows with a non-NULL key in key order, each chunk read in its own short
-    read transaction, so memory and reader lifetime stay bounded."""
-    while True:
-        with read_txn(conn):
-            if after is None:
-                cur = conn.execute(sql.chunk_after(schema.name, schema.key, True), (size,))
-            else:
-                cur = conn.execute(sql.chunk_after(schema.name, schema.key, False), (*after, size))
-            columns = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-        if not rows:
-            return
-        yield columns, rows
-        last = rows[-1]
-        after = tuple(last[columns.index(c)] for c in schema.key)
-        if len(rows) < size:
-            return
 
 
 def _progress_rows(conn: sqlite3.Connection) -> dict[str, tuple[Any, Any, int, int, int]]:

@@ -171,6 +171,11 @@ def normalize(av: AttributeValue) -> tuple[str, Any]:
     return kind, v
 
 
+def key_identity(key: Item) -> tuple[Any, ...]:
+    """A hashable form of a key under which equal DynamoDB keys collide."""
+    return tuple(sorted((name, normalize(av)) for name, av in key.items()))
+
+
 def same_item(a: Item, b: Item) -> bool:
     if a.keys() != b.keys():
         return False

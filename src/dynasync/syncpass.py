@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import capture, changelog, mapping, state
+from dynasync import capture, changelog, mapping, state, verify
 from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.changelog import Batch
@@ -38,10 +38,6 @@ class PassResult:
         return sum(self.puts.values()) + sum(self.deletes.values())
 
 
-def key_identity(key: mapping.Item) -> tuple[Any, ...]:
-    return tuple(sorted((name, mapping.normalize(av)) for name, av in key.items()))
-
-
 @dataclass
 class Plan:
     writes: dict[str, list[Write]] = field(default_factory=dict)  # by target table
@@ -51,11 +47,14 @@ class Plan:
 
 def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch) -> Plan:
     p = Plan()
+    # One write per DynamoDB key per request batch, even when two rows (or two
+    # tables sharing a target) map to the same key.
+    seen_by_target: dict[str, dict[tuple[Any, ...], Ref]] = {}
     for table, changes in batch.changes.items():
         schema, columns = schemas[table], batch.columns[table]
         target = app.config.table(table).target
         writes = p.writes.setdefault(target, [])
-        seen: dict[tuple[Any, ...], Ref] = {}
+        seen = seen_by_target.setdefault(target, {})
         for ch in changes:
             ref: Ref = (table, ch.k1, ch.k2)
             try:
@@ -73,7 +72,7 @@ def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch) -> Plan
                 else:
                     p.rejected.append((ref, str(e)))
                 continue
-            ident = key_identity(key)
+            ident = mapping.key_identity(key)
             if ident in seen:
                 p.rejected.append(
                     (ref, f"maps to the same DynamoDB key as row {seen[ident][1:]!r} of {table!r}")
@@ -99,7 +98,7 @@ class Syncer:
             return
         schemas = self.app.schemas()
         capture.rearm(self.app, schemas)
-        self.app._checked_targets.clear()
+        self.app.forget_targets()
         self.app.check_targets(schemas)
         self._schemas = schemas
         stale = set(state.flagged_for_reconcile(conn, schemas))
@@ -111,8 +110,6 @@ class Syncer:
                 if old is not None and reshaped(old, s.shape):
                     stale.add(name)
         if stale:
-            from dynasync import verify
-
             tables = sorted(stale)
             log.warning("reconciling %s: rows changed without firing capture triggers", ", ".join(tables))
             verify.verify(self.app, tables=tables, repair=True)

@@ -16,11 +16,10 @@ from typing import Any
 from dynasync import mapping, state
 from dynasync import triggers as sql
 from dynasync.app import App
-from dynasync.backfill import chunks, key_of
 from dynasync.database import read_txn, write_txn
 from dynasync.mapping import Item, Poison
 from dynasync.schema import TableSchema
-from dynasync.syncpass import key_identity
+from dynasync.source import chunks, key_of
 from dynasync.target import MAX_BATCH_GET, Ref, delete, put
 from dynasync.writer import Write, WriteStats
 
@@ -106,7 +105,7 @@ def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[t
             functools.partial(app.target.batch_get, target, pending), f"reading {target!r}", stats
         )
         for it in items:
-            found[key_identity({k: it[k] for k in keys[0]})] = it
+            found[mapping.key_identity({k: it[k] for k in keys[0]})] = it
         if pending:
             retrier.wait(attempt, 0.0, f"reading {target!r}", stats, "UnprocessedKeys")
             attempt += 1
@@ -146,7 +145,7 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
         found = _fetch(app, target, keys, stats) if keys else {}
         writes: list[Write] = []
         for (ref, want), key in zip(expected, keys, strict=True):
-            have = found.get(key_identity(key))
+            have = found.get(mapping.key_identity(key))
             if have is None:
                 report.missing += 1
                 report.note(f"{name} key {ref[1:]!r}: missing in {target}")
