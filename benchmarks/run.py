@@ -194,7 +194,17 @@ def machine() -> dict[str, str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, for checking the suite itself")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="re-render docs/ from the raw results already in docs/benchmarks.md")
     args = ap.parse_args()
+    if args.rewrite:
+        import report
+
+        text = (DOCS / "benchmarks.md").read_text()
+        raw = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+        report.write(raw, DOCS)
+        print(report.table(raw))
+        return 0
     q = args.quick
     results: dict[str, Any] = {"machine": machine(), "quick": q, "date": time.strftime("%Y-%m-%d")}
     ddb = DynamoDBLocal()
