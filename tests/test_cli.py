@@ -171,3 +171,14 @@ def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
     os.close(leader)
     text = out.decode(errors="replace")
     assert p.returncode == 0 and "500/500 rows" in text and "#" * 30 in text, text
+
+
+def test_config_check(env: Env) -> None:
+    env.table("users", "CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    p = cli(env, "config", "check")
+    assert p.returncode == 0 and "is valid" in p.stdout
+    env.write_config(sync={"interval": -1, "watch": "no"})
+    p = cli(env, "config", "check")
+    assert p.returncode == 1
+    assert "[sync] interval must be positive" in p.stdout and "[sync] watch must be true or false" in p.stdout
+    assert "2 problem(s)" in p.stdout

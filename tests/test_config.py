@@ -44,10 +44,10 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ("text", "message"),
     [
         (MINIMAL + "[sync]\ninterval = -1\n", r"\[sync\] interval must be positive"),
-        (MINIMAL + "[sync]\nintervall = 1\n", "unknown key 'intervall'"),
+        (MINIMAL + "[sync]\nintervall = 1\n", r"c.toml:7: \[sync\] intervall is not a known key"),
         (MINIMAL + "[sync]\nwatch = 1\n", "watch must be true or false"),
         (MINIMAL + "[dynamodb]\nmax_concurrency = 'x'\n", "must be an integer"),
-        (MINIMAL + "[bogus]\n", r"unknown section \[bogus\]"),
+        (MINIMAL + "[bogus]\n", r"\[bogus\]: unknown section"),
         ('[source]\ndatabase = "a.db"\n', r"no \[\[tables\]\]"),
         ("[[tables]]\nsource='a'\ntarget='b'\n", "database must be set"),
         (MINIMAL + '[[tables]]\nsource = "USERS"\ntarget = "xyz"\n', "configured twice"),
@@ -65,3 +65,26 @@ def test_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> Non
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_check_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    p = write(tmp_path, '[source]\ndatabase = "missing.db"\n\n[sync]\ninterval = 0\nwatch = "yes"\n'
+                        '[dynamodb]\nmax_concurrency = 0\n\n[[tables]]\nsource = "a"\ntarget = "ok-table"\n'
+                        '[[tables]]\nsource = "b"\ntarget = "no"\n')
+    _, problems = config.check(p)
+    assert problems == [
+        f"{p}:6: [sync] watch must be true or false",
+        f"{p}:8: [dynamodb] max_concurrency must be at least 1",
+        f"{p}:5: [sync] interval must be positive",
+        f"{p}:15: [tables 2] target 'no' is not a valid DynamoDB table name (3-255 characters: "
+        "a-z, A-Z, 0-9, '_', '-', '.')",
+    ]
+    with pytest.raises(ConfigError, match=r"\(and 3 more: run 'dynasync config check'\)"):
+        config.load(p)
+
+
+def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
+    _, notes = config.check(write(tmp_path, MINIMAL))
+    assert notes == [f"{tmp_path / 'c.toml'}: [source] database {tmp_path / 'app.db'} does not exist"]
+    (tmp_path / "app.db").touch()
+    assert config.check(tmp_path / "c.toml")[1] == []

@@ -25,6 +25,10 @@ def test_every_command_and_option_is_in_the_readme() -> None:
     for name, sub in _subparsers().items():
         assert f"dynasync {name}" in README, f"command {name} undocumented"
         for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for verb in action.choices:
+                    assert f"dynasync {name} {verb}" in README, f"command {name} {verb} undocumented"
+        for action in sub._actions:
             for opt in action.option_strings:
                 if opt.startswith("--") and opt not in ("--help", "--verbose", "--config"):
                     assert opt in README, f"option {opt} of {name} undocumented"

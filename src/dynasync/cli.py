@@ -189,6 +189,18 @@ def _dead_json(d: Any) -> dict[str, Any]:
     }
 
 
+def config_check(args: argparse.Namespace) -> int:
+    """`dynasync config check` runs without a working config, so it is not an App command."""
+    path, problems = config.check(args.config)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"config check: {len(problems)} problem(s) in {path}")
+        return 1
+    print(f"config check: {path} is valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynasync", description="Keep DynamoDB in sync with SQLite.")
     parser.add_argument("--version", action="version", version=f"dynasync {__version__}")
@@ -210,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repair", action="store_true", help="write missing/different, delete extra")
         if name == "dead-letters":
             p.add_argument("--retry", action="store_true", help="queue every dead letter again")
+    cfg = sub.add_parser("config", help="work with the config file", description="work with the config file")
+    cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cfg_sub.add_parser("check", parents=[common], help="validate the config file and list every problem")
     return parser
 
 
@@ -221,6 +236,8 @@ def main(argv: Sequence[str] | None = None, target_factory: Any = None) -> int:
     )
     for noisy in ("botocore", "boto3", "urllib3", "apscheduler", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "config":
+        return config_check(args)
     _, handler = COMMANDS[args.command]
     try:
         cfg = config.load(args.config)

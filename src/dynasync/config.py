@@ -109,6 +109,48 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(DEFAULT_CONFIG_NAME)
 
 
+class Problems:
+    """Every problem found in a config file, each with where it is: the file,
+    the line when it can be found, and the [section] key."""
+
+    def __init__(self, where: str, text: str | None = None) -> None:
+        self.where = where
+        self.items: list[str] = []
+        self._lines = _index_lines(text) if text else {}
+
+    def add(self, section: str, key: str | None, message: str) -> None:
+        line = self._lines.get((section, key)) or self._lines.get((section, None))
+        loc = f"{self.where}:{line}" if line else self.where
+        label = f"[{section}] {key}" if key else f"[{section}]"
+        self.items.append(f"{loc}: {label} {message}" if key else f"{loc}: {label}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            extra = len(self.items) - 1
+            more = f" (and {extra} more: run 'dynasync config check')" if extra else ""
+            raise ConfigError(self.items[0] + more, problems=self.items)
+
+
+def _index_lines(text: str) -> dict[tuple[str, str | None], int]:
+    """(section, key) -> line number; [[tables]] entries are "tables N"."""
+    index: dict[tuple[str, str | None], int] = {}
+    section, entries = "", 0
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        m = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line) or re.match(r"^\[\s*([^\]]+?)\s*\]", line)
+        if m:
+            section = m.group(1)
+            if line.startswith("[["):
+                entries += 1
+                section = f"{section} {entries}"
+            index.setdefault((section, None), n)
+            continue
+        k = re.match(r"^([A-Za-z0-9_\-]+)\s*=", line)
+        if k:
+            index.setdefault((section, k.group(1)), n)
+    return index
+
+
 def load(explicit: str | os.PathLike[str] | None = None) -> Config:
     path = resolve_path(explicit)
     try:
@@ -118,48 +160,49 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return parse(data, path)
+    return parse(data, path, text)
 
 
-def parse(data: dict[str, Any], path: Path | None = None) -> Config:
-    where = str(path) if path else "config"
-    known = {"source", "dynamodb", "sync", "backfill", "tables"}
+def parse(data: dict[str, Any], path: Path | None = None, text: str | None = None) -> Config:
+    problems = Problems(str(path) if path else "config", text)
     for key in data:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown section [{key}]")
+        if key not in ("source", "dynamodb", "sync", "backfill", "tables"):
+            problems.add(key, None, "unknown section")
 
-    source = _section(data, "source", where)
-    _no_unknown(source, {"database"}, f"{where}: [source]")
+    source = _section(data, "source", problems)
+    _no_unknown(source, {"database"}, "source", problems)
     database = source.get("database")
+    db_path = Path()
     if not isinstance(database, str) or not database:
-        raise ConfigError(f"{where}: [source] database must be set to the SQLite database path")
-    db_path = Path(database).expanduser()
-    if not db_path.is_absolute() and path is not None:
-        db_path = path.parent / db_path
+        problems.add("source", "database", "must be set to the SQLite database path")
+    else:
+        db_path = Path(database).expanduser()
+        if not db_path.is_absolute() and path is not None:
+            db_path = path.parent / db_path
 
-    dynamodb = _typed_section(data, "dynamodb", where)
-    sync = _typed_section(data, "sync", where)
-    backfill = _typed_section(data, "backfill", where)
+    dynamodb = _typed_section(data, "dynamodb", problems)
+    sync = _typed_section(data, "sync", problems)
+    backfill = _typed_section(data, "backfill", problems)
+    checks = [
+        ("dynamodb", "max_concurrency", dynamodb["max_concurrency"] >= 1, "must be at least 1"),
+        ("sync", "batch_size", sync["batch_size"] >= 1, "must be at least 1"),
+        ("sync", "debounce", sync["debounce"] >= 0, "must not be negative"),
+        ("backfill", "chunk_size", backfill["chunk_size"] >= 1, "must be at least 1"),
+    ]
+    checks += [("dynamodb", k, dynamodb[k] > 0, "must be positive")
+               for k in ("max_retry_time", "connect_timeout", "read_timeout")]
+    checks += [("sync", k, sync[k] > 0, "must be positive")
+               for k in ("interval", "backoff_initial", "backoff_max")]
+    for section, key, ok, message in checks:
+        if not ok:
+            problems.add(section, key, message)
 
-    if dynamodb["max_concurrency"] < 1:
-        raise ConfigError(f"{where}: [dynamodb] max_concurrency must be at least 1")
-    for key in ("max_retry_time", "connect_timeout", "read_timeout"):
-        if dynamodb[key] <= 0:
-            raise ConfigError(f"{where}: [dynamodb] {key} must be positive")
-    for key in ("interval", "backoff_initial", "backoff_max"):
-        if sync[key] <= 0:
-            raise ConfigError(f"{where}: [sync] {key} must be positive")
-    if sync["debounce"] < 0:
-        raise ConfigError(f"{where}: [sync] debounce must not be negative")
-    if sync["batch_size"] < 1:
-        raise ConfigError(f"{where}: [sync] batch_size must be at least 1")
-    if backfill["chunk_size"] < 1:
-        raise ConfigError(f"{where}: [backfill] chunk_size must be at least 1")
-
-    tables = _tables(data.get("tables"), where)
+    tables = _tables(data.get("tables"), problems)
+    problems.raise_if_any()
     return Config(
         database=db_path,
         dynamodb=DynamoConfig(**dynamodb),
@@ -170,73 +213,90 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     )
 
 
-def _section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+def _section(data: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: [{name}] must be a table")
+        problems.add(name, None, "must be a table")
+        return {}
     return value
 
 
-def _no_unknown(section: dict[str, Any], allowed: set[str], where: str) -> None:
+def _no_unknown(section: dict[str, Any], allowed: set[str], name: str, problems: Problems) -> None:
     for key in section:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}")
+            problems.add(name, key, "is not a known key")
 
 
-def _typed_section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
-    section = _section(data, name, where)
+def _typed_section(data: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
+    section = _section(data, name, problems)
     defaults = DEFAULTS[name]
-    _no_unknown(section, set(defaults), f"{where}: [{name}]")
+    _no_unknown(section, set(defaults), name, problems)
     result = dict(defaults)
     for key, value in section.items():
+        if key not in defaults:
+            continue
         default = defaults[key]
-        label = f"{where}: [{name}] {key}"
         if default is None:
-            if not isinstance(value, str):
-                raise ConfigError(f"{label} must be a string")
+            ok, want = isinstance(value, str), "a string"
         elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{label} must be true or false")
+            ok, want = isinstance(value, bool), "true or false"
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{label} must be an integer")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{label} must be a number")
-            value = float(value)
-        result[key] = value
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+            value = float(value) if ok else value
+        if ok:
+            result[key] = value
+        else:
+            problems.add(name, key, f"must be {want}")
     return result
 
 
-def _tables(value: Any, where: str) -> tuple[TableConfig, ...]:
+def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
     if value is None:
-        raise ConfigError(f"{where}: no [[tables]] configured")
+        problems.add("tables", None, "no [[tables]] configured")
+        return ()
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: [[tables]] must be a non-empty array of tables")
+        problems.add("tables", None, "[[tables]] must be a non-empty array of tables")
+        return ()
     tables: list[TableConfig] = []
     seen: set[str] = set()
     for i, entry in enumerate(value, start=1):
-        label = f"{where}: [[tables]] entry {i}"
+        name = f"tables {i}"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{label} must be a table")
-        _no_unknown(entry, {"source", "target"}, label)
+            problems.add(name, None, "must be a table")
+            continue
+        _no_unknown(entry, {"source", "target"}, name, problems)
         source, target = entry.get("source"), entry.get("target")
         if not isinstance(source, str) or not source:
-            raise ConfigError(f"{label}: source must be the SQLite table name")
+            problems.add(name, "source", "must be the SQLite table name")
+            continue
         if not isinstance(target, str) or not target:
-            raise ConfigError(f"{label}: target must be the DynamoDB table name")
+            problems.add(name, "target", "must be the DynamoDB table name")
+            continue
         if not _TABLE_NAME.fullmatch(target):
-            raise ConfigError(
-                f"{label}: target {target!r} is not a valid DynamoDB table name (3-255 characters: "
-                "a-z, A-Z, 0-9, '_', '-', '.')"
-            )
-        if "\x00" in source:
-            raise ConfigError(f"{label}: source contains a NUL character")
+            problems.add(name, "target", f"{target!r} is not a valid DynamoDB table name (3-255 characters: "
+                                         "a-z, A-Z, 0-9, '_', '-', '.')")
         lowered = source.lower()
-        if lowered.startswith("_dynasync_") or lowered.startswith("sqlite_"):
-            raise ConfigError(f"{label}: {source!r} is an internal table and cannot be synced")
-        if lowered in seen:
-            raise ConfigError(f"{label}: table {source!r} is configured twice")
+        if "\x00" in source:
+            problems.add(name, "source", "contains a NUL character")
+        elif lowered.startswith(("_dynasync_", "sqlite_")):
+            problems.add(name, "source", f"{source!r} is an internal table and cannot be synced")
+        elif lowered in seen:
+            problems.add(name, "source", f"table {source!r} is configured twice")
         seen.add(lowered)
         tables.append(TableConfig(source=source, target=target))
     return tuple(tables)
+
+
+def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[str]]:
+    """`dynasync config check`: every problem in the file, not just the first."""
+    path = resolve_path(explicit)
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        return path, e.problems
+    notes = []
+    if not cfg.database.exists():
+        notes.append(f"{path}: [source] database {cfg.database} does not exist")
+    return path, notes

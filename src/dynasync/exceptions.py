@@ -18,6 +18,10 @@ class ConfigError(DynasyncError):
 
     exit_code = 2
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
 
 class SourceError(DynasyncError):
     """The SQLite database or one of its tables cannot be used."""
