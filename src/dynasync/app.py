@@ -39,6 +39,9 @@ class App:
         self._conn: sqlite3.Connection | None = None
         self._lock: InstanceLock | None = None
         self._checked_targets: set[str] = set()
+        # Called at every step of long work (slices, chunks, retry waits): the
+        # daemon points it at the systemd watchdog so only a stuck process misses it.
+        self.heartbeat: Callable[[], None] = lambda: None
 
     def __enter__(self) -> App:
         return self
@@ -79,10 +82,10 @@ class App:
 
     def writer(self) -> Writer:
         cfg = self.config.dynamodb
-        return Writer(self.target, Retrier(cfg.max_retry_time, self.stop), cfg.max_concurrency)
+        return Writer(self.target, self.retrier(), cfg.max_concurrency)
 
     def retrier(self) -> Retrier:
-        return Retrier(self.config.dynamodb.max_retry_time, self.stop)
+        return Retrier(self.config.dynamodb.max_retry_time, self.stop, heartbeat=self.heartbeat)
 
     def schemas(self) -> dict[str, TableSchema]:
         return {t.source: schema_mod.inspect(self.conn, t.source) for t in self.config.tables}

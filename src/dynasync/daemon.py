@@ -22,6 +22,7 @@ from watchdog.observers import Observer
 
 from dynasync.app import App, log
 from dynasync.exceptions import TargetError
+from dynasync.notify import Notifier
 from dynasync.syncpass import PassResult, Syncer
 
 TRANSIENT: tuple[type[BaseException], ...] = (TargetError, sqlite3.OperationalError)
@@ -47,6 +48,8 @@ class Daemon:
         self.failures = 0
         self.passes = 0
         self.last_result: PassResult | None = None
+        self.notifier = Notifier()
+        self._ready = False
 
     def request_stop(self, *_: object) -> None:
         self.app.stop.set()
@@ -59,6 +62,7 @@ class Daemon:
     def run(self) -> int:
         app = self.app
         app.lock()
+        app.heartbeat = self.notifier.watchdog
         cfg = app.config.sync
         database = app.config.database.resolve()
         previous = {
@@ -84,6 +88,7 @@ class Daemon:
             self.wake.set()  # a first pass straight away
             self._loop()
         finally:
+            self.notifier.stopping()
             scheduler.shutdown(wait=False)
             if observer is not None:
                 observer.stop()
@@ -99,10 +104,16 @@ class Daemon:
 
     def _loop(self) -> None:
         app, cfg = self.app, self.app.config.sync
+        # With WatchdogSec= set, the loop must come round often enough to ping;
+        # a pass that hangs stops the pings and systemd restarts the service.
+        tick = min(cfg.interval, self.notifier.watchdog_interval or cfg.interval)
         while not app.stop.is_set():
-            self.wake.wait(cfg.interval)
+            self.notifier.watchdog()
+            self.wake.wait(tick)
             if app.stop.is_set():
                 return
+            if not self.wake.is_set():
+                continue
             if self.file_changed.is_set():
                 # Let a burst of commits land so it becomes one pass.
                 app.stop.wait(cfg.debounce)
@@ -114,10 +125,19 @@ class Daemon:
                 self._failed(e)
                 continue
             self.passes += 1
+            r = self.last_result
+            summary = (
+                f"mark {r.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
+                f"{r.entries} change(s), {r.rejected} dead letter(s)"
+            )
+            if not self._ready:
+                self._ready = True
+                self.notifier.ready(summary)  # the first pass proves SQLite and DynamoDB both work
+            else:
+                self.notifier.status(summary)
             if self.failures:
                 log.info("recovered after %d failed pass(es)", self.failures)
                 self.failures = 0
-            r = self.last_result
             if r.applied or r.rejected:
                 log.info(
                     "pass: %d change(s), %d write(s), %d dead letter(s), mark %d, %.3fs",
@@ -135,8 +155,10 @@ class Daemon:
         delay *= random.uniform(0.8, 1.0)
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
         log.log(level, "pass failed (%s); retrying with backoff, next in %.1fs", error, delay)
+        self.notifier.status(f"failing ({self.failures} pass(es)): {error}")
         deadline = time.monotonic() + delay
         while not self.app.stop.is_set() and time.monotonic() < deadline:
+            self.notifier.watchdog()
             self.app.stop.wait(min(0.5, deadline - time.monotonic()))
         self.wake.set()
 

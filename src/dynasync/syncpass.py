@@ -141,6 +141,7 @@ class Syncer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynasync-deliver") as pipe:
             try:
                 while True:
+                    app.heartbeat()
                     batch = plan = None
                     if read_to < end and not app.stop.is_set():
                         batch = changelog.read_batch(conn, self._schemas, read_to, app.config.sync.batch_size)

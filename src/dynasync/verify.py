@@ -130,6 +130,7 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
         report.repaired += len(writes) - len(bad)
 
     for columns, rows in chunks(conn, schema, MAX_BATCH_GET):
+        app.heartbeat()
         expected: list[tuple[Ref, Item]] = []
         rejected: list[tuple[Ref, str]] = []
         for row in rows:
@@ -165,6 +166,7 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
         page, start = app.retrier().call(
             functools.partial(app.target.scan, target, start), f"scanning {target!r}", stats
         )
+        app.heartbeat()
         extras: list[Write] = []
         with read_txn(conn):
             for it in page:

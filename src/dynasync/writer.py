@@ -64,10 +64,12 @@ class Retrier:
         max_retry_time: float,
         stop: threading.Event | None = None,
         sleep: Callable[[float], object] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.max_retry_time = max_retry_time
         self.stop = stop or threading.Event()
         self._sleep = sleep
+        self._heartbeat = heartbeat
 
     def wait(self, attempt: int, started: float, what: str, stats: WriteStats, err: str) -> None:
         stats.retries += 1
@@ -79,6 +81,8 @@ class Retrier:
                 f"{what}: DynamoDB still failing after {self.max_retry_time:g}s of retries ({err})"
             )
         delay = backoff(attempt)
+        if self._heartbeat is not None:
+            self._heartbeat()
         if self._sleep is not None:
             self._sleep(delay)
         else:

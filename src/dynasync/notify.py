@@ -1,0 +1,46 @@
+"""The systemd notify protocol over $NOTIFY_SOCKET: READY, STATUS, WATCHDOG
+and STOPPING. Outside systemd (no $NOTIFY_SOCKET) every call is a no-op."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+
+class Notifier:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        # Linux abstract sockets are spelled with a leading "@".
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        mine = not pid or pid == str(os.getpid())
+        # Ping at half the timeout, as sd_watchdog_enabled(3) recommends.
+        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and mine else None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    def send(self, **fields: str | int) -> None:
+        if not self._address:
+            return
+        message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
+        # If systemd went away, the service keeps running regardless.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            s.sendto(message, self._address)
+
+    def ready(self, status: str) -> None:
+        self.send(ready=1, status=status)
+
+    def status(self, status: str) -> None:
+        self.send(status=status)
+
+    def watchdog(self) -> None:
+        if self.watchdog_interval is not None:
+            self.send(watchdog=1)
+
+    def stopping(self) -> None:
+        self.send(stopping=1, status="stopping")

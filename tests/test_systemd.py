@@ -1,0 +1,84 @@
+"""The unit files, and the notify protocol the daemon speaks to systemd."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Env
+from test_cli import DYNASYNC, cli
+
+from dynasync.notify import Notifier
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+
+
+@pytest.mark.parametrize(("unit", "instance"), [("dynasync.service", None), ("dynasync@.service", "app")])
+def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str, instance: str | None) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed to check the unit files"
+    text = (UNITS / unit).read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict", "NoNewPrivileges=true",
+                 "PrivateTmp=true", "ReadWritePaths=", "User=dynasync", "KillSignal=SIGTERM"):
+        assert line in text, line
+    # verify needs ExecStart's binary to exist: point it at this checkout's.
+    name = unit.replace("@.", f"@{instance}.") if instance else unit
+    (tmp_path / name).write_text(text.replace("/usr/local/bin/dynasync", DYNASYNC))
+    p = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    if instance:
+        assert "--config /etc/dynasync/%i.toml" in text
+
+
+def test_notifier_is_a_noop_outside_systemd() -> None:
+    n = Notifier({})
+    assert not n.enabled and n.watchdog_interval is None
+    n.ready("x")
+    n.watchdog()
+    n.stopping()
+
+
+def test_notifier_watchdog_interval_is_half_the_timeout() -> None:
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "10000000"}).watchdog_interval == 5.0
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+def test_daemon_speaks_the_notify_protocol(env: Env, tmp_path: Path) -> None:
+    env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    cli(env, "init", check=True)
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],
+                              env={**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                messages.append(sock.recv(4096).decode())
+            if any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 5:
+                break
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        try:
+            while True:
+                messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        sock.close()
+    ready = [m for m in messages if "READY=1" in m]
+    assert len(ready) == 1 and "STATUS=mark 0" in ready[0], messages
+    assert sum("WATCHDOG=1" in m for m in messages) >= 5, messages
+    assert "STOPPING=1" in messages[-1], messages
+    assert daemon.returncode == 0
