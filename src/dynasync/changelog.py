@@ -41,6 +41,12 @@ def pending(conn: sqlite3.Connection, hwm: int) -> int:
     return int(conn.execute(sql.CHANGELOG_PENDING, (hwm,)).fetchone()[0])
 
 
+def oldest_pending(conn: sqlite3.Connection, hwm: int) -> tuple[int | None, int]:
+    """(seq of the oldest change after the mark or None, how many there are)."""
+    oldest, count = conn.execute(sql.CHANGELOG_OLDEST_PENDING, (hwm,)).fetchone()
+    return oldest, int(count)
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute(sql.CHANGELOG_MAX).fetchone()[0] or 0)
 

@@ -43,6 +43,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "backfill": {
         "chunk_size": 1000,
     },
+    "metrics": {
+        # "host:port" to serve Prometheus metrics on /metrics while `run` runs; off when unset.
+        "listen": None,
+    },
 }
 
 CONFIG_ENV = "DYNASYNC_CONFIG"
@@ -83,12 +87,18 @@ class BackfillConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None
+
+
+@dataclass(frozen=True)
 class Config:
     database: Path
     dynamodb: DynamoConfig
     sync: SyncConfig
     backfill: BackfillConfig
     tables: tuple[TableConfig, ...]
+    metrics: MetricsConfig = MetricsConfig(None)
     path: Path | None = field(default=None, compare=False)
 
     def table(self, source: str) -> TableConfig:
@@ -170,7 +180,7 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 def parse(data: dict[str, Any], path: Path | None = None, text: str | None = None) -> Config:
     problems = Problems(str(path) if path else "config", text)
     for key in data:
-        if key not in ("source", "dynamodb", "sync", "backfill", "tables"):
+        if key not in ("source", "dynamodb", "sync", "backfill", "metrics", "tables"):
             problems.add(key, None, "unknown section")
 
     source = _section(data, "source", problems)
@@ -187,6 +197,10 @@ def parse(data: dict[str, Any], path: Path | None = None, text: str | None = Non
     dynamodb = _typed_section(data, "dynamodb", problems)
     sync = _typed_section(data, "sync", problems)
     backfill = _typed_section(data, "backfill", problems)
+    metrics = _typed_section(data, "metrics", problems)
+    listen = metrics["listen"]
+    if listen is not None and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}", listen):
+        problems.add("metrics", "listen", f"must be host:port, such as 127.0.0.1:9464 (got {listen!r})")
     checks = [
         ("dynamodb", "max_concurrency", dynamodb["max_concurrency"] >= 1, "must be at least 1"),
         ("sync", "batch_size", sync["batch_size"] >= 1, "must be at least 1"),
@@ -209,6 +223,7 @@ def parse(data: dict[str, Any], path: Path | None = None, text: str | None = Non
         sync=SyncConfig(**sync),
         backfill=BackfillConfig(**backfill),
         tables=tables,
+        metrics=MetricsConfig(**metrics),
         path=path,
     )
 

@@ -20,8 +20,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from dynasync import changelog, state
 from dynasync.app import App, log
-from dynasync.exceptions import TargetError
+from dynasync.database import read_txn
+from dynasync.exceptions import DynasyncError, TargetError
+from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
 from dynasync.syncpass import PassResult, Syncer
 
@@ -50,6 +53,7 @@ class Daemon:
         self.last_result: PassResult | None = None
         self.notifier = Notifier()
         self._ready = False
+        self.metrics: Metrics | None = None
 
     def request_stop(self, *_: object) -> None:
         self.app.stop.set()
@@ -73,7 +77,12 @@ class Daemon:
             self.wake.set, "interval", seconds=cfg.interval, id="pass", max_instances=1, coalesce=True
         )
         observer: Any = None
+        metrics_server: Any = None
         try:
+            if app.config.metrics.listen:
+                self.metrics = Metrics()
+                metrics_server = self.metrics.serve(app.config.metrics.listen)
+                log.info("serving metrics on http://%s/metrics", app.config.metrics.listen)
             scheduler.start()
             if cfg.watch:
                 observer = Observer()
@@ -89,6 +98,8 @@ class Daemon:
             self._loop()
         finally:
             self.notifier.stopping()
+            if metrics_server is not None:
+                metrics_server[0].shutdown()
             scheduler.shutdown(wait=False)
             if observer is not None:
                 observer.stop()
@@ -119,13 +130,20 @@ class Daemon:
                 app.stop.wait(cfg.debounce)
                 self.file_changed.clear()
             self.wake.clear()
+            started = time.time()
             try:
                 self.last_result = self.syncer.run_pass()
             except TRANSIENT as e:
+                if self.metrics is not None:
+                    self.metrics.failures.inc()
+                self._observe(started)
                 self._failed(e)
                 continue
             self.passes += 1
             r = self.last_result
+            if self.metrics is not None:
+                self.metrics.observe_pass(r)
+            self._observe(started)
             summary = (
                 f"mark {r.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
                 f"{r.entries} change(s), {r.rejected} dead letter(s)"
@@ -147,6 +165,21 @@ class Daemon:
                     r.high_water_mark,
                     r.seconds,
                 )
+
+    def _observe(self, pass_started: float) -> None:
+        if self.metrics is None:
+            return
+        conn = self.app.conn
+        try:
+            with read_txn(conn):
+                hwm = state.high_water_mark(conn)
+                oldest, pending = changelog.oldest_pending(conn, hwm)
+                dead = state.dead_letter_count(conn)
+                backfill = state.backfill_progress(conn)
+        except (DynasyncError, sqlite3.Error) as e:
+            log.debug("could not read the position for metrics: %s", e)
+            return
+        self.metrics.observe_position(pending, oldest, pass_started, dead, backfill)
 
     def _failed(self, error: BaseException) -> None:
         cfg = self.app.config.sync

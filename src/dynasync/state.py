@@ -170,6 +170,15 @@ def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
         conn.execute(sql.STATE_DELETE, (_reconcile_key(table),))
 
 
+def dead_letter_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(sql.DEAD_COUNT).fetchone()[0])
+
+
+def backfill_progress(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
+    """table -> (rows copied, finished)."""
+    return {r[0]: (int(r[4]), bool(r[5])) for r in conn.execute(sql.BACKFILL_GET)}
+
+
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
     return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
 

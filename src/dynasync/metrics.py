@@ -1,0 +1,98 @@
+"""Prometheus metrics for `dynasync run`, served on [metrics] listen.
+
+Lag is the age of the oldest change not yet applied. The triggers record no
+time (they call no SQL function), so the daemon dates each change by the
+pass that first saw it: an estimate that is high by at most one pass.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from dynasync.syncpass import PassResult
+
+THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "UnprocessedItems",
+    }
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.applied = Counter(
+            "dynasync_changes_applied", "Writes applied to DynamoDB", ["table", "operation"], registry=r
+        )
+        self.pending = Gauge("dynasync_pending_changes", "Changelog rows not yet applied", registry=r)
+        self.lag = Gauge("dynasync_lag_seconds", "Age of the oldest unapplied change", registry=r)
+        self.last_success = Gauge(
+            "dynasync_last_successful_pass_timestamp_seconds", "Unix time the last pass succeeded", registry=r
+        )
+        self.duration = Histogram(
+            "dynasync_pass_duration_seconds",
+            "Duration of successful passes",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.failures = Counter("dynasync_pass_failures", "Passes that failed (and were retried)", registry=r)
+        self.dead_letters = Gauge("dynasync_dead_letters", "Rows DynamoDB refused", registry=r)
+        self.retries = Counter(
+            "dynasync_dynamodb_retries", "DynamoDB requests retried, by error code", ["code"], registry=r
+        )
+        self.throttles = Counter(
+            "dynasync_dynamodb_throttles",
+            "DynamoDB throttling responses, by error code",
+            ["code"],
+            registry=r,
+        )
+        self.backfill_rows = Gauge(
+            "dynasync_backfill_rows", "Rows copied by the current or last backfill", ["table"], registry=r
+        )
+        self.backfill_done = Gauge(
+            "dynasync_backfill_done", "1 when the table's backfill has finished", ["table"], registry=r
+        )
+        self._oldest: tuple[int, float] | None = None
+
+    def serve(self, listen: str) -> Any:
+        host, _, port = listen.rpartition(":")
+        return start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
+
+    def observe_pass(self, result: PassResult) -> None:
+        for table, n in result.puts.items():
+            self.applied.labels(table, "put").inc(n)
+        for table, n in result.deletes.items():
+            self.applied.labels(table, "delete").inc(n)
+        for code, n in result.stats.errors.items():
+            self.retries.labels(code).inc(n)
+            if code in THROTTLE_CODES:
+                self.throttles.labels(code).inc(n)
+        self.duration.observe(result.seconds)
+        self.last_success.set(time.time())
+
+    def observe_position(
+        self,
+        pending: int,
+        oldest_seq: int | None,
+        seen_at: float,
+        dead: int,
+        backfill: dict[str, tuple[int, bool]],
+    ) -> None:
+        self.pending.set(pending)
+        self.dead_letters.set(dead)
+        if oldest_seq is None:
+            self._oldest = None
+            self.lag.set(0)
+        else:
+            if self._oldest is None or self._oldest[0] != oldest_seq:
+                self._oldest = (oldest_seq, seen_at)
+            self.lag.set(max(0.0, time.time() - self._oldest[1]))
+        for table, (rows, done) in backfill.items():
+            self.backfill_rows.labels(table).set(rows)
+            self.backfill_done.labels(table).set(1 if done else 0)
