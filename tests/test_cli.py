@@ -182,3 +182,24 @@ def test_config_check(env: Env) -> None:
     assert p.returncode == 1
     assert "[sync] interval must be positive" in p.stdout and "[sync] watch must be true or false" in p.stdout
     assert "2 problem(s)" in p.stdout
+
+
+def test_run_logs_one_json_object_per_line(env: Env) -> None:
+    env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, secret TEXT)")
+    env.write_config(sync={"interval": 0.2})
+    cli(env, "init", check=True)
+    daemon = subprocess.Popen([DYNASYNC, "run", "--log-format", "json", "--config", str(env.config_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        env.sql("INSERT INTO t VALUES (1, 'hunter2')")
+        wait_until(lambda: len(env.items("t")) == 1)
+        time.sleep(0.5)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+    events = [json.loads(line) for line in err.splitlines()]
+    assert events[0]["event"] == "running"
+    passes = [e for e in events if e["event"] == "pass"]
+    assert passes and passes[0]["changes"] == 1 and passes[0]["level"] == "info"
+    assert events[-1]["event"] == "stopped"
+    assert "hunter2" not in err and "testing" not in err  # no row contents, no credentials

@@ -116,5 +116,5 @@ def test_run_survives_an_outage_backs_off_and_logs_recovered_once(env: Env, prox
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0
-    assert err.count("recovered") == 1, err
-    assert err.count("WARNING") <= 3, err  # the failure burst is not logged pass by pass
+    assert err.count("event=recovered") == 1, err
+    assert err.count("level=warning") <= 3, err  # the failure burst is not logged pass by pass

@@ -15,6 +15,7 @@ from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.exceptions import KeySchemaError, TableMissingError
 from dynasync.lock import InstanceLock
+from dynasync.logs import fields
 from dynasync.schema import TableSchema
 from dynasync.target import KeySchema, Target
 from dynasync.writer import Retrier, Writer, WriteStats
@@ -115,7 +116,7 @@ class App:
                         f"DynamoDB table {t.target!r} (target of {t.source!r}) does not exist: create it, "
                         "or set create_tables = true and run 'dynasync init'"
                     )
-                log.info("creating DynamoDB table %s", t.target)
+                log.info("creating DynamoDB table", extra=fields(table=t.target))
                 self.retrier().call(
                     functools.partial(self.target.create_table, t.target, want),
                     f"creating {t.target!r}",

@@ -18,6 +18,7 @@ from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import StateError
+from dynasync.logs import fields
 from dynasync.mapping import Poison
 from dynasync.source import chunks, key_of
 from dynasync.syncpass import PassResult, Syncer
@@ -88,7 +89,7 @@ def backfill(
         total = conn.execute(sql.count_rows(name)).fetchone()[0]
         after = None if not started else (k1,) if len(schema.key) == 1 else (k1, k2)
         if tb.resumed:
-            log.info("resuming backfill of %s after %d rows", name, done_rows)
+            log.info("resuming backfill", extra=fields(table=name, rows_done=done_rows))
         for columns, rows in chunks(conn, schema, app.config.backfill.chunk_size, after):
             if app.stop.is_set():
                 return result
@@ -114,7 +115,7 @@ def backfill(
             cur = conn.execute(sql.null_key_rows(name, schema.key))
             columns = [d[0] for d in cur.description]
             null_keyed = [
-                ((name, *key_of(schema, columns, r)), f"key column is NULL in row {r!r}") for r in cur
+                ((name, *key_of(schema, columns, r)), "a key column is NULL") for r in cur
             ]
         with write_txn(conn):
             state.record_dead_letters(conn, null_keyed, None)

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dynasync import __version__, config
+from dynasync import __version__, config, logs
 from dynasync.app import App
 from dynasync.exceptions import DynasyncError
 
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help="config file (default: $DYNASYNC_CONFIG, then ./dynasync.toml)"
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    common.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="key=value lines (default) or JSON"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -231,11 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, target_factory: Any = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for noisy in ("botocore", "boto3", "urllib3", "apscheduler", "watchdog"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(level, args.log_format)
     if args.command == "config":
         return config_check(args)
     _, handler = COMMANDS[args.command]

@@ -24,6 +24,7 @@ from dynasync import changelog, state
 from dynasync.app import App, log
 from dynasync.database import read_txn
 from dynasync.exceptions import DynasyncError, TargetError
+from dynasync.logs import fields
 from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
 from dynasync.syncpass import PassResult, Syncer
@@ -82,17 +83,20 @@ class Daemon:
             if app.config.metrics.listen:
                 self.metrics = Metrics()
                 metrics_server = self.metrics.serve(app.config.metrics.listen)
-                log.info("serving metrics on http://%s/metrics", app.config.metrics.listen)
+                log.info("serving metrics", extra=fields(url=f"http://{app.config.metrics.listen}/metrics"))
             scheduler.start()
             if cfg.watch:
                 observer = Observer()
                 observer.schedule(_DatabaseEvents(database, self._on_file_change), str(database.parent))
                 observer.start()
             log.info(
-                "running: %d table(s), interval %gs, watch %s",
-                len(app.config.tables),
-                cfg.interval,
-                "on" if cfg.watch else "off",
+                "running",
+                extra=fields(
+                    tables=len(app.config.tables),
+                    interval=cfg.interval,
+                    watch=cfg.watch,
+                    database=str(database),
+                ),
             )
             self.wake.set()  # a first pass straight away
             self._loop()
@@ -106,11 +110,11 @@ class Daemon:
                 observer.join(timeout=5)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        log.info("stopped after %d pass(es)", self.passes)
+        log.info("stopped", extra=fields(passes=self.passes))
         return 0
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the pass in flight", signal.Signals(signum).name)
+        log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
         self.request_stop()
 
     def _loop(self) -> None:
@@ -154,16 +158,19 @@ class Daemon:
             else:
                 self.notifier.status(summary)
             if self.failures:
-                log.info("recovered after %d failed pass(es)", self.failures)
+                log.info("recovered", extra=fields(failed_passes=self.failures))
                 self.failures = 0
             if r.applied or r.rejected:
                 log.info(
-                    "pass: %d change(s), %d write(s), %d dead letter(s), mark %d, %.3fs",
-                    r.entries,
-                    r.applied,
-                    r.rejected,
-                    r.high_water_mark,
-                    r.seconds,
+                    "pass",
+                    extra=fields(
+                        changes=r.entries,
+                        writes=r.applied,
+                        dead_letters=r.rejected,
+                        high_water_mark=r.high_water_mark,
+                        seconds=round(r.seconds, 3),
+                        retries=r.stats.retries,
+                    ),
                 )
 
     def _observe(self, pass_started: float) -> None:
@@ -187,7 +194,11 @@ class Daemon:
         delay = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (self.failures - 1))
         delay *= random.uniform(0.8, 1.0)
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "pass failed (%s); retrying with backoff, next in %.1fs", error, delay)
+        log.log(
+            level,
+            "pass failed; retrying with backoff",
+            extra=fields(error=str(error), failures=self.failures, retry_in=round(delay, 1)),
+        )
         self.notifier.status(f"failing ({self.failures} pass(es)): {error}")
         deadline = time.monotonic() + delay
         while not self.app.stop.is_set() and time.monotonic() < deadline:

@@ -15,6 +15,7 @@ from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.changelog import Batch
 from dynasync.database import write_txn
+from dynasync.logs import fields
 from dynasync.mapping import Poison
 from dynasync.schema import TableSchema, reshaped
 from dynasync.target import Ref, delete, put
@@ -111,7 +112,7 @@ class Syncer:
                     stale.add(name)
         if stale:
             tables = sorted(stale)
-            log.warning("reconciling %s: rows changed without firing capture triggers", ", ".join(tables))
+            log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=tables))
             verify.verify(self.app, tables=tables, repair=True)
             result.reconciled.extend(tables)
         if changed or stale:
@@ -166,7 +167,7 @@ class Syncer:
         delivered = plan.delivered_without_write + delivery.delivered
         state.commit_pass(self.app.conn, batch.high, rejected, delivered)
         for ref, reason in rejected:
-            log.warning("dead letter: table %s key %r: %s", ref[0], ref[1:], reason)
+            log.warning("dead letter", extra=fields(table=ref[0], key=list(ref[1:]), reason=reason))
         for ref, is_put in delivery.applied:
             (result.puts if is_put else result.deletes)[ref[0]] += 1
         result.stats.add(delivery.stats)
