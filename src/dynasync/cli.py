@@ -112,20 +112,33 @@ def _run(app: App, args: argparse.Namespace) -> int:
 def _status(app: App, args: argparse.Namespace) -> int:
     from dynasync.status import status
 
-    s = status(app)
+    s = status(app, max_lag=args.max_lag)
+    code = s.exit_code if args.check else 0
     if args.json:
         print(json.dumps(s.to_json(), sort_keys=True))
-        return 0
+        return code
+    print(f"health:          {s.health.upper()}" + "".join(f"\n  - {p}" for p in s.problems))
     print(f"database:        {s.database}")
     print(f"installed:       {'yes' if s.installed else 'no (run dynasync init)'}")
     print(f"daemon running:  {'yes' if s.running else 'no'}")
-    print(f"high-water mark: {s.high_water_mark}")
+    print(f"high-water mark: {s.high_water_mark} (changelog at {s.last_seq})")
     print(f"pending changes: {s.pending_changes}")
     print(f"dead letters:    {s.dead_letters}")
-    print(f"{'table':<24} {'pending':>8} {'dead':>6}  backfill")
+    print(f"last pass:       {_ago(s.last_pass)}")
+    print(f"{'table':<24} {'pending':>8} {'dead':>6} {'lag':>8}  {'last applied':<14} backfill")
     for name, t in s.tables.items():
-        print(f"{name:<24} {t.pending:>8} {t.dead_letters:>6}  {t.backfill} ({t.backfill_rows} rows)")
-    return 0
+        lag = "-" if t.lag_seconds is None else f"{t.lag_seconds:.1f}s"
+        print(
+            f"{name:<24} {t.pending:>8} {t.dead_letters:>6} {lag:>8}  {_ago(t.last_applied):<14} "
+            f"{t.backfill} ({t.backfill_rows} rows)"
+        )
+    return code
+
+
+def _ago(when: float | None) -> str:
+    if when is None:
+        return "never"
+    return f"{max(0.0, time.time() - when):.0f}s ago"
 
 
 @command("verify", "compare SQLite with DynamoDB; --repair writes what differs")
@@ -221,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--table", metavar="NAME", help="only this source table")
         if name in ("status", "dead-letters"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "status":
+            p.add_argument("--check", action="store_true",
+                           help="exit 0 healthy, 1 warning, 2 critical (for monitoring probes)")
+            p.add_argument("--max-lag", type=float, default=300.0, metavar="SECONDS",
+                           help="with pending changes, no progress for longer than this is critical")
         if name == "verify":
             p.add_argument("--repair", action="store_true", help="write missing/different, delete extra")
         if name == "dead-letters":

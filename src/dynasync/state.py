@@ -21,6 +21,8 @@ from dynasync.exceptions import StateError
 from dynasync.target import Ref
 
 HWM = "high_water_mark"
+LAST_PASS = "last_pass_at"  # unix time the mark last moved
+APPLIED_AT = "applied_at:"  # + table: unix time that table's changes last landed
 VERSION = "schema_version"
 
 
@@ -97,11 +99,16 @@ def commit_pass(
     rejected: Iterable[tuple[Ref, str]],
     delivered: Iterable[Ref],
     seq: int | None = None,
+    tables: Iterable[str] = (),
 ) -> None:
-    """Advance the mark to `high`, prune the applied changelog rows and update
-    dead letters, all at once."""
+    """Advance the mark to `high`, prune the applied changelog rows, update
+    dead letters and date the progress of `tables`, all at once."""
+    now = time.time()
     with write_txn(conn):
         conn.execute(sql.STATE_SET, (HWM, high))
+        conn.execute(sql.STATE_SET, (LAST_PASS, now))
+        for table in tables:
+            conn.execute(sql.STATE_SET, (APPLIED_AT + table, now))
         conn.execute(sql.CHANGELOG_PRUNE, (high,))
         conn.execute(sql.CHANGELOG_MARK, (high,))
         record_dead_letters(conn, rejected, seq if seq is not None else high, delivered)
@@ -168,6 +175,11 @@ def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
     """Call inside a write transaction."""
     for table in tables:
         conn.execute(sql.STATE_DELETE, (_reconcile_key(table),))
+
+
+def timestamp(conn: sqlite3.Connection, name: str) -> float | None:
+    row = conn.execute(sql.STATE_GET, (name,)).fetchone()
+    return float(row[0]) if row and isinstance(row[0], int | float) else None
 
 
 def dead_letter_count(conn: sqlite3.Connection) -> int:

@@ -1,10 +1,16 @@
 """What `dynasync status` reports: position, backlog, dead letters, backfill
-progress and whether a daemon holds the database."""
+progress, whether a daemon holds the database, and a health verdict.
+
+Lag, here, is how long changes have been waiting: 0 with nothing pending,
+otherwise the time since dynasync last moved its mark (or, for one table,
+since that table's changes last landed).
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,11 +20,16 @@ from dynasync.app import App
 from dynasync.database import read_txn
 from dynasync.lock import lock_path
 
+OK, WARNING, CRITICAL = 0, 1, 2  # `status --check` exit codes, as monitoring probes read them
+DEFAULT_MAX_LAG = 300.0
+
 
 @dataclass
 class TableStatus:
     pending: int = 0
     dead_letters: int = 0
+    last_applied: float | None = None
+    lag_seconds: float | None = 0.0
     backfill: str = "not started"
     backfill_rows: int = 0
 
@@ -32,6 +43,11 @@ class Status:
     last_seq: int = 0
     pending_changes: int = 0
     dead_letters: int = 0
+    last_pass: float | None = None
+    lag_seconds: float | None = 0.0
+    health: str = "healthy"
+    problems: list[str] = field(default_factory=list)
+    exit_code: int = OK
     tables: dict[str, TableStatus] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -53,28 +69,61 @@ def daemon_running(app: App) -> bool:
     return False
 
 
-def status(app: App) -> Status:
+def _lag(pending: int, since: float | None, now: float) -> float | None:
+    """None: changes are pending and dynasync has never applied any."""
+    if not pending:
+        return 0.0
+    return round(now - since, 3) if since is not None else None
+
+
+def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
     conn = app.conn
+    now = time.time()
     result = Status(database=str(app.config.database), installed=False, running=daemon_running(app))
     for t in app.config.tables:
         result.tables[t.source] = TableStatus()
     with read_txn(conn):
         if not state.installed_tables(conn) >= set(sql.OWN_TABLES):
+            result.health, result.exit_code = "critical", CRITICAL
+            result.problems.append("dynasync is not installed: run 'dynasync init'")
             return result
         result.installed = True
         hwm = state.high_water_mark(conn)
         result.high_water_mark = hwm
         result.last_seq = changelog.last_seq(conn)
+        result.last_pass = state.timestamp(conn, state.LAST_PASS)
         for table, n in conn.execute(sql.CHANGELOG_PENDING_BY_TABLE, (hwm,)):
-            if table in result.tables:
-                result.tables[table].pending = n
-            result.pending_changes += n if table else 0
+            result.tables.setdefault(table, TableStatus()).pending = n
+            result.pending_changes += n
         for table, n in conn.execute(sql.DEAD_COUNT_BY_TABLE):
             result.tables.setdefault(table, TableStatus()).dead_letters = n
             result.dead_letters += n
-        for table, _k1, _k2, started, rows, done in conn.execute(sql.BACKFILL_GET):
-            if table in result.tables:
-                ts = result.tables[table]
-                ts.backfill = "done" if done else "in progress" if started else "starting"
-                ts.backfill_rows = rows
+        for table, (rows, done) in state.backfill_progress(conn).items():
+            ts = result.tables.setdefault(table, TableStatus())
+            ts.backfill = "done" if done else "in progress"
+            ts.backfill_rows = rows
+        for table, ts in result.tables.items():
+            ts.last_applied = state.timestamp(conn, state.APPLIED_AT + table)
+            ts.lag_seconds = _lag(ts.pending, ts.last_applied or result.last_pass, now)
+    result.lag_seconds = _lag(result.pending_changes, result.last_pass, now)
+    _judge(result, max_lag)
     return result
+
+
+def _judge(s: Status, max_lag: float) -> None:
+    if s.lag_seconds is None:
+        s.problems.append(f"{s.pending_changes} change(s) pending and no pass has applied anything yet")
+        s.exit_code = WARNING
+    elif s.lag_seconds > max_lag:
+        s.problems.append(
+            f"{s.pending_changes} change(s) pending and no progress for {s.lag_seconds:.0f}s "
+            f"(limit {max_lag:g}s)"
+        )
+        s.exit_code = CRITICAL
+    if s.dead_letters:
+        s.problems.append(f"{s.dead_letters} dead letter(s): see 'dynasync dead-letters'")
+        s.exit_code = max(s.exit_code, WARNING)
+    if not s.running:
+        s.problems.append("no daemon is running on this database")
+        s.exit_code = max(s.exit_code, WARNING)
+    s.health = {OK: "healthy", WARNING: "warning", CRITICAL: "critical"}[s.exit_code]

@@ -165,7 +165,8 @@ class Syncer:
     def _commit(self, batch: Batch, plan: Plan, delivery: _Delivery, result: PassResult) -> None:
         rejected = plan.rejected + delivery.rejected
         delivered = plan.delivered_without_write + delivery.delivered
-        state.commit_pass(self.app.conn, batch.high, rejected, delivered)
+        tables = {ref[0] for ref in delivered} | {ref[0] for ref, _ in rejected}
+        state.commit_pass(self.app.conn, batch.high, rejected, delivered, tables=tables)
         for ref, reason in rejected:
             log.warning("dead letter", extra=fields(table=ref[0], key=list(ref[1:]), reason=reason))
         for ref, is_put in delivery.applied:
