@@ -26,7 +26,9 @@ def ddb_local() -> Iterator[DynamoDBLocal]:
 
 
 @pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _aws_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("aws"):
+        return  # the opt-in real-AWS test uses the caller's own credentials
     # Never reach a real account from the tests: fixed dummy credentials.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
