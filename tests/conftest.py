@@ -63,6 +63,7 @@ class Env:
         self.current_endpoint = endpoint
         self.client = client
         self.tables: dict[str, str] = {}
+        self.options: dict[str, dict[str, Any]] = {}
         self.extra: dict[str, dict[str, Any]] = {}
         conn = sqlite3.connect(self.db_path)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -108,6 +109,7 @@ class Env:
             lines += [f"{k} = {_toml(v)}" for k, v in self.extra["backfill"].items()]
         for s, t in self.tables.items():
             lines.append(f"[[tables]]\nsource = {_toml(s)}\ntarget = {_toml(t)}")
+            lines += [f"{k} = {_toml(v)}" for k, v in self.options.get(s, {}).items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
 
@@ -138,6 +140,10 @@ class Env:
 
 
 def _toml(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml(k)} = {_toml(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):

@@ -43,8 +43,9 @@ def test_every_config_key_is_in_readme_and_example() -> None:
             assert f"{key} =" in EXAMPLE, f"[{section}] {key} not in config.example.toml"
             if defaults[key] is not None:
                 assert example[section][key] == defaults[key], f"example default of {key} differs"
-    for key in ("source", "target"):
-        assert f"[[tables]] {key}" in README
+    for key in config.TABLE_KEYS:
+        assert f"[[tables]] {key}" in README, f"[[tables]] {key} not in README"
+        assert f"{key} =" in EXAMPLE, f"[[tables]] {key} not in config.example.toml"
     assert "[source] database" in README
 
 

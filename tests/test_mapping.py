@@ -4,15 +4,20 @@ import sqlite3
 
 import pytest
 
-from dynasync import mapping
+from dynasync import mapping, tablemap
+from dynasync.config import TableConfig
 from dynasync.mapping import InvalidText, Poison
 from dynasync.schema import TableSchema, affinity, inspect, key_type
 
 S1 = TableSchema("t", ("id",), ("N",), (), ())
 
 
+def plain(schema: TableSchema) -> tablemap.TableMap:
+    return tablemap.build(TableConfig(schema.name, "target-t"), schema)
+
+
 def test_values_map_by_stored_type() -> None:
-    item = mapping.item(S1, ["id", "i", "r", "s", "b", "n", "e"], [1, -5, 0.1, "x", b"\x00\x01", None, ""])
+    item = plain(S1).item(["id", "i", "r", "s", "b", "n", "e"], [1, -5, 0.1, "x", b"\x00\x01", None, ""])
     assert item == {
         "id": {"N": "1"},
         "i": {"N": "-5"},
@@ -65,23 +70,23 @@ def test_affinity_and_key_types(declared: str, aff: str, kt: str) -> None:
 
 def test_key_values_follow_key_type() -> None:
     s = TableSchema("t", ("a", "b"), ("S", "B"), (), ())
-    assert mapping.key(s, [7, "x"]) == {"a": {"S": "7"}, "b": {"B": b"x"}}
+    assert plain(s).key([7, "x"]) == {"a": {"S": "7"}, "b": {"B": b"x"}}
     with pytest.raises(Poison, match="empty"):
-        mapping.key(s, ["", b"x"])
+        plain(s).key(["", b"x"])
     with pytest.raises(Poison, match="NULL"):
-        mapping.key(s, [None, b"x"])
+        plain(s).key([None, b"x"])
     with pytest.raises(Poison, match="at most 2048"):
-        mapping.key(s, ["x" * 2049, b"x"])
+        plain(s).key(["x" * 2049, b"x"])
     with pytest.raises(Poison, match="at most 1024"):
-        mapping.key(s, ["x", b"x" * 1025])
+        plain(s).key(["x", b"x" * 1025])
     with pytest.raises(Poison, match="is a number"):
-        mapping.key(S1, ["abc"])
+        plain(S1).key(["abc"])
 
 
 def test_item_over_400kb_is_poison() -> None:
-    mapping.item(S1, ["id", "blob"], [1, b"x" * (400 * 1024 - 100)])
+    plain(S1).item(["id", "blob"], [1, b"x" * (400 * 1024 - 100)])
     with pytest.raises(Poison, match="400 KB"):
-        mapping.item(S1, ["id", "blob"], [1, b"x" * (400 * 1024)])
+        plain(S1).item(["id", "blob"], [1, b"x" * (400 * 1024)])
 
 
 def test_same_item_normalises_numbers() -> None:

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from types import TracebackType
 
 from dynasync import schema as schema_mod
+from dynasync import tablemap
 from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.exceptions import KeySchemaError, TableMissingError
 from dynasync.lock import InstanceLock
 from dynasync.logs import fields
 from dynasync.schema import TableSchema
+from dynasync.tablemap import TableMap
 from dynasync.target import KeySchema, Target
 from dynasync.writer import Retrier, Writer, WriteStats
 
@@ -91,8 +93,8 @@ class App:
     def schemas(self) -> dict[str, TableSchema]:
         return {t.source: schema_mod.inspect(self.conn, t.source) for t in self.config.tables}
 
-    def expected_key(self, schema: TableSchema) -> KeySchema:
-        return tuple(zip(schema.key, schema.key_types, strict=True))
+    def table_maps(self, schemas: dict[str, TableSchema]) -> dict[str, TableMap]:
+        return {t.source: tablemap.build(t, schemas[t.source]) for t in self.config.tables}
 
     def forget_targets(self) -> None:
         """The schema changed: check the target tables' key schemas again."""
@@ -105,7 +107,7 @@ class App:
         for t in self.config.tables:
             if t.target in self._checked_targets:
                 continue
-            want = self.expected_key(schemas[t.source])
+            want = tablemap.build(t, schemas[t.source]).key_schema
             stats = WriteStats()
             have = self.retrier().call(
                 functools.partial(self.target.key_schema, t.target), f"describing {t.target!r}", stats

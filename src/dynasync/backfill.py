@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import mapping, state
+from dynasync import state
 from dynasync import triggers as sql
 from dynasync.app import App, log
 from dynasync.database import read_txn, write_txn
@@ -67,6 +67,7 @@ def backfill(
         state.reset_position(conn)
     schemas = app.schemas()
     app.check_targets(schemas)
+    maps = app.table_maps(schemas)
 
     saved = _progress_rows(conn)
     unfinished = [n for n in names if n in saved and not saved[n][4]]
@@ -98,7 +99,7 @@ def backfill(
             for row in rows:
                 ref: Ref = (name, *key_of(schema, columns, row))
                 try:
-                    writes.append(Write(ref, put(mapping.item(schema, columns, row))))
+                    writes.append(Write(ref, put(maps[name].item(columns, row))))
                 except Poison as e:
                     rejected.append((ref, str(e)))
             out = writer.write(target, writes)

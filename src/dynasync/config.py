@@ -49,15 +49,44 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The keys of a [[tables]] entry, with what each holds.
+TABLE_KEYS = {
+    "source": "SQLite table",
+    "target": "DynamoDB table",
+    "columns": "list of columns to write (default: all)",
+    "exclude_columns": "list of columns never to write",
+    "rename": "{ sqlite_column = \"attributeName\" }",
+    "json_columns": "TEXT columns holding JSON, written as maps and lists",
+    "partition_key": "{ name = \"PK\", template = \"USER#{id}\" }",
+    "sort_key": "{ name = \"SK\", template = \"PROFILE\" }",
+    "constants": "{ attribute = value } written on every item",
+    "ttl_column": "INTEGER/REAL epoch-seconds column written as the TTL attribute",
+}
+
 CONFIG_ENV = "DYNASYNC_CONFIG"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 DEFAULT_CONFIG_NAME = "dynasync.toml"
 
 
 @dataclass(frozen=True)
+class KeyTemplate:
+    name: str  # the DynamoDB attribute
+    template: str  # "USER#{id}": {column} placeholders name primary-key columns
+
+
+@dataclass(frozen=True)
 class TableConfig:
     source: str
     target: str
+    # Mapping options, all optional; see TABLE_KEYS.
+    columns: tuple[str, ...] | None = None
+    exclude_columns: tuple[str, ...] = ()
+    rename: tuple[tuple[str, str], ...] = ()
+    json_columns: tuple[str, ...] = ()
+    partition_key: KeyTemplate | None = None
+    sort_key: KeyTemplate | None = None
+    constants: tuple[tuple[str, Any], ...] = ()
+    ttl_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +310,7 @@ def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
         if not isinstance(entry, dict):
             problems.add(name, None, "must be a table")
             continue
-        _no_unknown(entry, {"source", "target"}, name, problems)
+        _no_unknown(entry, set(TABLE_KEYS), name, problems)
         source, target = entry.get("source"), entry.get("target")
         if not isinstance(source, str) or not source:
             problems.add(name, "source", "must be the SQLite table name")
@@ -300,8 +329,62 @@ def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
         elif lowered in seen:
             problems.add(name, "source", f"table {source!r} is configured twice")
         seen.add(lowered)
-        tables.append(TableConfig(source=source, target=target))
+        tables.append(TableConfig(source=source, target=target, **_mapping_options(entry, name, problems)))
     return tuple(tables)
+
+
+def _names(entry: dict[str, Any], key: str, section: str, problems: Problems) -> tuple[str, ...] | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.add(section, key, "must be a list of column names")
+        return None
+    return tuple(value)
+
+
+def _template(entry: dict[str, Any], key: str, section: str, problems: Problems) -> KeyTemplate | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"name", "template"}
+        or not all(isinstance(v, str) and v for v in value.values())
+    ):
+        problems.add(section, key, 'must be { name = "PK", template = "PREFIX#{column}" }')
+        return None
+    return KeyTemplate(value["name"], value["template"])
+
+
+def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "columns": _names(entry, "columns", section, problems),
+        "exclude_columns": _names(entry, "exclude_columns", section, problems) or (),
+        "json_columns": _names(entry, "json_columns", section, problems) or (),
+        "partition_key": _template(entry, "partition_key", section, problems),
+        "sort_key": _template(entry, "sort_key", section, problems),
+    }
+    rename = entry.get("rename", {})
+    if not isinstance(rename, dict) or not all(isinstance(v, str) and v for v in rename.values()):
+        problems.add(section, "rename", 'must be { sqlite_column = "attributeName" }')
+        rename = {}
+    out["rename"] = tuple(rename.items())
+    constants = entry.get("constants", {})
+    if not isinstance(constants, dict) or not all(
+        isinstance(v, str | int | float | bool) for v in constants.values()
+    ):
+        problems.add(section, "constants", "must map attribute names to strings, numbers or booleans")
+        constants = {}
+    out["constants"] = tuple(constants.items())
+    ttl = entry.get("ttl_column")
+    if ttl is not None and (not isinstance(ttl, str) or not ttl):
+        problems.add(section, "ttl_column", "must be a column name")
+        ttl = None
+    out["ttl_column"] = ttl
+    if out["sort_key"] is not None and out["partition_key"] is None:
+        problems.add(section, "sort_key", "needs a partition_key template too")
+    return out
 
 
 def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[str]]:

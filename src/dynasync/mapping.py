@@ -3,17 +3,16 @@
 Values map by their stored type: INTEGER and REAL to N, TEXT to S, BLOB to B,
 NULL to an omitted attribute. Key attributes map by the key column's declared
 affinity instead, so every item of a table has the same key types. Anything
-DynamoDB can never accept raises Poison with the reason.
+DynamoDB can never accept raises Poison with the reason. Whole rows become
+items in dynasync.tablemap, which applies a table's mapping options.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
-
-from dynasync.schema import TableSchema
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
@@ -100,65 +99,65 @@ def key_value(v: Any, column: str, key_type: str, limit: int) -> AttributeValue:
     return {kind: payload}
 
 
-def key(schema: TableSchema, values: Sequence[Any]) -> Item:
-    """The DynamoDB key for key column values (as logged in the changelog)."""
-    limits = (MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES)
-    return {
-        col: key_value(values[i], col, schema.key_types[i], limits[i]) for i, col in enumerate(schema.key)
-    }
-
-
-def item(schema: TableSchema, columns: Sequence[str], row: Sequence[Any]) -> Item:
-    """The whole item for a row; columns are the row's column names.
-
-    This runs once per row on the hot path, so common types are mapped inline
-    and the exact size is only computed when a cheap bound says it might matter.
-    """
-    result: Item = {}
-    keycols = schema.key
-    bound = 0  # >= the item size / 4, since a character is at most 4 UTF-8 bytes
-    for col, v in zip(columns, row, strict=True):
-        if v is None or col in keycols:
-            continue
-        t = type(v)
-        if t is str:
-            result[col] = {"S": v}
-            bound += len(v)
-        elif t is int:
-            result[col] = {"N": str(v)}
-            bound += 11
-        elif t is bytes:
-            result[col] = {"B": v}
-            bound += len(v)
-        else:
-            av = value(v, col)
-            if av is None:  # pragma: no cover - None is skipped above
-                continue
-            result[col] = av
-            bound += 11
-        bound += len(col)
-    result.update(key(schema, [row[columns.index(c)] for c in keycols]))
-    if bound * 4 + 4096 > MAX_ITEM_BYTES:
-        size = item_size(result)
-        if size > MAX_ITEM_BYTES:
-            raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
-    return result
-
-
 def item_size(it: Item) -> int:
     """DynamoDB's item size: attribute names plus values, in bytes."""
-    total = 0
-    for name, av in it.items():
-        total += len(name.encode("utf-8"))
-        ((kind, v),) = av.items()
-        if kind == "S":
-            total += len(v.encode("utf-8"))
-        elif kind == "B":
-            total += len(v)
-        else:
-            digits = len(v.lstrip("-").replace(".", "").split("e")[0].split("E")[0].strip("0")) or 1
-            total += (digits + 1) // 2 + 1
-    return total
+    return sum(len(name.encode("utf-8")) + _value_size(av) for name, av in it.items())
+
+
+def _value_size(av: AttributeValue) -> int:
+    ((kind, v),) = av.items()
+    if kind == "S":
+        return len(v.encode("utf-8"))
+    if kind == "B":
+        return len(v)
+    if kind == "N":
+        digits = len(v.lstrip("-").replace(".", "").split("e")[0].split("E")[0].strip("0")) or 1
+        return (digits + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + _value_size(x) for x in v)
+    return 3 + sum(len(k.encode("utf-8")) + 1 + _value_size(x) for k, x in v.items())
+
+
+def json_value(v: Any, column: str) -> AttributeValue:
+    """A JSON document (TEXT) as a DynamoDB map, list or scalar."""
+    if not isinstance(v, str) or isinstance(v, InvalidText):
+        raise Poison(f"column {column!r} is a JSON column but holds {type(v).__name__}, not text")
+    try:
+        doc = json.loads(v)
+    except ValueError as e:
+        raise Poison(f"column {column!r} holds invalid JSON: {e}") from None
+    return _from_json(doc, column)
+
+
+def _from_json(doc: Any, column: str) -> AttributeValue:
+    if doc is None:
+        return {"NULL": True}
+    if isinstance(doc, bool):
+        return {"BOOL": doc}
+    if isinstance(doc, int | float):
+        return {"N": number(doc, column)}
+    if isinstance(doc, str):
+        return {"S": doc}
+    if isinstance(doc, list):
+        return {"L": [_from_json(x, column) for x in doc]}
+    return {"M": {str(k): _from_json(x, column) for k, x in doc.items()}}
+
+
+def constant(v: str | int | float | bool) -> AttributeValue:
+    if isinstance(v, bool):
+        return {"BOOL": v}
+    if isinstance(v, str):
+        return {"S": v}
+    return {"N": number(v, "constants")}
+
+
+def ttl_value(v: Any, column: str) -> AttributeValue:
+    """TTL attributes must be a number of whole epoch seconds."""
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return {"N": str(int(v))}
+    raise Poison(f"TTL column {column!r} holds {v!r}, not epoch seconds")
 
 
 def normalize(av: AttributeValue) -> tuple[str, Any]:
@@ -168,6 +167,10 @@ def normalize(av: AttributeValue) -> tuple[str, Any]:
         return kind, Decimal(v).normalize()
     if kind == "B":
         return kind, bytes(v)
+    if kind == "L":
+        return kind, tuple(normalize(x) for x in v)
+    if kind == "M":
+        return kind, tuple(sorted((k, normalize(x)) for k, x in v.items()))
     return kind, v
 
 

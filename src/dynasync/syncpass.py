@@ -18,6 +18,7 @@ from dynasync.database import write_txn
 from dynasync.logs import fields
 from dynasync.mapping import Poison
 from dynasync.schema import TableSchema, reshaped
+from dynasync.tablemap import TableMap
 from dynasync.target import Ref, delete, put
 from dynasync.writer import Write, Writer, WriteStats
 
@@ -46,13 +47,13 @@ class Plan:
     delivered_without_write: list[Ref] = field(default_factory=list)
 
 
-def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch) -> Plan:
+def plan_writes(app: App, maps: dict[str, TableMap], batch: Batch) -> Plan:
     p = Plan()
     # One write per DynamoDB key per request batch, even when two rows (or two
     # tables sharing a target) map to the same key.
     seen_by_target: dict[str, dict[tuple[Any, ...], Ref]] = {}
     for table, changes in batch.changes.items():
-        schema, columns = schemas[table], batch.columns[table]
+        tmap, columns = maps[table], batch.columns[table]
         target = app.config.table(table).target
         writes = p.writes.setdefault(target, [])
         seen = seen_by_target.setdefault(target, {})
@@ -60,11 +61,11 @@ def plan_writes(app: App, schemas: dict[str, TableSchema], batch: Batch) -> Plan
             ref: Ref = (table, ch.k1, ch.k2)
             try:
                 if ch.row is not None:
-                    item = mapping.item(schema, columns, ch.row)
-                    key = {k: item[k] for k in schema.key}
+                    item = tmap.item(columns, ch.row)
+                    key = tmap.key_of(item)
                     request = put(item)
                 else:
-                    key = mapping.key(schema, (ch.k1, ch.k2))
+                    key = tmap.key((ch.k1, ch.k2))
                     request = delete(key)
             except Poison as e:
                 if ch.row is None:
@@ -91,6 +92,7 @@ class Syncer:
         self.app = app
         self._cookie: int | None = None
         self._schemas: dict[str, TableSchema] = {}
+        self._maps: dict[str, TableMap] = {}
 
     def _refresh_schema(self, result: PassResult) -> None:
         conn = self.app.conn
@@ -102,6 +104,7 @@ class Syncer:
         self.app.forget_targets()
         self.app.check_targets(schemas)
         self._schemas = schemas
+        self._maps = self.app.table_maps(schemas)
         stale = set(state.flagged_for_reconcile(conn, schemas))
         changed = {}
         for name, s in schemas.items():
@@ -147,7 +150,7 @@ class Syncer:
                     if read_to < end and not app.stop.is_set():
                         batch = changelog.read_batch(conn, self._schemas, read_to, app.config.sync.batch_size)
                     if batch is not None:
-                        plan = plan_writes(app, self._schemas, batch)
+                        plan = plan_writes(app, self._maps, batch)
                         read_to = batch.high
                     if in_flight is not None:
                         self._commit(in_flight[0], in_flight[1], in_flight[2].result(), result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from dynasync import mapping, state
@@ -18,8 +17,8 @@ from dynasync import triggers as sql
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
 from dynasync.mapping import Item, Poison
-from dynasync.schema import TableSchema
 from dynasync.source import chunks, key_of
+from dynasync.tablemap import TableMap
 from dynasync.target import MAX_BATCH_GET, Ref, delete, put
 from dynasync.writer import Write, WriteStats
 
@@ -69,16 +68,6 @@ class VerifyResult:
         return self.remaining == 0
 
 
-def sqlite_key_value(av: mapping.AttributeValue) -> Any:
-    ((kind, v),) = av.items()
-    if kind == "N":
-        d = Decimal(v)
-        if d == d.to_integral_value() and -(2**63) <= d < 2**63:
-            return int(d)
-        return float(d)
-    return bytes(v) if kind == "B" else v
-
-
 def verify(
     app: App, tables: Sequence[str] | None = None, repair: bool = False, progress: Progress | None = None
 ) -> VerifyResult:
@@ -89,9 +78,10 @@ def verify(
         app.config.table(n)
     schemas = app.schemas()
     app.check_targets(schemas)
+    maps = app.table_maps(schemas)
     result = VerifyResult(repair=repair)
     for name in names:
-        result.tables.append(_verify_table(app, schemas[name], repair, progress))
+        result.tables.append(_verify_table(app, maps[name], repair, progress))
     return result
 
 
@@ -112,7 +102,8 @@ def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[t
     return found
 
 
-def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progress | None) -> TableReport:
+def _verify_table(app: App, tmap: TableMap, repair: bool, progress: Progress | None) -> TableReport:
+    schema = tmap.schema
     conn, name = app.conn, schema.name
     target = app.config.table(name).target
     report = TableReport(name, target)
@@ -136,13 +127,13 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
         for row in rows:
             ref: Ref = (name, *key_of(schema, columns, row))
             try:
-                expected.append((ref, mapping.item(schema, columns, row)))
+                expected.append((ref, tmap.item(columns, row)))
             except Poison as e:
                 report.unsyncable += 1
                 report.note(f"{name} key {ref[1:]!r}: cannot be stored: {e}")
                 rejected.append((ref, str(e)))
         report.rows += len(rows)
-        keys = [{k: it[k] for k in schema.key} for _, it in expected]
+        keys = [tmap.key_of(it) for _, it in expected]
         found = _fetch(app, target, keys, stats) if keys else {}
         writes: list[Write] = []
         for (ref, want), key in zip(expected, keys, strict=True):
@@ -171,10 +162,12 @@ def _verify_table(app: App, schema: TableSchema, repair: bool, progress: Progres
         with read_txn(conn):
             for it in page:
                 report.items += 1
-                key = {k: it[k] for k in schema.key if k in it}
-                if len(key) != len(schema.key):
-                    continue  # not an item this table wrote
-                values = [sqlite_key_value(key[k]) for k in schema.key]
+                if not all(k in it for k in tmap.key_names) or not tmap.owns(it):
+                    continue  # written for another table sharing this target
+                key = tmap.key_of(it)
+                values = tmap.sqlite_key(key)
+                if values is None:
+                    continue
                 if conn.execute(exists, values).fetchone() is None:
                     report.extra += 1
                     report.note(f"{name}: {target} has extra item {values!r}")

@@ -1,0 +1,269 @@
+"""How the rows of one table become DynamoDB items: the table's mapping
+options (columns, rename, JSON columns, key templates, constants, TTL)
+checked against its schema once, then applied to every row.
+
+A key template may only name primary-key columns: a deleted row is known by
+its key alone, and its DynamoDB key must still be computable.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from dynasync.config import TableConfig
+from dynasync.exceptions import SourceError
+from dynasync.mapping import (
+    MAX_ITEM_BYTES,
+    MAX_PARTITION_KEY_BYTES,
+    MAX_SORT_KEY_BYTES,
+    AttributeValue,
+    Item,
+    Poison,
+    constant,
+    item_size,
+    json_value,
+    key_value,
+    number,
+    ttl_value,
+    value,
+)
+from dynasync.schema import TableSchema
+
+LIMITS = (MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES)
+
+
+@dataclass(frozen=True)
+class Template:
+    attribute: str
+    text: str
+    fields: tuple[str, ...]
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class TableMap:
+    schema: TableSchema
+    key_names: tuple[str, ...]  # DynamoDB key attributes, partition key first
+    key_types: tuple[str, ...]
+    templates: tuple[Template, ...]  # empty: the key columns are the key attributes
+    include: frozenset[str] | None  # columns written as attributes; None: all
+    exclude: frozenset[str]
+    rename: dict[str, str]
+    json_columns: frozenset[str]
+    constants: dict[str, AttributeValue]
+    ttl_column: str | None
+    plain: bool  # no option set: the fast path
+
+    @property
+    def key_schema(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.key_names, self.key_types, strict=True))
+
+    def key(self, values: Sequence[Any]) -> Item:
+        """The DynamoDB key for primary-key values (as logged in the changelog)."""
+        s = self.schema
+        if not self.templates:
+            return {
+                name: key_value(values[i], s.key[i], s.key_types[i], LIMITS[i])
+                for i, name in enumerate(self.key_names)
+            }
+        by_column = dict(zip(s.key, values, strict=False))
+        out: Item = {}
+        for i, t in enumerate(self.templates):
+            parts = {}
+            for f in t.fields:
+                v = by_column[f]
+                if v is None:
+                    raise Poison(f"key column {f!r} is NULL")
+                if isinstance(v, bytes):
+                    raise Poison(f"key column {f!r} holds a BLOB, which a key template cannot render")
+                parts[f] = number(v, f) if isinstance(v, int | float) else v
+            out[t.attribute] = key_value(t.text.format(**parts), t.attribute, "S", LIMITS[i])
+        return out
+
+    def key_of(self, item: Item) -> Item:
+        return {k: item[k] for k in self.key_names}
+
+    def item(self, columns: Sequence[str], row: Sequence[Any]) -> Item:
+        """The whole item for a row; columns are the row's column names.
+
+        This runs once per row, so common types are mapped inline and the exact
+        size is only computed when a cheap bound says it might matter.
+        """
+        result: Item = {}
+        keycols = self.schema.key
+        skip_key = not self.templates
+        bound = 0  # >= the item size / 4, since a character is at most 4 UTF-8 bytes
+        for col, v in zip(columns, row, strict=True):
+            if v is None or (skip_key and col in keycols):
+                continue
+            if not self.plain:
+                if (self.include is not None and col not in self.include) or col in self.exclude:
+                    continue
+                name = self.rename.get(col, col)
+                if col in self.json_columns:
+                    av = json_value(v, col)
+                elif col == self.ttl_column:
+                    av = ttl_value(v, col)
+                else:
+                    av = value(v, col)  # type: ignore[assignment]
+                result[name] = av
+                bound += len(name) + (len(v) if isinstance(v, str | bytes) else 11)
+                continue
+            t = type(v)
+            if t is str:
+                result[col] = {"S": v}
+                bound += len(v)
+            elif t is int:
+                result[col] = {"N": str(v)}
+                bound += 11
+            elif t is bytes:
+                result[col] = {"B": v}
+                bound += len(v)
+            else:
+                result[col] = value(v, col)  # type: ignore[assignment]
+                bound += 11
+            bound += len(col)
+        if self.constants:
+            result.update(self.constants)
+            bound += 64 * len(self.constants)
+        result.update(self.key([row[columns.index(c)] for c in keycols]))
+        if bound * 4 + 4096 > MAX_ITEM_BYTES:
+            size = item_size(result)
+            if size > MAX_ITEM_BYTES:
+                raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
+        return result
+
+    def sqlite_key(self, key: Item) -> list[Any] | None:
+        """Primary-key values from a DynamoDB key, or None when the key cannot
+        have come from this table (another table sharing the target)."""
+        if not self.templates:
+            return [_sqlite_value(key[name]) for name in self.key_names]
+        found: dict[str, str] = {}
+        for t in self.templates:
+            av = key.get(t.attribute, {})
+            m = t.pattern.fullmatch(av.get("S", "")) if "S" in av else None
+            if m is None:
+                return None
+            found.update(m.groupdict())
+        out: list[Any] = []
+        for col, kt in zip(self.schema.key, self.schema.key_types, strict=True):
+            text = found[_group(col)]
+            if kt == "N":
+                try:
+                    d = Decimal(text)
+                except ArithmeticError:
+                    return None
+                out.append(int(d) if d == d.to_integral_value() and "." not in text else float(d))
+            else:
+                out.append(text)
+        return out
+
+    def owns(self, item: Item) -> bool:
+        """Whether an item found in the target could have been written for this
+        table: its constants match (tables sharing a target tell themselves apart so)."""
+        return all(item.get(k) == v for k, v in self.constants.items())
+
+
+def _sqlite_value(av: AttributeValue) -> Any:
+    ((kind, v),) = av.items()
+    if kind == "N":
+        d = Decimal(v)
+        if d == d.to_integral_value() and -(2**63) <= d < 2**63:
+            return int(d)
+        return float(d)
+    return bytes(v) if kind == "B" else v
+
+
+def _template(attribute: str, text: str, table: str) -> Template:
+    fields: list[str] = []
+    pattern = ""
+    for literal, field, spec, conversion in string.Formatter().parse(text):
+        pattern += re.escape(literal)
+        if field is None:
+            continue
+        if not field:
+            raise SourceError(f"table {table!r}: key template {text!r} has an empty {{}} placeholder")
+        if spec or conversion:
+            raise SourceError(f"table {table!r}: key template {text!r}: placeholders take no format spec")
+        fields.append(field)
+        pattern += f"(?P<{_group(field)}>.+?)"
+    return Template(attribute, text, tuple(fields), re.compile(pattern))
+
+
+def _group(field: str) -> str:
+    return field if field.isidentifier() else "c" + "".join(f"{ord(c):x}" for c in field)
+
+
+def build(cfg: TableConfig, schema: TableSchema) -> TableMap:
+    table = schema.name
+    known = set(schema.key) | {name for name, _ in schema.shape}
+
+    def check(names: Sequence[str], option: str) -> None:
+        for n in names:
+            if n not in known:
+                raise SourceError(f"table {table!r}: {option} names column {n!r}, which it does not have")
+
+    check(cfg.columns or (), "columns")
+    check(cfg.exclude_columns, "exclude_columns")
+    check(cfg.json_columns, "json_columns")
+    check([c for c, _ in cfg.rename], "rename")
+    if cfg.ttl_column:
+        check([cfg.ttl_column], "ttl_column")
+    if set(cfg.json_columns) & set(schema.key):
+        raise SourceError(f"table {table!r}: a key column cannot be a JSON column")
+    rename = dict(cfg.rename)
+    templates: list[Template] = []
+    for tk in (cfg.partition_key, cfg.sort_key):
+        if tk is not None:
+            templates.append(_template(tk.name, tk.template, table))
+    if templates:
+        used = [f for t in templates for f in t.fields]
+        for f in used:
+            if f not in schema.key:
+                raise SourceError(
+                    f"table {table!r}: key template placeholder {{{f}}} is not a primary-key column "
+                    f"(primary key: {', '.join(schema.key)})"
+                )
+            if schema.key_types[schema.key.index(f)] == "B":
+                raise SourceError(f"table {table!r}: BLOB key column {f!r} cannot appear in a key template")
+        if set(used) != set(schema.key):
+            raise SourceError(
+                f"table {table!r}: the key templates must name every primary-key column "
+                f"({', '.join(schema.key)}), or rows would collide"
+            )
+        if templates[0].attribute == (templates[1].attribute if len(templates) > 1 else None):
+            raise SourceError(f"table {table!r}: partition and sort key need different names")
+        key_names = tuple(t.attribute for t in templates)
+        key_types = tuple("S" for _ in templates)
+    else:
+        key_names = tuple(rename.get(c, c) for c in schema.key)
+        key_types = schema.key_types
+    constants = {name: constant(v) for name, v in cfg.constants}
+    clash = set(constants) & set(key_names)
+    if clash:
+        raise SourceError(f"table {table!r}: constant {sorted(clash)[0]!r} would overwrite a key attribute")
+    plain = not (
+        cfg.columns is not None
+        or cfg.exclude_columns
+        or rename
+        or cfg.json_columns
+        or cfg.ttl_column
+    )
+    return TableMap(
+        schema=schema,
+        key_names=key_names,
+        key_types=key_types,
+        templates=tuple(templates),
+        include=frozenset(cfg.columns) if cfg.columns is not None else None,
+        exclude=frozenset(cfg.exclude_columns),
+        rename=rename,
+        json_columns=frozenset(cfg.json_columns),
+        constants=constants,
+        ttl_column=cfg.ttl_column,
+        plain=plain,
+    )
