@@ -154,23 +154,30 @@ def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
     cli(env, "init", check=True)
     piped = cli(env, "backfill", check=True)
     assert "[" not in piped.stderr and "rows" not in piped.stderr
-    leader, follower = pty.openpty()
-    p = subprocess.Popen([DYNASYNC, "backfill", "--config", str(env.config_path)],
-                         stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    p.wait(60)
-    os.close(leader)
-    text = out.decode(errors="replace")
-    assert p.returncode == 0 and "500/500 rows" in text and "#" * 30 in text, text
+
+    def in_terminal(*args: str) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        p = subprocess.Popen([DYNASYNC, *args, "--config", str(env.config_path)],
+                             stdin=follower, stdout=follower, stderr=follower)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        p.wait(60)
+        os.close(leader)
+        return p.returncode, out.decode(errors="replace")
+
+    rc, text = in_terminal("backfill")
+    assert rc == 0 and "500/500 rows" in text and "#" * 30 in text, text
+    env.sql("UPDATE t SET id = id + 1000")
+    rc, text = in_terminal("sync")
+    assert rc == 0 and "sync changelog: [" in text and "1000/1000 changes" in text, text
 
 
 def test_config_check(env: Env) -> None:

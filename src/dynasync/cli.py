@@ -28,7 +28,8 @@ def command(name: str, help_text: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _progress(label: str) -> Callable[..., None] | None:
+def _progress(label: str, unit: str = "rows") -> Callable[..., None] | None:
+    """A progress bar on stderr, only on a terminal: quiet under systemd and in pipes."""
     if not sys.stderr.isatty():
         return None
     last = [0.0]
@@ -42,9 +43,9 @@ def _progress(label: str) -> Callable[..., None] | None:
         if total:
             filled = int(width * min(done, total) / total)
             bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r{label} {table}: [{bar}] {done}/{total} rows")
+            sys.stderr.write(f"\r{label} {table}: [{bar}] {done}/{total} {unit}")
         else:
-            sys.stderr.write(f"\r{label} {table}: {done} rows")
+            sys.stderr.write(f"\r{label} {table}: {done} {unit}")
         sys.stderr.flush()
 
     return show
@@ -93,7 +94,8 @@ def _backfill(app: App, args: argparse.Namespace) -> int:
 def _sync(app: App, args: argparse.Namespace) -> int:
     from dynasync.syncpass import sync
 
-    r = sync(app)
+    r = sync(app, _progress("sync", "changes"))
+    _end_progress()
     print(
         f"sync: {r.entries} change(s) -> {r.applied} write(s), {r.rejected} dead letter(s), "
         f"high-water mark {r.high_water_mark}, in {r.seconds:.2f}s"
@@ -173,7 +175,8 @@ def _dead_letters(app: App, args: argparse.Namespace) -> int:
     from dynasync import deadletters
 
     if args.retry:
-        r = deadletters.retry(app, args.table)
+        r = deadletters.retry(app, args.table, _progress("retry", "changes"))
+        _end_progress()
         how = "applied now" if r.pass_result else "the running daemon will apply them"
         print(f"dead-letters: queued {r.queued} row(s) again ({how}); {r.remaining} remain")
         return 0

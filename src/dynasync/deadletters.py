@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dynasync import state
@@ -25,7 +26,9 @@ def list_dead_letters(app: App, table: str | None = None) -> list[DeadLetter]:
     return [d for d in state.dead_letters(app.conn) if table is None or d.table == table]
 
 
-def retry(app: App, table: str | None = None) -> RetryResult:
+def retry(
+    app: App, table: str | None = None, progress: Callable[[str, int, int], None] | None = None
+) -> RetryResult:
     state.require_installed(app.conn)
     if table:
         app.config.table(table)
@@ -34,5 +37,5 @@ def retry(app: App, table: str | None = None) -> RetryResult:
         app.lock()
     except LockedError:
         return RetryResult(queued, None, len(state.dead_letters(app.conn)))
-    result = Syncer(app).run_pass()
+    result = Syncer(app).run_pass(progress=progress)
     return RetryResult(queued, result, len(state.dead_letters(app.conn)))

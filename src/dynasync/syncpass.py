@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,9 @@ class Syncer:
                 state.clear_reconcile(conn, stale)
         self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
 
-    def run_pass(self, until: int | None = None) -> PassResult:
+    def run_pass(
+        self, until: int | None = None, progress: Callable[[str, int, int], None] | None = None
+    ) -> PassResult:
         """Apply the changelog up to `until` (default: its end now).
 
         Slices are pipelined: while one slice's writes are in flight, the next
@@ -139,6 +142,7 @@ class Syncer:
         state.check_position(conn, hwm)
         self._refresh_schema(result)
         end = until if until is not None else changelog.last_seq(conn)
+        total = changelog.pending(conn, hwm) if progress else 0
         writer = app.writer()
         read_to = hwm
         in_flight: tuple[Batch, Plan, Future[_Delivery]] | None = None
@@ -155,6 +159,8 @@ class Syncer:
                     if in_flight is not None:
                         self._commit(in_flight[0], in_flight[1], in_flight[2].result(), result)
                         in_flight = None
+                        if progress:
+                            progress("changelog", result.entries, max(total, result.entries))
                     if batch is None or plan is None:
                         break
                     in_flight = (batch, plan, pipe.submit(_deliver, writer, plan))
@@ -204,7 +210,7 @@ def _deliver(writer: Writer, plan: Plan) -> _Delivery:
     return out
 
 
-def sync(app: App) -> PassResult:
+def sync(app: App, progress: Callable[[str, int, int], None] | None = None) -> PassResult:
     """`dynasync sync`: apply every change pending now, then return."""
     app.lock()
-    return Syncer(app).run_pass()
+    return Syncer(app).run_pass(progress=progress)
