@@ -76,8 +76,10 @@ def latency(ddb: DynamoDBLocal, tmp: Path, n: int, writers: list[int]) -> dict[s
         for w in writers:
             for kind, endpoint in (("ddb_local", proxy.endpoint), ("stub", stub.endpoint)):
                 extra = {"stub": True} if kind == "stub" else {}
+                # Default slice size: slices pipeline as in production, where a
+                # single huge slice could not overlap its own read with its writes.
                 db, config, _ = fresh(tmp, f"lat-{kind}-{w}", n, endpoint,
-                                      dynamodb={"max_concurrency": w, **extra}, sync={"batch_size": 20000})
+                                      dynamodb={"max_concurrency": w, **extra})
                 pending_changes(db, n)
                 secs, _ = run_dynasync("sync", "--config", str(config))
                 out[kind].append(n / secs)
@@ -213,7 +215,7 @@ def main() -> int:
         steps = [
             ("capture", lambda: capture.measure(2 if q else 5)),
             ("replay", lambda: replay(ddb, tmp, 3000 if q else 30_000)),
-            ("latency", lambda: latency(ddb, tmp, 2000 if q else 10_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
+            ("latency", lambda: latency(ddb, tmp, 2000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
             ("backfill", lambda: backfill(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
             ("backlog", lambda: backlog(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
             ("lag_watch", lambda: lag(ddb, tmp, 5 if q else 20, True)),
