@@ -8,6 +8,7 @@ DynamoDB, each item's key looked up in SQLite (extra items).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,7 @@ def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[t
     found: dict[tuple[Any, ...], Item] = {}
     retrier = app.retrier()
     pending = keys
-    attempt = 0
+    started, attempt = time.monotonic(), 0
     while pending:
         items, pending = retrier.call(
             functools.partial(app.target.batch_get, target, pending), f"reading {target!r}", stats
@@ -97,7 +98,7 @@ def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[t
         for it in items:
             found[mapping.key_identity({k: it[k] for k in keys[0]})] = it
         if pending:
-            retrier.wait(attempt, 0.0, f"reading {target!r}", stats, "UnprocessedKeys")
+            retrier.wait(attempt, started, f"reading {target!r}", stats, "UnprocessedKeys")
             attempt += 1
     return found
 
