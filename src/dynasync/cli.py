@@ -15,6 +15,7 @@ from typing import Any
 from dynasync import __version__, config, logs
 from dynasync.app import App
 from dynasync.exceptions import DynasyncError
+from dynasync.status import DEFAULT_MAX_LAG
 
 Handler = Callable[[App, argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Handler]] = {}
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             p.add_argument("--check", action="store_true",
                            help="exit 0 healthy, 1 warning, 2 critical (for monitoring probes)")
-            p.add_argument("--max-lag", type=float, default=300.0, metavar="SECONDS",
+            p.add_argument("--max-lag", type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS",
                            help="with pending changes, no progress for longer than this is critical")
         if name == "verify":
             p.add_argument("--repair", action="store_true", help="write missing/different, delete extra")
