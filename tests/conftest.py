@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +8,6 @@ from typing import Any
 
 import boto3
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from ddblocal import DynamoDBLocal
 
 from dynasync import config as config_mod

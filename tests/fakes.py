@@ -6,13 +6,10 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dynasync.exceptions import TableMissingError
-from dynasync.mapping import Item, item_size, normalize
-from dynasync.target import KeySchema, RetryableError, ValidationError, WriteRequest
-
-
-def _ident(key: Item) -> tuple[Any, ...]:
-    return tuple(sorted((k, normalize(v)) for k, v in key.items()))
+from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
+from dynasync.target import KeySchema, WriteRequest
+from dynasync.values import Item, item_size
+from dynasync.values import key_identity as _ident
 
 
 class FakeTarget:

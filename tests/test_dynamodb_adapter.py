@@ -11,8 +11,8 @@ from moto import mock_aws
 
 from dynasync import config
 from dynasync.dynamodb import DynamoTarget
-from dynasync.exceptions import TableMissingError
-from dynasync.target import RetryableError, ValidationError, delete, put
+from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
+from dynasync.target import delete, put
 
 
 def cfg(endpoint: str | None = None) -> config.DynamoConfig:

@@ -78,10 +78,10 @@ def test_all_faults_and_latency_together_with_backfill_and_repair(env: Env, prox
 def test_validation_exception_from_dynamodb_is_narrowed_to_the_bad_item(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dynasync import tablemap
+    from dynasync import items
 
     # Skip dynasync's own size check so DynamoDB itself rejects the batch.
-    monkeypatch.setattr(tablemap, "MAX_ITEM_BYTES", 10**9)
+    monkeypatch.setattr(items, "MAX_ITEM_BYTES", 10**9)
     env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
     env.run(capture.init)
     conn = env.app_conn()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import Env
 
-from dynasync import backfill, capture, status, syncpass, verify
+from dynasync import backfill, capture, status, syncpass, tables, verify
 from dynasync.exceptions import KeySchemaError, SourceError, TableMissingError
 
 
@@ -80,7 +80,7 @@ def _init_sqlite_only(app: object) -> None:
     from dynasync.app import App
 
     assert isinstance(app, App)
-    schemas = app.schemas()
+    schemas = {name: t.schema for name, t in tables.load(app.conn, app.config).items()}
     capture.apply(app.conn, capture.plan(app.conn, schemas), schemas)
 
 

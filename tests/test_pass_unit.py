@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from unit_env import app_conn, make_app
 
-from dynasync import changelog, state, syncpass
-from dynasync import triggers as sql
+from dynasync import changelog, sql, state, syncpass, tables
 from dynasync.exceptions import StateError
 
 DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"
@@ -20,7 +19,8 @@ def test_many_changes_to_one_key_collapse_to_one_write(tmp_path: Path) -> None:
     c.execute("INSERT INTO t VALUES (1, 'a')")
     for i in range(50):
         c.execute("UPDATE t SET v = ? WHERE id = 1", (f"v{i}",))
-    batch = changelog.read_batch(app.conn, app.schemas(), 0, 1000)
+    schemas = {name: t.schema for name, t in tables.load(app.conn, app.config).items()}
+    batch = changelog.read_slice(app.conn, schemas, 0, 1000)
     assert batch is not None and batch.entries == 51 and batch.keys == 1
     r = syncpass.Syncer(app).run_pass()
     assert r.applied == 1 and fake.requests == 1
@@ -41,7 +41,7 @@ def test_batches_are_bounded_and_the_mark_advances(tmp_path: Path) -> None:
     c = app_conn(app)
     c.executemany("INSERT INTO t VALUES (?, 'x')", [(i,) for i in range(30)])
     r = syncpass.Syncer(app).run_pass()
-    assert r.batches == 5 and r.entries == 30 and r.high_water_mark == 30
+    assert r.slices == 5 and r.entries == 30 and r.high_water_mark == 30
     assert len(fake.items("target-t")) == 30
     assert state.high_water_mark(app.conn) == 30
     # Pruned, except the row at the mark.

@@ -10,8 +10,7 @@ from conftest import Env
 from test_cli import cli
 from unit_env import app_conn, make_app
 
-from dynasync import status, syncpass
-from dynasync import triggers as sql
+from dynasync import sql, status, syncpass
 
 DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, v)"
 

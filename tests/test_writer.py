@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import pytest
 from fakes import FakeTarget, throttle_then_succeed
 
-from dynasync.exceptions import TableMissingError, TargetUnavailableError
-from dynasync.target import RetryableError, WriteRequest, put
-from dynasync.writer import Retrier, Write, Writer, backoff
+from dynasync.exceptions import RetryableError, TableMissingError, TargetUnavailableError
+from dynasync.retry import Retrier, backoff
+from dynasync.target import WriteRequest, put
+from dynasync.writer import Writer
+from dynasync.writes import RowRef, Write
 
 
 def writes(n: int, bad: set[int] = frozenset()) -> list[Write]:  # type: ignore[assignment]
@@ -18,7 +20,7 @@ def writes(n: int, bad: set[int] = frozenset()) -> list[Write]:  # type: ignore[
         item = {"id": {"N": str(i)}}
         if i in bad:
             item["blob"] = {"B": b"x" * (401 * 1024)}
-        out.append(Write(("t", i, None), put(item)))
+        out.append(Write(RowRef("t", i), put(item), {"id": item["id"]}))
     return out
 
 
@@ -73,9 +75,9 @@ def test_retry_budget_is_bounded() -> None:
 def test_validation_error_is_narrowed_to_the_bad_items() -> None:
     f = fake()
     r = writer(f).write("t", writes(25, bad={3, 17}))
-    assert sorted(w.ref[1] for w, _ in r.rejected) == [3, 17]  # type: ignore[index]
+    assert sorted(x.ref.k1 for x in r.rejected) == [3, 17]
     assert len(f.items("t")) == 23
-    assert all("rejected" in reason for _, reason in r.rejected)
+    assert all("rejected" in x.reason for x in r.rejected)
 
 
 def test_missing_table_is_not_retried() -> None:

@@ -1,50 +1,51 @@
-"""The wiring every command shares: config, database connection, schemas,
-DynamoDB target, writer and the instance lock."""
+"""The wiring every command shares: the config, the database connection, the
+DynamoDB target, the retry loop and writer built from the config, and the
+instance lock. It holds no sync logic of its own."""
 
 from __future__ import annotations
 
-import functools
-import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from dynasync import schema as schema_mod
-from dynasync import tablemap
+from dynasync import tables
 from dynasync.config import Config
 from dynasync.database import connect
-from dynasync.exceptions import KeySchemaError, TableMissingError
 from dynasync.lock import InstanceLock
-from dynasync.logs import fields
-from dynasync.schema import TableSchema
-from dynasync.tablemap import TableMap
-from dynasync.target import KeySchema, Target
-from dynasync.writer import Retrier, Writer, WriteStats
-
-log = logging.getLogger("dynasync")
+from dynasync.retry import Retrier
+from dynasync.tables import SyncedTable
+from dynasync.target import Target
+from dynasync.writer import Writer
 
 TargetFactory = Callable[[Config], Target]
 
 
 def default_target(cfg: Config) -> Target:
+    """The boto3 target for the config's [dynamodb] section."""
     from dynasync.dynamodb import DynamoTarget
 
     return DynamoTarget(cfg.dynamodb)
 
 
 class App:
-    def __init__(self, config: Config, target_factory: TargetFactory = default_target) -> None:
+    """Everything a command needs, opened lazily and closed together."""
+
+    def __init__(
+        self,
+        config: Config,
+        target_factory: TargetFactory = default_target,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.stop = threading.Event()
+        # Called at every step of long work (slices, chunks, retry waits), so
+        # only a stuck process misses the systemd watchdog.
+        self.heartbeat: Callable[[], None] = heartbeat or (lambda: None)
         self._target_factory = target_factory
         self._target: Target | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock: InstanceLock | None = None
-        self._checked_targets: set[str] = set()
-        # Called at every step of long work (slices, chunks, retry waits): the
-        # daemon points it at the systemd watchdog so only a stuck process misses it.
-        self.heartbeat: Callable[[], None] = lambda: None
 
     def __enter__(self) -> App:
         return self
@@ -55,6 +56,7 @@ class App:
         self.close()
 
     def close(self) -> None:
+        """Close the connection and release the lock."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -64,12 +66,14 @@ class App:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The connection to the application's database."""
         if self._conn is None:
             self._conn = connect(self.config.database)
         return self._conn
 
     @property
     def target(self) -> Target:
+        """The DynamoDB client."""
         if self._target is None:
             self._target = self._target_factory(self.config)
         return self._target
@@ -83,57 +87,16 @@ class App:
             lock.acquire()
             self._lock = lock
 
-    def writer(self) -> Writer:
-        cfg = self.config.dynamodb
-        return Writer(self.target, self.retrier(), cfg.max_concurrency)
-
     def retrier(self) -> Retrier:
+        """The retry loop, bounded by [dynamodb] max_retry_time and this app's stop event."""
         return Retrier(self.config.dynamodb.max_retry_time, self.stop, heartbeat=self.heartbeat)
 
-    def schemas(self) -> dict[str, TableSchema]:
-        return {t.source: schema_mod.inspect(self.conn, t.source) for t in self.config.tables}
+    def writer(self) -> Writer:
+        """A writer with [dynamodb] max_concurrency requests in flight."""
+        return Writer(self.target, self.retrier(), self.config.dynamodb.max_concurrency)
 
-    def table_maps(self, schemas: dict[str, TableSchema]) -> dict[str, TableMap]:
-        return {t.source: tablemap.build(t, schemas[t.source]) for t in self.config.tables}
-
-    def forget_targets(self) -> None:
-        """The schema changed: check the target tables' key schemas again."""
-        self._checked_targets.clear()
-
-    def check_targets(self, schemas: dict[str, TableSchema], create: bool = False) -> list[str]:
-        """Each target table must exist with the key schema the SQLite key implies.
-        Returns the tables it created."""
-        created: list[str] = []
-        for t in self.config.tables:
-            if t.target in self._checked_targets:
-                continue
-            want = tablemap.build(t, schemas[t.source]).key_schema
-            stats = WriteStats()
-            have = self.retrier().call(
-                functools.partial(self.target.key_schema, t.target), f"describing {t.target!r}", stats
-            )
-            if have is None:
-                if not create:
-                    raise TableMissingError(
-                        f"DynamoDB table {t.target!r} (target of {t.source!r}) does not exist: create it, "
-                        "or set create_tables = true and run 'dynasync init'"
-                    )
-                log.info("creating DynamoDB table", extra=fields(table=t.target))
-                self.retrier().call(
-                    functools.partial(self.target.create_table, t.target, want),
-                    f"creating {t.target!r}",
-                    stats,
-                )
-                have = want
-                created.append(t.target)
-            if tuple(have) != want:
-                raise KeySchemaError(
-                    f"DynamoDB table {t.target!r} has key schema {_fmt(have)}, but SQLite table "
-                    f"{t.source!r} needs {_fmt(want)}"
-                )
-            self._checked_targets.add(t.target)
-        return created
-
-
-def _fmt(key: KeySchema) -> str:
-    return "(" + ", ".join(f"{n} {t}" for n, t in key) + ")"
+    def tables(self, names: Sequence[str] | None = None) -> dict[str, SyncedTable]:
+        """The configured tables (or the named ones), with their DynamoDB tables checked."""
+        found = tables.load(self.conn, self.config, names)
+        tables.ensure_targets(found.values(), self.target, self.retrier())
+        return found

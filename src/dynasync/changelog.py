@@ -6,38 +6,41 @@ however often the application touched a key."""
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import triggers as sql
+from dynasync import sql
 from dynasync.database import read_txn
 from dynasync.schema import TableSchema
+from dynasync.writes import RowRef
 
 
 @dataclass
 class KeyChange:
-    k1: Any
-    k2: Any
-    row: tuple[Any, ...] | None  # the row now, None when it is gone
+    """A key the slice names, with its row as it is now (None when the row is gone)."""
+
+    ref: RowRef
+    row: tuple[Any, ...] | None
 
 
 @dataclass
-class Batch:
-    low: int  # exclusive
-    high: int  # inclusive: the mark after this batch is applied
+class Slice:
+    """A run of changelog rows after the mark, as one entry per changed key."""
+
+    high: int  # the last seq covered: the mark once this slice is applied
     entries: int  # changelog rows covered
-    changes: dict[str, list[KeyChange]] = field(default_factory=dict)
-    columns: dict[str, list[str]] = field(default_factory=dict)
-    ops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    changes: dict[str, list[KeyChange]] = field(default_factory=dict)  # by table
+    columns: dict[str, list[str]] = field(default_factory=dict)  # the row columns, by table
 
     @property
     def keys(self) -> int:
+        """How many distinct keys the slice names."""
         return sum(len(v) for v in self.changes.values())
 
 
 def pending(conn: sqlite3.Connection, hwm: int) -> int:
+    """Changelog rows after the mark."""
     return int(conn.execute(sql.CHANGELOG_PENDING, (hwm,)).fetchone()[0])
 
 
@@ -48,39 +51,43 @@ def oldest_pending(conn: sqlite3.Connection, hwm: int) -> tuple[int | None, int]
 
 
 def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest seq in the changelog (0 when empty)."""
     return int(conn.execute(sql.CHANGELOG_MAX).fetchone()[0] or 0)
 
 
-def read_batch(
+def read_slice(
     conn: sqlite3.Connection, schemas: Mapping[str, TableSchema], hwm: int, limit: int
-) -> Batch | None:
+) -> Slice | None:
     """The next slice after `hwm`, at most `limit` changelog rows; None when
     nothing is pending. Rows of tables not in `schemas` are skipped."""
     with read_txn(conn):
         high, entries = conn.execute(sql.CHANGELOG_SLICE_END, (hwm, limit)).fetchone()
         if not entries:
             return None
-        batch = Batch(low=hwm, high=high, entries=entries)
-        for table, op, n in conn.execute(sql.CHANGELOG_SLICE_OPS, (hwm, high)).fetchall():
-            batch.ops[(table, op)] += n
-        for table in sorted({t for t, _ in batch.ops}):
+        result = Slice(high=high, entries=entries)
+        tables = sorted(t for (t,) in conn.execute(sql.CHANGELOG_SLICE_TABLES, (hwm, high)))
+        for table in tables:
             schema = schemas.get(table)
-            if schema is None:
-                continue
-            cur = conn.execute(sql.slice_rows(table, schema.key), (hwm, high, table))
-            names = [d[0] for d in cur.description][2:]
-            key_pos = [names.index(c) for c in schema.key]
-            changes = []
-            for r in cur.fetchall():
-                row: tuple[Any, ...] | None = tuple(r[2:])
-                if r[0] is None or (len(schema.key) == 2 and r[1] is None):
-                    # NULL never joins: fetch a NULL-keyed row directly, so it
-                    # becomes a dead letter while it exists and clears once gone.
-                    found = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
-                    row = tuple(found) if found is not None else None
-                elif any(r[2 + i] is None for i in key_pos):
-                    row = None
-                changes.append(KeyChange(r[0], r[1], row))
-            batch.changes[table] = changes
-            batch.columns[table] = names
-    return batch
+            if schema is not None:
+                _read_table(conn, schema, hwm, high, result)
+    return result
+
+
+def _read_table(conn: sqlite3.Connection, schema: TableSchema, hwm: int, high: int, out: Slice) -> None:
+    table = schema.name
+    cur = conn.execute(sql.slice_rows(table, schema.key), (hwm, high, table))
+    names = [d[0] for d in cur.description][2:]
+    key_pos = [names.index(c) for c in schema.key]
+    changes = []
+    for r in cur.fetchall():
+        row: tuple[Any, ...] | None = tuple(r[2:])
+        if r[0] is None or (len(schema.key) == 2 and r[1] is None):
+            # NULL never joins: fetch a NULL-keyed row directly, so it
+            # becomes a dead letter while it exists and clears once gone.
+            found = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
+            row = tuple(found) if found is not None else None
+        elif any(r[2 + i] is None for i in key_pos):
+            row = None
+        changes.append(KeyChange(RowRef(table, r[0], r[1]), row))
+    out.changes[table] = changes
+    out.columns[table] = names

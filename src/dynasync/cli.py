@@ -10,54 +10,66 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dynasync import __version__, config, logs
-from dynasync.app import App
+from dynasync.app import App, TargetFactory, default_target
 from dynasync.exceptions import DynasyncError
+from dynasync.notify import Notifier
+from dynasync.progress import Bars
+from dynasync.state import DeadLetter
 from dynasync.status import DEFAULT_MAX_LAG
 
 Handler = Callable[[App, argparse.Namespace], int]
-COMMANDS: dict[str, tuple[str, Handler]] = {}
 
 
-def command(name: str, help_text: str) -> Callable[[Handler], Handler]:
+@dataclass(frozen=True)
+class Flag:
+    """One command-line option of a command: its name and argparse keywords."""
+
+    name: str
+    options: dict[str, Any]
+
+
+def flag(name: str, help_text: str, **options: Any) -> Flag:
+    """An option: a boolean switch unless it takes a value (has a metavar)."""
+    if "metavar" not in options:
+        options["action"] = "store_true"
+    return Flag(name, {"help": help_text, **options})
+
+
+TABLE = flag("--table", "only this source table", metavar="NAME")
+JSON = flag("--json", "machine-readable output")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its help, handler and options."""
+
+    help: str
+    handler: Handler
+    flags: tuple[Flag, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help_text: str, *flags: Flag) -> Callable[[Handler], Handler]:
+    """Register a subcommand with its options."""
+
     def register(fn: Handler) -> Handler:
-        COMMANDS[name] = (help_text, fn)
+        COMMANDS[name] = Command(help_text, fn, flags)
         return fn
 
     return register
 
 
-def _progress(label: str, unit: str = "rows") -> Callable[..., None] | None:
-    """A progress bar on stderr, only on a terminal: quiet under systemd and in pipes."""
-    if not sys.stderr.isatty():
-        return None
-    last = [0.0]
-
-    def show(table: str, done: int, total: int | None = None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.2 and (total is None or done < total):
-            return
-        last[0] = now
-        width = 30
-        if total:
-            filled = int(width * min(done, total) / total)
-            bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r{label} {table}: [{bar}] {done}/{total} {unit}")
-        else:
-            sys.stderr.write(f"\r{label} {table}: {done} {unit}")
-        sys.stderr.flush()
-
-    return show
-
-
-def _end_progress() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-
-
-@command("init", "install the changelog, state tables and capture triggers; create DynamoDB tables")
+@command(
+    "init",
+    "install the changelog, state tables and capture triggers; create DynamoDB tables",
+    flag("--dry-run", "print the SQL instead of running it"),
+)
 def _init(app: App, args: argparse.Namespace) -> int:
     from dynasync.capture import init
 
@@ -75,13 +87,13 @@ def _init(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-@command("backfill", "copy every existing row to DynamoDB (resumable)")
+@command("backfill", "copy every existing row to DynamoDB (resumable)", TABLE)
 def _backfill(app: App, args: argparse.Namespace) -> int:
     from dynasync.backfill import backfill
 
     started = time.monotonic()
-    result = backfill(app, [args.table] if args.table else None, _progress("backfill"))
-    _end_progress()
+    with Bars("backfill") as bars:
+        result = backfill(app, [args.table] if args.table else None, bars)
     for t in result.tables:
         extra = f", {t.rejected} dead letter(s)" if t.rejected else ""
         print(f"backfill: {t.table}: {t.rows} row(s) copied{extra}")
@@ -95,8 +107,8 @@ def _backfill(app: App, args: argparse.Namespace) -> int:
 def _sync(app: App, args: argparse.Namespace) -> int:
     from dynasync.syncpass import sync
 
-    r = sync(app, _progress("sync", "changes"))
-    _end_progress()
+    with Bars("sync", "changes") as bars:
+        r = sync(app, bars)
     print(
         f"sync: {r.entries} change(s) -> {r.applied} write(s), {r.rejected} dead letter(s), "
         f"high-water mark {r.high_water_mark}, in {r.seconds:.2f}s"
@@ -111,7 +123,14 @@ def _run(app: App, args: argparse.Namespace) -> int:
     return run(app)
 
 
-@command("status", "show the backlog, dead letters and position")
+@command(
+    "status",
+    "show the backlog, dead letters and position",
+    JSON,
+    flag("--check", "exit 0 healthy, 1 warning, 2 critical (for monitoring probes)"),
+    flag("--max-lag", "with pending changes, no progress for longer than this is critical",
+         type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS"),
+)
 def _status(app: App, args: argparse.Namespace) -> int:
     from dynasync.status import status
 
@@ -144,12 +163,17 @@ def _ago(when: float | None) -> str:
     return f"{max(0.0, time.time() - when):.0f}s ago"
 
 
-@command("verify", "compare SQLite with DynamoDB; --repair writes what differs")
+@command(
+    "verify",
+    "compare SQLite with DynamoDB; --repair writes what differs",
+    TABLE,
+    flag("--repair", "write missing/different, delete extra"),
+)
 def _verify(app: App, args: argparse.Namespace) -> int:
     from dynasync.verify import verify
 
-    r = verify(app, [args.table] if args.table else None, repair=args.repair, progress=_progress("verify"))
-    _end_progress()
+    with Bars("verify") as bars:
+        r = verify(app, [args.table] if args.table else None, repair=args.repair, progress=bars)
     for t in r.tables:
         print(
             f"verify: {t.table} -> {t.target}: {t.rows} row(s), {t.items} item(s); missing {t.missing}, "
@@ -171,13 +195,19 @@ def _uninstall(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-@command("dead-letters", "list rows DynamoDB refused; --retry queues them again")
+@command(
+    "dead-letters",
+    "list rows DynamoDB refused; --retry queues them again",
+    TABLE,
+    JSON,
+    flag("--retry", "queue every dead letter again"),
+)
 def _dead_letters(app: App, args: argparse.Namespace) -> int:
     from dynasync import deadletters
 
     if args.retry:
-        r = deadletters.retry(app, args.table, _progress("retry", "changes"))
-        _end_progress()
+        with Bars("retry", "changes") as bars:
+            r = deadletters.retry(app, args.table, bars)
         how = "applied now" if r.pass_result else "the running daemon will apply them"
         print(f"dead-letters: queued {r.queued} row(s) again ({how}); {r.remaining} remain")
         return 0
@@ -192,7 +222,7 @@ def _dead_letters(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def _dead_json(d: Any) -> dict[str, Any]:
+def _dead_json(d: DeadLetter) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         return v.hex() if isinstance(v, bytes) else v
 
@@ -219,6 +249,7 @@ def config_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, built from the command table."""
     parser = argparse.ArgumentParser(prog="dynasync", description="Keep DynamoDB in sync with SQLite.")
     parser.add_argument("--version", action="version", version=f"dynasync {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -230,41 +261,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="key=value lines (default) or JSON"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        if name == "init":
-            p.add_argument("--dry-run", action="store_true", help="print the SQL instead of running it")
-        if name in ("backfill", "verify", "dead-letters"):
-            p.add_argument("--table", metavar="NAME", help="only this source table")
-        if name in ("status", "dead-letters"):
-            p.add_argument("--json", action="store_true", help="machine-readable output")
-        if name == "status":
-            p.add_argument("--check", action="store_true",
-                           help="exit 0 healthy, 1 warning, 2 critical (for monitoring probes)")
-            p.add_argument("--max-lag", type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS",
-                           help="with pending changes, no progress for longer than this is critical")
-        if name == "verify":
-            p.add_argument("--repair", action="store_true", help="write missing/different, delete extra")
-        if name == "dead-letters":
-            p.add_argument("--retry", action="store_true", help="queue every dead letter again")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=cmd.help, description=cmd.help)
+        for f in cmd.flags:
+            p.add_argument(f.name, **f.options)
     cfg = sub.add_parser("config", help="work with the config file", description="work with the config file")
     cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
     cfg_sub.add_parser("check", parents=[common], help="validate the config file and list every problem")
     return parser
 
 
-def main(argv: Sequence[str] | None = None, target_factory: Any = None) -> int:
+def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = default_target) -> int:
+    """Run one command; returns its exit status."""
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING
     logs.setup(level, args.log_format)
     if args.command == "config":
         return config_check(args)
-    _, handler = COMMANDS[args.command]
     try:
         cfg = config.load(args.config)
-        app = App(cfg, target_factory) if target_factory else App(cfg)
-        with app:
-            return handler(app, args)
+        with App(cfg, target_factory, heartbeat=Notifier().watchdog) as app:
+            return COMMANDS[args.command].handler(app, args)
     except DynasyncError as e:
         if args.verbose:
             traceback.print_exc()

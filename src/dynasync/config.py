@@ -1,52 +1,104 @@
 """Load and validate the TOML config file.
 
-Every tunable and its default lives in DEFAULTS below, so there is one place to
-read what dynasync does when a key is left out.
+Each section is a frozen dataclass whose fields carry their defaults and
+checks, so one place says what dynasync does when a key is left out. Every
+check that needs no database (types, ranges, key template syntax, attribute
+names) runs here, so `dynasync config check` reports all of them at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dynasync.exceptions import ConfigError
+from dynasync.templates import KeyTemplate
 
+CONFIG_ENV = "DYNASYNC_CONFIG"
+DEFAULT_CONFIG_NAME = "dynasync.toml"
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
+_LISTEN = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}")
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _check(test: Callable[[Any], bool], message: str, default: Any) -> Any:
+    return field(default=default, metadata={"check": (test, message)})
+
+
+def _at_least_1(default: int) -> Any:
+    return _check(lambda v: v >= 1, "must be at least 1", default)
+
+
+def _positive(default: float) -> Any:
+    return _check(lambda v: v > 0, "must be positive", default)
+
+
+@dataclass(frozen=True)
+class DynamoConfig:
+    """[dynamodb]: where DynamoDB is and how hard dynasync drives it."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    create_tables: bool = False
+    # Concurrent BatchWriteItem requests. One pass never holds two writes for
+    # one key, so requests of one pass can run in parallel without reordering.
+    max_concurrency: int = _at_least_1(4)
+    # How long one request keeps retrying retryable errors before the pass fails.
+    max_retry_time: float = _positive(60.0)
+    connect_timeout: float = _positive(5.0)
+    read_timeout: float = _positive(20.0)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """[sync]: when passes run and how much each reads at once."""
+
+    interval: float = _positive(5.0)
+    watch: bool = True
+    # Changelog rows read per read transaction: bounds memory and the length
+    # of every read transaction.
+    batch_size: int = _at_least_1(5000)
+    # Wait after a file change so a burst of commits becomes one pass.
+    debounce: float = _check(lambda v: v >= 0, "must not be negative", 0.05)
+    # The daemon's retry backoff after a failed pass, capped.
+    backoff_initial: float = _positive(1.0)
+    backoff_max: float = _positive(60.0)
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """[backfill]: how backfill reads the source tables."""
+
+    chunk_size: int = _at_least_1(1000)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint of `dynasync run`."""
+
+    # "host:port" to serve /metrics on while `run` runs; off when unset.
+    listen: str | None = _check(
+        lambda v: v is None or bool(_LISTEN.fullmatch(v)), "must be host:port, such as 127.0.0.1:9464", None
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "dynamodb": DynamoConfig,
+    "sync": SyncConfig,
+    "backfill": BackfillConfig,
+    "metrics": MetricsConfig,
+}
+# Each section's keys with their defaults, derived from the dataclasses above.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "dynamodb": {
-        "region": None,
-        "endpoint_url": None,
-        "create_tables": False,
-        # Concurrent BatchWriteItem requests. One pass never holds two writes for
-        # one key, so requests of one pass can run in parallel without reordering.
-        "max_concurrency": 4,
-        # How long one batch keeps retrying retryable errors before the pass fails.
-        "max_retry_time": 60.0,
-        "connect_timeout": 5.0,
-        "read_timeout": 20.0,
-    },
-    "sync": {
-        "interval": 5.0,
-        "watch": True,
-        # Changelog rows read per read transaction: bounds memory and the
-        # length of every read transaction.
-        "batch_size": 5000,
-        # Wait after a file change so a burst of commits becomes one pass.
-        "debounce": 0.05,
-        # The daemon's retry backoff after a failed pass, capped.
-        "backoff_initial": 1.0,
-        "backoff_max": 60.0,
-    },
-    "backfill": {
-        "chunk_size": 1000,
-    },
-    "metrics": {
-        # "host:port" to serve Prometheus metrics on /metrics while `run` runs; off when unset.
-        "listen": None,
-    },
+    name: {f.name: f.default for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()
 }
 
 # The keys of a [[tables]] entry, with what each holds.
@@ -63,22 +115,13 @@ TABLE_KEYS = {
     "ttl_column": "INTEGER/REAL epoch-seconds column written as the TTL attribute",
 }
 
-CONFIG_ENV = "DYNASYNC_CONFIG"
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
-DEFAULT_CONFIG_NAME = "dynasync.toml"
-
-
-@dataclass(frozen=True)
-class KeyTemplate:
-    name: str  # the DynamoDB attribute
-    template: str  # "USER#{id}": {column} placeholders name primary-key columns
-
 
 @dataclass(frozen=True)
 class TableConfig:
+    """One [[tables]] entry: a source table, its target and its mapping options."""
+
     source: str
     target: str
-    # Mapping options, all optional; see TABLE_KEYS.
     columns: tuple[str, ...] | None = None
     exclude_columns: tuple[str, ...] = ()
     rename: tuple[tuple[str, str], ...] = ()
@@ -90,47 +133,19 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
-class DynamoConfig:
-    region: str | None
-    endpoint_url: str | None
-    create_tables: bool
-    max_concurrency: int
-    max_retry_time: float
-    connect_timeout: float
-    read_timeout: float
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    interval: float
-    watch: bool
-    batch_size: int
-    debounce: float
-    backoff_initial: float
-    backoff_max: float
-
-
-@dataclass(frozen=True)
-class BackfillConfig:
-    chunk_size: int
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    listen: str | None
-
-
-@dataclass(frozen=True)
 class Config:
+    """The whole config file, validated."""
+
     database: Path
-    dynamodb: DynamoConfig
-    sync: SyncConfig
-    backfill: BackfillConfig
     tables: tuple[TableConfig, ...]
-    metrics: MetricsConfig = MetricsConfig(None)
+    dynamodb: DynamoConfig = DynamoConfig()
+    sync: SyncConfig = SyncConfig()
+    backfill: BackfillConfig = BackfillConfig()
+    metrics: MetricsConfig = MetricsConfig()
     path: Path | None = field(default=None, compare=False)
 
     def table(self, source: str) -> TableConfig:
+        """The entry for a source table; ConfigError names the configured ones."""
         for t in self.tables:
             if t.source == source:
                 return t
@@ -149,8 +164,8 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 class Problems:
-    """Every problem found in a config file, each with where it is: the file,
-    the line when it can be found, and the [section] key."""
+    """Every problem found in a config file, each with the file, the line when
+    it can be found, and the [section] key."""
 
     def __init__(self, where: str, text: str | None = None) -> None:
         self.where = where
@@ -158,12 +173,14 @@ class Problems:
         self._lines = _index_lines(text) if text else {}
 
     def add(self, section: str, key: str | None, message: str) -> None:
+        """Record one problem."""
         line = self._lines.get((section, key)) or self._lines.get((section, None))
         loc = f"{self.where}:{line}" if line else self.where
         label = f"[{section}] {key}" if key else f"[{section}]"
         self.items.append(f"{loc}: {label} {message}" if key else f"{loc}: {label}: {message}")
 
     def raise_if_any(self) -> None:
+        """Raise a ConfigError carrying every problem, the first as its message."""
         if self.items:
             extra = len(self.items) - 1
             more = f" (and {extra} more: run 'dynasync config check')" if extra else ""
@@ -191,6 +208,7 @@ def _index_lines(text: str) -> dict[tuple[str, str | None], int]:
 
 
 def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config file; ConfigError lists every problem."""
     path = resolve_path(explicit)
     try:
         raw = path.read_bytes()
@@ -207,54 +225,31 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 
 def parse(data: dict[str, Any], path: Path | None = None, text: str | None = None) -> Config:
+    """Validate parsed TOML; ConfigError lists every problem."""
     problems = Problems(str(path) if path else "config", text)
     for key in data:
-        if key not in ("source", "dynamodb", "sync", "backfill", "metrics", "tables"):
+        if key not in ("source", "tables", *SECTIONS):
             problems.add(key, None, "unknown section")
+    database = _database(data, path, problems)
+    # Type problems first, then range problems, each in section order.
+    typed = {name: _typed_section(data, name, cls, problems) for name, cls in SECTIONS.items()}
+    sections = {name: _checked(name, cls, typed[name], problems) for name, cls in SECTIONS.items()}
+    tables = _tables(data.get("tables"), problems)
+    problems.raise_if_any()
+    return Config(database=database, tables=tables, path=path, **sections)
 
+
+def _database(data: dict[str, Any], path: Path | None, problems: Problems) -> Path:
     source = _section(data, "source", problems)
     _no_unknown(source, {"database"}, "source", problems)
     database = source.get("database")
-    db_path = Path()
     if not isinstance(database, str) or not database:
         problems.add("source", "database", "must be set to the SQLite database path")
-    else:
-        db_path = Path(database).expanduser()
-        if not db_path.is_absolute() and path is not None:
-            db_path = path.parent / db_path
-
-    dynamodb = _typed_section(data, "dynamodb", problems)
-    sync = _typed_section(data, "sync", problems)
-    backfill = _typed_section(data, "backfill", problems)
-    metrics = _typed_section(data, "metrics", problems)
-    listen = metrics["listen"]
-    if listen is not None and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}", listen):
-        problems.add("metrics", "listen", f"must be host:port, such as 127.0.0.1:9464 (got {listen!r})")
-    checks = [
-        ("dynamodb", "max_concurrency", dynamodb["max_concurrency"] >= 1, "must be at least 1"),
-        ("sync", "batch_size", sync["batch_size"] >= 1, "must be at least 1"),
-        ("sync", "debounce", sync["debounce"] >= 0, "must not be negative"),
-        ("backfill", "chunk_size", backfill["chunk_size"] >= 1, "must be at least 1"),
-    ]
-    checks += [("dynamodb", k, dynamodb[k] > 0, "must be positive")
-               for k in ("max_retry_time", "connect_timeout", "read_timeout")]
-    checks += [("sync", k, sync[k] > 0, "must be positive")
-               for k in ("interval", "backoff_initial", "backoff_max")]
-    for section, key, ok, message in checks:
-        if not ok:
-            problems.add(section, key, message)
-
-    tables = _tables(data.get("tables"), problems)
-    problems.raise_if_any()
-    return Config(
-        database=db_path,
-        dynamodb=DynamoConfig(**dynamodb),
-        sync=SyncConfig(**sync),
-        backfill=BackfillConfig(**backfill),
-        tables=tables,
-        metrics=MetricsConfig(**metrics),
-        path=path,
-    )
+        return Path()
+    db_path = Path(database).expanduser()
+    if not db_path.is_absolute() and path is not None:
+        db_path = path.parent / db_path
+    return db_path
 
 
 def _section(data: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
@@ -271,29 +266,46 @@ def _no_unknown(section: dict[str, Any], allowed: set[str], name: str, problems:
             problems.add(name, key, "is not a known key")
 
 
-def _typed_section(data: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
+def _typed_section(data: dict[str, Any], name: str, cls: type, problems: Problems) -> dict[str, Any]:
+    """The keys of one section whose values have their field's type."""
     section = _section(data, name, problems)
-    defaults = DEFAULTS[name]
-    _no_unknown(section, set(defaults), name, problems)
-    result = dict(defaults)
+    hints = typing.get_type_hints(cls)
+    _no_unknown(section, set(hints), name, problems)
+    values: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in defaults:
+        if key not in hints:
             continue
-        default = defaults[key]
-        if default is None:
-            ok, want = isinstance(value, str), "a string"
-        elif isinstance(default, bool):
-            ok, want = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        else:
-            ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-            value = float(value) if ok else value
+        ok, want, value = _typed(value, hints[key])
         if ok:
-            result[key] = value
+            values[key] = value
         else:
             problems.add(name, key, f"must be {want}")
-    return result
+    return values
+
+
+def _checked(name: str, cls: type, values: dict[str, Any], problems: Problems) -> Any:
+    """The section's dataclass, from the values that pass their field's own check."""
+    for f in dataclasses.fields(cls):
+        check: Check | None = f.metadata.get("check")
+        if f.name in values and check is not None and not check[0](values[f.name]):
+            value = values.pop(f.name)
+            problems.add(name, f.name, f"{check[1]} (got {value!r})" if isinstance(value, str) else check[1])
+    return cls(**values)
+
+
+def _typed(value: Any, hint: Any) -> tuple[bool, str, Any]:
+    """(ok, what was wanted, the value as the field's type)."""
+    kinds = set(typing.get_args(hint)) or {hint}
+    if bool in kinds:
+        return isinstance(value, bool), "true or false", value
+    if isinstance(value, bool):
+        return False, "a number" if float in kinds else "an integer" if int in kinds else "a string", value
+    if int in kinds:
+        return isinstance(value, int), "an integer", value
+    if float in kinds:
+        ok = isinstance(value, int | float)
+        return ok, "a number", float(value) if ok else value
+    return isinstance(value, str), "a string", value
 
 
 def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
@@ -318,19 +330,23 @@ def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
         if not isinstance(target, str) or not target:
             problems.add(name, "target", "must be the DynamoDB table name")
             continue
-        if not _TABLE_NAME.fullmatch(target):
-            problems.add(name, "target", f"{target!r} is not a valid DynamoDB table name (3-255 characters: "
-                                         "a-z, A-Z, 0-9, '_', '-', '.')")
-        lowered = source.lower()
-        if "\x00" in source:
-            problems.add(name, "source", "contains a NUL character")
-        elif lowered.startswith(("_dynasync_", "sqlite_")):
-            problems.add(name, "source", f"{source!r} is an internal table and cannot be synced")
-        elif lowered in seen:
-            problems.add(name, "source", f"table {source!r} is configured twice")
-        seen.add(lowered)
+        _check_names(source, target, seen, name, problems)
         tables.append(TableConfig(source=source, target=target, **_mapping_options(entry, name, problems)))
     return tuple(tables)
+
+
+def _check_names(source: str, target: str, seen: set[str], name: str, problems: Problems) -> None:
+    if not _TABLE_NAME.fullmatch(target):
+        problems.add(name, "target", f"{target!r} is not a valid DynamoDB table name (3-255 characters: "
+                                     "a-z, A-Z, 0-9, '_', '-', '.')")
+    lowered = source.lower()
+    if "\x00" in source:
+        problems.add(name, "source", "contains a NUL character")
+    elif lowered.startswith(("_dynasync_", "sqlite_")):
+        problems.add(name, "source", f"{source!r} is an internal table and cannot be synced")
+    elif lowered in seen:
+        problems.add(name, "source", f"table {source!r} is configured twice")
+    seen.add(lowered)
 
 
 def _names(entry: dict[str, Any], key: str, section: str, problems: Problems) -> tuple[str, ...] | None:
@@ -354,7 +370,11 @@ def _template(entry: dict[str, Any], key: str, section: str, problems: Problems)
     ):
         problems.add(section, key, 'must be { name = "PK", template = "PREFIX#{column}" }')
         return None
-    return KeyTemplate(value["name"], value["template"])
+    try:
+        return KeyTemplate.parse(value["name"], value["template"])
+    except ValueError as e:
+        problems.add(section, key, str(e))
+        return None
 
 
 def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) -> dict[str, Any]:
@@ -382,9 +402,22 @@ def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) ->
         problems.add(section, "ttl_column", "must be a column name")
         ttl = None
     out["ttl_column"] = ttl
-    if out["sort_key"] is not None and out["partition_key"] is None:
-        problems.add(section, "sort_key", "needs a partition_key template too")
+    _check_key_templates(out, section, problems)
     return out
+
+
+def _check_key_templates(out: dict[str, Any], section: str, problems: Problems) -> None:
+    """What can be said of the key templates without the table's schema."""
+    pk: KeyTemplate | None = out["partition_key"]
+    sk: KeyTemplate | None = out["sort_key"]
+    if sk is not None and pk is None:
+        problems.add(section, "sort_key", "needs a partition_key template too")
+    if pk is not None and sk is not None and pk.name == sk.name:
+        problems.add(section, "sort_key", "partition and sort key need different names")
+    names = {t.name for t in (pk, sk) if t is not None}
+    for name, _ in out["constants"]:
+        if name in names:
+            problems.add(section, "constants", f"constant {name!r} would overwrite a key attribute")
 
 
 def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[str]]:
@@ -398,3 +431,4 @@ def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[st
     if not cfg.database.exists():
         notes.append(f"{path}: [source] database {cfg.database} does not exist")
     return path, notes
+

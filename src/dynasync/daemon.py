@@ -6,12 +6,14 @@ flight finish and save, then exit cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,7 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from dynasync import changelog, state
-from dynasync.app import App, log
+from dynasync.app import App
 from dynasync.database import read_txn
 from dynasync.exceptions import DynasyncError, TargetError
 from dynasync.logs import fields
@@ -29,11 +31,15 @@ from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
 from dynasync.syncpass import PassResult, Syncer
 
+log = logging.getLogger(__name__)
+
 TRANSIENT: tuple[type[BaseException], ...] = (TargetError, sqlite3.OperationalError)
 
 
 class _DatabaseEvents(FileSystemEventHandler):
-    def __init__(self, database: Path, on_change: Any) -> None:
+    """Calls on_change when the database file or its WAL changes."""
+
+    def __init__(self, database: Path, on_change: Callable[[], None]) -> None:
         self._paths = {str(database), str(database) + "-wal"}
         self._on_change = on_change
 
@@ -44,19 +50,22 @@ class _DatabaseEvents(FileSystemEventHandler):
 
 
 class Daemon:
-    def __init__(self, app: App) -> None:
+    """The main loop of `dynasync run`, with its scheduler, file watch, metrics and systemd notices."""
+
+    def __init__(self, app: App, notifier: Notifier | None = None) -> None:
         self.app = app
+        self.notifier = notifier or Notifier()
         self.syncer = Syncer(app)
         self.wake = threading.Event()
         self.file_changed = threading.Event()
         self.failures = 0
         self.passes = 0
         self.last_result: PassResult | None = None
-        self.notifier = Notifier()
+        self.metrics: Metrics | None = Metrics() if app.config.metrics.listen else None
         self._ready = False
-        self.metrics: Metrics | None = None
 
     def request_stop(self, *_: object) -> None:
+        """Let the pass in flight finish, then leave the loop."""
         self.app.stop.set()
         self.wake.set()
 
@@ -65,53 +74,58 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
+        """Run until asked to stop; 0 on a clean stop."""
         app = self.app
         app.lock()
-        app.heartbeat = self.notifier.watchdog
-        cfg = app.config.sync
-        database = app.config.database.resolve()
-        previous = {
-            sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+        previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with self._services():
+                log.info(
+                    "running",
+                    extra=fields(
+                        tables=len(app.config.tables),
+                        interval=app.config.sync.interval,
+                        watch=app.config.sync.watch,
+                        database=str(app.config.database.resolve()),
+                    ),
+                )
+                self.wake.set()  # a first pass straight away
+                self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("stopped", extra=fields(passes=self.passes))
+        return 0
+
+    @contextlib.contextmanager
+    def _services(self) -> Iterator[None]:
+        """The metrics server, the interval scheduler and the file watch, stopped on the way out."""
+        cfg, listen = self.app.config.sync, self.app.config.metrics.listen
         scheduler = BackgroundScheduler(daemon=True)
         scheduler.add_job(
             self.wake.set, "interval", seconds=cfg.interval, id="pass", max_instances=1, coalesce=True
         )
         observer: Any = None
-        metrics_server: Any = None
+        server: Any = None
         try:
-            if app.config.metrics.listen:
-                self.metrics = Metrics()
-                metrics_server = self.metrics.serve(app.config.metrics.listen)
-                log.info("serving metrics", extra=fields(url=f"http://{app.config.metrics.listen}/metrics"))
+            if self.metrics is not None and listen:
+                server = self.metrics.serve(listen)
+                log.info("serving metrics", extra=fields(url=f"http://{listen}/metrics"))
             scheduler.start()
             if cfg.watch:
+                database = self.app.config.database.resolve()
                 observer = Observer()
                 observer.schedule(_DatabaseEvents(database, self._on_file_change), str(database.parent))
                 observer.start()
-            log.info(
-                "running",
-                extra=fields(
-                    tables=len(app.config.tables),
-                    interval=cfg.interval,
-                    watch=cfg.watch,
-                    database=str(database),
-                ),
-            )
-            self.wake.set()  # a first pass straight away
-            self._loop()
+            yield
         finally:
             self.notifier.stopping()
-            if metrics_server is not None:
-                metrics_server[0].shutdown()
+            if server is not None:
+                server[0].shutdown()
             scheduler.shutdown(wait=False)
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=5)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        log.info("stopped", extra=fields(passes=self.passes))
-        return 0
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
@@ -134,44 +148,46 @@ class Daemon:
                 app.stop.wait(cfg.debounce)
                 self.file_changed.clear()
             self.wake.clear()
-            started = time.time()
-            try:
-                self.last_result = self.syncer.run_pass()
-            except TRANSIENT as e:
-                if self.metrics is not None:
-                    self.metrics.failures.inc()
-                self._observe(started)
-                self._failed(e)
-                continue
-            self.passes += 1
-            r = self.last_result
+            self._one_pass()
+
+    def _one_pass(self) -> None:
+        started = time.time()
+        try:
+            r = self.last_result = self.syncer.run_pass()
+        except TRANSIENT as e:
             if self.metrics is not None:
-                self.metrics.observe_pass(r)
+                self.metrics.failures.inc()
             self._observe(started)
-            summary = (
-                f"mark {r.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
-                f"{r.entries} change(s), {r.rejected} dead letter(s)"
+            self._failed(e)
+            return
+        self.passes += 1
+        if self.metrics is not None:
+            self.metrics.observe_pass(r)
+        self._observe(started)
+        summary = (
+            f"mark {r.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
+            f"{r.entries} change(s), {r.rejected} dead letter(s)"
+        )
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(summary)  # the first pass proves SQLite and DynamoDB both work
+        else:
+            self.notifier.status(summary)
+        if self.failures:
+            log.info("recovered", extra=fields(failed_passes=self.failures))
+            self.failures = 0
+        if r.applied or r.rejected:
+            log.info(
+                "pass",
+                extra=fields(
+                    changes=r.entries,
+                    writes=r.applied,
+                    dead_letters=r.rejected,
+                    high_water_mark=r.high_water_mark,
+                    seconds=round(r.seconds, 3),
+                    retries=r.stats.retries,
+                ),
             )
-            if not self._ready:
-                self._ready = True
-                self.notifier.ready(summary)  # the first pass proves SQLite and DynamoDB both work
-            else:
-                self.notifier.status(summary)
-            if self.failures:
-                log.info("recovered", extra=fields(failed_passes=self.failures))
-                self.failures = 0
-            if r.applied or r.rejected:
-                log.info(
-                    "pass",
-                    extra=fields(
-                        changes=r.entries,
-                        writes=r.applied,
-                        dead_letters=r.rejected,
-                        high_water_mark=r.high_water_mark,
-                        seconds=round(r.seconds, 3),
-                        retries=r.stats.retries,
-                    ),
-                )
 
     def _observe(self, pass_started: float) -> None:
         if self.metrics is None:
@@ -208,4 +224,5 @@ class Daemon:
 
 
 def run(app: App) -> int:
+    """`dynasync run`."""
     return Daemon(app).run()

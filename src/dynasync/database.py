@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from dynasync import mapping
+from dynasync import values
 from dynasync.exceptions import SourceError
 
 # dynasync waits this long for the application's write lock. Its own write
@@ -30,7 +30,7 @@ def connect(path: Path) -> sqlite3.Connection:
             isolation_level=None,
             check_same_thread=False,
         )
-        conn.text_factory = mapping.text_factory
+        conn.text_factory = values.text_factory
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
@@ -51,6 +51,7 @@ def read_txn(conn: sqlite3.Connection) -> Iterator[None]:
 
 @contextmanager
 def write_txn(conn: sqlite3.Connection) -> Iterator[None]:
+    """A short BEGIN IMMEDIATE transaction, rolled back on any error."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

@@ -14,12 +14,15 @@ from dynasync.syncpass import PassResult, Syncer
 
 @dataclass
 class RetryResult:
+    """What `dead-letters --retry` did."""
+
     queued: int
     pass_result: PassResult | None  # None when a running daemon will pick them up
     remaining: int
 
 
 def list_dead_letters(app: App, table: str | None = None) -> list[DeadLetter]:
+    """Every dead letter, or one table's."""
     state.require_installed(app.conn)
     if table:
         app.config.table(table)
@@ -27,8 +30,9 @@ def list_dead_letters(app: App, table: str | None = None) -> list[DeadLetter]:
 
 
 def retry(
-    app: App, table: str | None = None, progress: Callable[[str, int, int], None] | None = None
+    app: App, table: str | None = None, progress: Callable[[str, int, int | None], None] | None = None
 ) -> RetryResult:
+    """Queue the dead letters again; apply them now unless a daemon holds the database."""
     state.require_installed(app.conn)
     if table:
         app.config.table(table)

@@ -1,6 +1,7 @@
 """The boto3 implementation of the Target interface: the only module that
-imports boto3. Retries are dynasync's own (dynasync.writer), so botocore's are
-turned off and every failure is classified here as retryable, invalid or fatal.
+imports boto3. Retries are dynasync's own (dynasync.retry), so botocore's are
+turned off and every failure is classified here: retryable (and whether it was
+throttling), invalid, or fatal.
 """
 
 from __future__ import annotations
@@ -15,15 +16,26 @@ import botocore.config
 import botocore.exceptions
 
 from dynasync.config import DynamoConfig
-from dynasync.exceptions import TableMissingError, TargetError
-from dynasync.mapping import Item
-from dynasync.target import KeySchema, RetryableError, ValidationError, WriteRequest
+from dynasync.exceptions import (
+    RetryableError,
+    TableExistsError,
+    TableMissingError,
+    TargetError,
+    ValidationError,
+)
+from dynasync.target import KeySchema, WriteRequest
+from dynasync.values import Item
 
-RETRYABLE_CODES = frozenset(
+# DynamoDB's answers to a caller that goes faster than the table allows.
+THROTTLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "RequestLimitExceeded",
+    }
+)
+RETRYABLE_CODES = THROTTLE_CODES | frozenset(
+    {
         "InternalServerError",
         "InternalFailure",
         "ServiceUnavailable",
@@ -36,11 +48,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-class TableExistsError(TargetError):
-    pass
-
-
 class DynamoTarget:
+    """Target over a boto3 DynamoDB client, with botocore's own retries off."""
+
     def __init__(self, cfg: DynamoConfig) -> None:
         session = boto3.session.Session()
         self._client: Any = session.client(
@@ -73,7 +83,7 @@ class DynamoTarget:
             if code == "ValidationException":
                 raise ValidationError(message) from e
             if code in RETRYABLE_CODES or status >= 500:
-                raise RetryableError(code, message) from e
+                raise RetryableError(code, message, throttle=code in THROTTLE_CODES) from e
             raise TargetError(f"DynamoDB {operation} on {table!r} failed: {code}: {message}") from e
         except botocore.exceptions.NoCredentialsError as e:
             raise TargetError("no AWS credentials found (set AWS_ACCESS_KEY_ID or a profile)") from e
@@ -84,6 +94,7 @@ class DynamoTarget:
             raise RetryableError(type(e).__name__, str(e)) from e
 
     def key_schema(self, table: str) -> KeySchema | None:
+        """DescribeTable's key schema, partition key first; None when the table is missing."""
         try:
             desc = self._call("describe_table", table, TableName=table)["Table"]
         except TableMissingError:
@@ -93,6 +104,7 @@ class DynamoTarget:
         return tuple((k["AttributeName"], types[k["AttributeName"]]) for k in ordered)
 
     def create_table(self, table: str, key: KeySchema) -> None:
+        """CreateTable (on demand), then wait until the table is ACTIVE."""
         roles = ("HASH", "RANGE")
         # An earlier attempt may have got through before its connection dropped.
         with contextlib.suppress(TableExistsError):
@@ -113,10 +125,12 @@ class DynamoTarget:
         raise TargetError(f"DynamoDB table {table!r} did not become ACTIVE within 5 minutes")
 
     def batch_write(self, table: str, requests: Sequence[WriteRequest]) -> list[WriteRequest]:
+        """BatchWriteItem; the unprocessed requests."""
         response = self._call("batch_write_item", table, RequestItems={table: list(requests)})
         return list(response.get("UnprocessedItems", {}).get(table, []))
 
     def batch_get(self, table: str, keys: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+        """Consistent BatchGetItem; (items found, unprocessed keys)."""
         response = self._call(
             "batch_get_item", table, RequestItems={table: {"Keys": list(keys), "ConsistentRead": True}}
         )
@@ -125,6 +139,7 @@ class DynamoTarget:
         return items, unprocessed
 
     def scan(self, table: str, start: Item | None) -> tuple[list[Item], Item | None]:
+        """One consistent Scan page and the key it stopped at."""
         kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
         if start is not None:
             kwargs["ExclusiveStartKey"] = start

@@ -1,7 +1,9 @@
-"""Every error dynasync raises on purpose derives from DynasyncError.
+"""Every error dynasync raises on purpose, in one place.
 
-The CLI prints ``str(error)`` as one line; anything else is a bug and gets a
-traceback hint.
+Errors a user sees derive from DynasyncError: the CLI prints ``str(error)`` as
+one line, and anything else is a bug that gets a traceback hint. Poison is not
+a user error: it marks one row DynamoDB can never accept, and becomes a dead
+letter.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class LockedError(DynasyncError):
     """Another dynasync instance holds the database."""
 
 
+class KeySchemaError(DynasyncError):
+    """A DynamoDB table's key schema does not match the SQLite primary key."""
+
+
 class TargetError(DynasyncError):
     """DynamoDB refused or could not be reached."""
 
@@ -43,9 +49,30 @@ class TableMissingError(TargetError):
     """A target DynamoDB table does not exist."""
 
 
+class TableExistsError(TargetError):
+    """CreateTable found the table already there (an earlier attempt got through)."""
+
+
 class TargetUnavailableError(TargetError):
     """DynamoDB kept failing with retryable errors until the retry budget ran out."""
 
 
-class KeySchemaError(DynasyncError):
-    """A DynamoDB table's key schema does not match the SQLite primary key."""
+class RetryableError(TargetError):
+    """Throttling, a 5xx or a broken connection: the same request may succeed later.
+
+    The adapter that raises it decides whether it was throttling, so the retry
+    loop and the metrics never have to know DynamoDB's error codes.
+    """
+
+    def __init__(self, code: str, message: str, throttle: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.throttle = throttle
+
+
+class ValidationError(TargetError):
+    """DynamoDB rejected the request as invalid; retrying it unchanged cannot help."""
+
+
+class Poison(Exception):
+    """A row DynamoDB can never accept; the message is the dead-letter reason."""

@@ -11,16 +11,35 @@ from dynasync.exceptions import LockedError, SourceError
 
 
 def lock_path(database: Path) -> Path:
+    """The lock file beside a database."""
     return database.with_name(database.name + ".dynasync.lock")
 
 
+def is_held(database: Path) -> bool:
+    """Whether some process holds the database's lock (a daemon, sync or backfill)."""
+    try:
+        fd = os.open(lock_path(database), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class InstanceLock:
+    """The exclusive lock on one database, held until release() or the process ends."""
+
     def __init__(self, database: Path) -> None:
         self.database = database
         self.path = lock_path(database)
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock; LockedError names the pid of the holder."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -38,6 +57,7 @@ class InstanceLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Let the lock go."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

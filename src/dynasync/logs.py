@@ -16,6 +16,7 @@ NOISY = ("botocore", "boto3", "urllib3", "apscheduler", "watchdog", "prometheus_
 
 
 def fields(**values: Any) -> dict[str, Any]:
+    """The `extra=` of a log call: the event's fields."""
     return {FIELDS: values}
 
 
@@ -40,16 +41,23 @@ def _logfmt_value(v: Any) -> str:
 
 
 class KeyValueFormatter(logging.Formatter):
+    """key=value pairs, quoted where needed."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """One record as one line of key=value pairs."""
         return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _record_fields(record).items())
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """One record as one JSON object."""
         return json.dumps(_record_fields(record), default=str)
 
 
 def setup(level: int, fmt: str = "text") -> None:
+    """Send every log line to stderr in the chosen format; quiet the chatty libraries."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()

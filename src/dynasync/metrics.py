@@ -12,19 +12,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult
-
-THROTTLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "UnprocessedItems",
-    }
-)
 
 
 class Metrics:
+    """dynasync's Prometheus metrics, in a registry of their own."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.applied = Counter(
@@ -61,18 +55,20 @@ class Metrics:
         self._oldest: tuple[int, float] | None = None
 
     def serve(self, listen: str) -> Any:
+        """Serve /metrics on "host:port"; returns what start_http_server returns."""
         host, _, port = listen.rpartition(":")
         return start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
 
     def observe_pass(self, result: PassResult) -> None:
+        """Count a successful pass's writes, retries and throttles."""
         for table, n in result.puts.items():
             self.applied.labels(table, "put").inc(n)
         for table, n in result.deletes.items():
             self.applied.labels(table, "delete").inc(n)
         for code, n in result.stats.errors.items():
             self.retries.labels(code).inc(n)
-            if code in THROTTLE_CODES:
-                self.throttles.labels(code).inc(n)
+        for code, n in result.stats.throttles.items():
+            self.throttles.labels(code).inc(n)
         self.duration.observe(result.seconds)
         self.last_success.set(time.time())
 
@@ -82,8 +78,9 @@ class Metrics:
         oldest_seq: int | None,
         seen_at: float,
         dead: int,
-        backfill: dict[str, tuple[int, bool]],
+        backfill: dict[str, BackfillProgress],
     ) -> None:
+        """Set the position gauges: backlog, lag, dead letters, backfill progress."""
         self.pending.set(pending)
         self.dead_letters.set(dead)
         if oldest_seq is None:
@@ -93,6 +90,6 @@ class Metrics:
             if self._oldest is None or self._oldest[0] != oldest_seq:
                 self._oldest = (oldest_seq, seen_at)
             self.lag.set(max(0.0, time.time() - self._oldest[1]))
-        for table, (rows, done) in backfill.items():
-            self.backfill_rows.labels(table).set(rows)
-            self.backfill_done.labels(table).set(1 if done else 0)
+        for table, progress in backfill.items():
+            self.backfill_rows.labels(table).set(progress.rows)
+            self.backfill_done.labels(table).set(1 if progress.done else 0)

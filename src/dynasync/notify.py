@@ -9,6 +9,8 @@ import socket
 
 
 class Notifier:
+    """Sends sd_notify messages when systemd asked for them."""
+
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
@@ -22,9 +24,11 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """Whether systemd is listening."""
         return bool(self._address)
 
     def send(self, **fields: str | int) -> None:
+        """Send one message of KEY=value lines."""
         if not self._address:
             return
         message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
@@ -33,14 +37,18 @@ class Notifier:
             s.sendto(message, self._address)
 
     def ready(self, status: str) -> None:
+        """READY=1: the service works."""
         self.send(ready=1, status=status)
 
     def status(self, status: str) -> None:
+        """The one-line STATUS= shown by systemctl status."""
         self.send(status=status)
 
     def watchdog(self) -> None:
+        """WATCHDOG=1, when the unit has a watchdog."""
         if self.watchdog_interval is not None:
             self.send(watchdog=1)
 
     def stopping(self) -> None:
+        """STOPPING=1: shutting down."""
         self.send(stopping=1, status="stopping")

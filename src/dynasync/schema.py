@@ -10,12 +10,14 @@ from typing import Any
 
 import sqlite_utils
 
-from dynasync import triggers
+from dynasync import sql
 from dynasync.exceptions import SourceError
 
 
 @dataclass(frozen=True)
 class TableSchema:
+    """What dynasync needs to know of a source table's definition."""
+
     name: str
     key: tuple[str, ...]
     key_types: tuple[str, ...]  # DynamoDB scalar types: "S", "N" or "B"
@@ -25,8 +27,9 @@ class TableSchema:
     shape: tuple[tuple[str, str | None], ...] = ()
 
     @property
-    def trigger_spec(self) -> triggers.TriggerSpec:
-        return triggers.TriggerSpec(self.name, self.key, self.unique_indexes)
+    def trigger_spec(self) -> sql.TriggerSpec:
+        """The input of the capture trigger generator."""
+        return sql.TriggerSpec(self.name, self.key, self.unique_indexes)
 
 
 def affinity(declared: str) -> str:
@@ -44,17 +47,19 @@ def affinity(declared: str) -> str:
 
 
 def key_type(declared: str) -> str:
+    """The DynamoDB key type ("S", "N" or "B") for a column's declared type."""
     return {"INTEGER": "N", "REAL": "N", "NUMERIC": "N", "BLOB": "B"}.get(affinity(declared), "S")
 
 
 def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
-    row = conn.execute(triggers.TABLE_SQL, (name,)).fetchone()
+    """Introspect one source table; SourceError says why it cannot be synced."""
+    row = conn.execute(sql.TABLE_SQL, (name,)).fetchone()
     if row is None:
         raise SourceError(f"table {name!r} does not exist in the database")
-    kind, sql = row
+    kind, ddl = row
     if kind == "view":
         raise SourceError(f"{name!r} is a view; only tables can be synced")
-    if sql and sql.lstrip().upper().startswith("CREATE VIRTUAL"):
+    if ddl and ddl.lstrip().upper().startswith("CREATE VIRTUAL"):
         raise SourceError(f"table {name!r} is a virtual table; only ordinary tables can be synced")
     table = sqlite_utils.Database(conn).table(name)
     columns = table.columns

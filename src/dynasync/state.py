@@ -1,5 +1,5 @@
 """dynasync's own state, kept in the application's database: the high-water
-mark, backfill progress and dead letters.
+mark, table shapes and reconcile flags, backfill progress and dead letters.
 
 State only moves forward after DynamoDB acknowledged the writes, inside one
 short BEGIN IMMEDIATE transaction, so a crash at any point replays instead of
@@ -15,20 +15,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasync import triggers as sql
+from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.exceptions import StateError
-from dynasync.target import Ref
+from dynasync.writes import Rejected, RowRef
 
 HWM = "high_water_mark"
 LAST_PASS = "last_pass_at"  # unix time the mark last moved
 APPLIED_AT = "applied_at:"  # + table: unix time that table's changes last landed
-VERSION = "schema_version"
-
+VERSION = "schema_version"  # the layout of dynasync's tables (sql.SCHEMA_VERSION)
 
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A row DynamoDB refused, as stored."""
+
     table: str
     k1: object
     k2: object
@@ -39,11 +40,23 @@ class DeadLetter:
     attempts: int
 
 
+@dataclass(frozen=True)
+class BackfillProgress:
+    """How far one table's backfill got: the last key copied, rows copied, finished or not."""
+
+    table: str
+    last: RowRef | None  # None: nothing copied yet
+    rows: int
+    done: bool
+
+
 def installed_tables(conn: sqlite3.Connection) -> set[str]:
+    """Which of dynasync's own tables exist."""
     return {r[0] for r in conn.execute(sql.OWN_TABLES_PRESENT)}
 
 
 def require_installed(conn: sqlite3.Connection) -> None:
+    """StateError, with what to run, unless dynasync's tables are all there in a layout it reads."""
     present = installed_tables(conn)
     missing = [t for t in sql.OWN_TABLES if t not in present]
     if len(missing) == len(sql.OWN_TABLES):
@@ -53,9 +66,16 @@ def require_installed(conn: sqlite3.Connection) -> None:
             f"dynasync's state tables are damaged ({', '.join(missing)} missing): run 'dynasync init' "
             "to recreate them, then 'dynasync backfill' and 'dynasync verify --repair'"
         )
+    row = conn.execute(sql.STATE_GET, (VERSION,)).fetchone()
+    if row is not None and str(row[0]) != sql.SCHEMA_VERSION:
+        raise StateError(
+            f"dynasync's state in this database has layout version {row[0]!r}, but this dynasync "
+            f"reads version {sql.SCHEMA_VERSION}: use the dynasync release that installed it"
+        )
 
 
 def high_water_mark(conn: sqlite3.Connection) -> int:
+    """The seq up to which every change has been applied."""
     row = conn.execute(sql.STATE_GET, (HWM,)).fetchone()
     if row is None:
         raise StateError("the high-water mark is missing: run 'dynasync init' to repair the state")
@@ -96,9 +116,8 @@ def reset_position(conn: sqlite3.Connection) -> int:
 def commit_pass(
     conn: sqlite3.Connection,
     high: int,
-    rejected: Iterable[tuple[Ref, str]],
-    delivered: Iterable[Ref],
-    seq: int | None = None,
+    rejected: Sequence[Rejected],
+    delivered: Iterable[RowRef],
     tables: Iterable[str] = (),
 ) -> None:
     """Advance the mark to `high`, prune the applied changelog rows, update
@@ -111,24 +130,24 @@ def commit_pass(
             conn.execute(sql.STATE_SET, (APPLIED_AT + table, now))
         conn.execute(sql.CHANGELOG_PRUNE, (high,))
         conn.execute(sql.CHANGELOG_MARK, (high,))
-        record_dead_letters(conn, rejected, seq if seq is not None else high, delivered)
+        record_dead_letters(conn, rejected, high, delivered)
 
 
 def record_dead_letters(
     conn: sqlite3.Connection,
-    rejected: Iterable[tuple[Ref, str]],
+    rejected: Sequence[Rejected],
     seq: int | None,
-    delivered: Iterable[Ref] = (),
+    delivered: Iterable[RowRef] = (),
 ) -> None:
-    """Call inside a write transaction."""
+    """Store new dead letters and clear those of delivered rows; call inside a write transaction."""
     if conn.execute(sql.DEAD_COUNT).fetchone()[0]:
         conn.executemany(sql.DEAD_DELETE, delivered)
     now = time.time()
-    for (table, k1, k2), reason in rejected:
-        old = conn.execute(sql.DEAD_FIND, (table, k1, k2)).fetchone()
+    for r in rejected:
+        old = conn.execute(sql.DEAD_FIND, r.ref).fetchone()
         attempts, first = (old[0] + 1, old[1]) if old else (1, now)
-        conn.execute(sql.DEAD_DELETE, (table, k1, k2))
-        conn.execute(sql.DEAD_INSERT, (table, k1, k2, reason, seq, first, now, attempts))
+        conn.execute(sql.DEAD_DELETE, r.ref)
+        conn.execute(sql.DEAD_INSERT, (*r.ref, r.reason, seq, first, now, attempts))
 
 
 def _shape_key(table: str) -> str:
@@ -136,6 +155,7 @@ def _shape_key(table: str) -> str:
 
 
 def stored_shape(conn: sqlite3.Connection, table: str) -> list[list[Any]] | None:
+    """A table's shape as last saved, or None."""
     row = conn.execute(sql.STATE_GET, (_shape_key(table),)).fetchone()
     if row is None:
         return None
@@ -168,6 +188,7 @@ def flag_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
 
 
 def flagged_for_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> list[str]:
+    """Which of these tables still owe a reconcile."""
     return [t for t in tables if conn.execute(sql.STATE_GET, (_reconcile_key(t),)).fetchone()]
 
 
@@ -178,20 +199,50 @@ def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
 
 
 def timestamp(conn: sqlite3.Connection, name: str) -> float | None:
+    """A unix time stored in the state (LAST_PASS, APPLIED_AT + table)."""
     row = conn.execute(sql.STATE_GET, (name,)).fetchone()
     return float(row[0]) if row and isinstance(row[0], int | float) else None
 
 
+def backfill_progress(conn: sqlite3.Connection) -> dict[str, BackfillProgress]:
+    """Every table's backfill progress, by table."""
+    out = {}
+    for table, k1, k2, started, rows, done in conn.execute(sql.BACKFILL_GET):
+        last = RowRef(table, k1, k2) if started else None
+        out[table] = BackfillProgress(table, last, int(rows), bool(done))
+    return out
+
+
+def start_backfill(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+    """Start these tables' backfills from the beginning."""
+    with write_txn(conn):
+        for table in tables:
+            conn.execute(sql.BACKFILL_START, (table,))
+
+
+def save_backfill_chunk(
+    conn: sqlite3.Connection, last: RowRef, rows: int, rejected: Sequence[Rejected]
+) -> None:
+    """Record an acknowledged chunk: the last key copied, and its dead letters."""
+    with write_txn(conn):
+        conn.execute(sql.BACKFILL_PROGRESS, (last.k1, last.k2, rows, last.table))
+        record_dead_letters(conn, rejected, None)
+
+
+def finish_backfill(conn: sqlite3.Connection, table: str, rejected: Sequence[Rejected]) -> None:
+    """Mark a table's backfill done, with the dead letters found at the end."""
+    with write_txn(conn):
+        record_dead_letters(conn, rejected, None)
+        conn.execute(sql.BACKFILL_DONE, (table,))
+
+
 def dead_letter_count(conn: sqlite3.Connection) -> int:
+    """How many dead letters there are."""
     return int(conn.execute(sql.DEAD_COUNT).fetchone()[0])
 
 
-def backfill_progress(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
-    """table -> (rows copied, finished)."""
-    return {r[0]: (int(r[4]), bool(r[5])) for r in conn.execute(sql.BACKFILL_GET)}
-
-
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
+    """Every dead letter, by table."""
     return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
 
 

@@ -8,17 +8,14 @@ since that table's changes last landed).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dynasync import changelog, state
-from dynasync import triggers as sql
+from dynasync import changelog, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn
-from dynasync.lock import lock_path
+from dynasync.lock import is_held
 
 OK, WARNING, CRITICAL = 0, 1, 2  # `status --check` exit codes, as monitoring probes read them
 DEFAULT_MAX_LAG = 300.0
@@ -26,6 +23,8 @@ DEFAULT_MAX_LAG = 300.0
 
 @dataclass
 class TableStatus:
+    """One source table's backlog, dead letters, lag and backfill."""
+
     pending: int = 0
     dead_letters: int = 0
     last_applied: float | None = None
@@ -36,6 +35,8 @@ class TableStatus:
 
 @dataclass
 class Status:
+    """What `dynasync status` reports, with its verdict."""
+
     database: str
     installed: bool
     running: bool
@@ -51,22 +52,8 @@ class Status:
     tables: dict[str, TableStatus] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields of `status --json`."""
         return asdict(self)
-
-
-def daemon_running(app: App) -> bool:
-    path = lock_path(app.config.database)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _lag(pending: int, since: float | None, now: float) -> float | None:
@@ -77,9 +64,10 @@ def _lag(pending: int, since: float | None, now: float) -> float | None:
 
 
 def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
+    """Read the position and backlog (without the lock) and judge health."""
     conn = app.conn
     now = time.time()
-    result = Status(database=str(app.config.database), installed=False, running=daemon_running(app))
+    result = Status(database=str(app.config.database), installed=False, running=is_held(app.config.database))
     for t in app.config.tables:
         result.tables[t.source] = TableStatus()
     with read_txn(conn):
@@ -98,10 +86,10 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
         for table, n in conn.execute(sql.DEAD_COUNT_BY_TABLE):
             result.tables.setdefault(table, TableStatus()).dead_letters = n
             result.dead_letters += n
-        for table, (rows, done) in state.backfill_progress(conn).items():
+        for table, progress in state.backfill_progress(conn).items():
             ts = result.tables.setdefault(table, TableStatus())
-            ts.backfill = "done" if done else "in progress"
-            ts.backfill_rows = rows
+            ts.backfill = "done" if progress.done else "in progress"
+            ts.backfill_rows = progress.rows
         for table, ts in result.tables.items():
             ts.last_applied = state.timestamp(conn, state.APPLIED_AT + table)
             ts.lag_seconds = _lag(ts.pending, ts.last_applied or result.last_pass, now)

@@ -1,9 +1,10 @@
-"""One incremental pass: changelog slice -> one write per key -> DynamoDB ->
-advance the high-water mark. Repeats slice by slice until it reaches the end of
-the changelog as it was when the pass started."""
+"""One incremental pass: changelog slice -> one write per DynamoDB key ->
+DynamoDB -> advance the high-water mark. Repeats slice by slice until it
+reaches the end of the changelog as it was when the pass started."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -11,128 +12,114 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import capture, changelog, mapping, state, verify
-from dynasync import triggers as sql
-from dynasync.app import App, log
-from dynasync.changelog import Batch
-from dynasync.database import write_txn
+from dynasync import changelog, state
+from dynasync.app import App
+from dynasync.changelog import Slice
+from dynasync.drift import SchemaWatch
 from dynasync.logs import fields
-from dynasync.mapping import Poison
-from dynasync.schema import TableSchema, reshaped
-from dynasync.tablemap import TableMap
-from dynasync.target import Ref, delete, put
-from dynasync.writer import Write, Writer, WriteStats
+from dynasync.retry import RequestStats
+from dynasync.tables import SyncedTable
+from dynasync.values import key_identity
+from dynasync.writer import Writer
+from dynasync.writes import Rejected, RowRef, Write
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int | None], None]  # ("changelog", entries done, entries in all)
 
 
 @dataclass
 class PassResult:
-    batches: int = 0
+    """What one pass did."""
+
+    slices: int = 0
     entries: int = 0
-    puts: Counter[str] = field(default_factory=Counter)
+    puts: Counter[str] = field(default_factory=Counter)  # by table
     deletes: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
     high_water_mark: int = 0
     reconciled: list[str] = field(default_factory=list)
-    stats: WriteStats = field(default_factory=WriteStats)
+    stats: RequestStats = field(default_factory=RequestStats)
     seconds: float = 0.0
 
     @property
     def applied(self) -> int:
+        """Writes DynamoDB acknowledged."""
         return sum(self.puts.values()) + sum(self.deletes.values())
 
 
 @dataclass
-class Plan:
-    writes: dict[str, list[Write]] = field(default_factory=dict)  # by target table
-    rejected: list[tuple[Ref, str]] = field(default_factory=list)
-    delivered_without_write: list[Ref] = field(default_factory=list)
+class SlicePlan:
+    """The writes one slice needs, by target table, and the rows that need none."""
+
+    writes: dict[str, list[Write]] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    # Gone rows whose key DynamoDB could never hold: nothing to delete.
+    settled: list[RowRef] = field(default_factory=list)
 
 
-def plan_writes(app: App, maps: dict[str, TableMap], batch: Batch) -> Plan:
-    p = Plan()
+def plan_slice(synced: dict[str, SyncedTable], sl: Slice) -> SlicePlan:
+    """One write per changed key; a second row mapping to the same DynamoDB key is a dead letter."""
+    p = SlicePlan()
     # One write per DynamoDB key per request batch, even when two rows (or two
     # tables sharing a target) map to the same key.
-    seen_by_target: dict[str, dict[tuple[Any, ...], Ref]] = {}
-    for table, changes in batch.changes.items():
-        tmap, columns = maps[table], batch.columns[table]
-        target = app.config.table(table).target
-        writes = p.writes.setdefault(target, [])
-        seen = seen_by_target.setdefault(target, {})
+    seen_by_target: dict[str, dict[tuple[Any, ...], RowRef]] = {}
+    for name, changes in sl.changes.items():
+        table, columns = synced[name], sl.columns[name]
+        writes = p.writes.setdefault(table.target, [])
+        seen = seen_by_target.setdefault(table.target, {})
         for ch in changes:
-            ref: Ref = (table, ch.k1, ch.k2)
-            try:
-                if ch.row is not None:
-                    item = tmap.item(columns, ch.row)
-                    key = tmap.key_of(item)
-                    request = put(item)
+            w = table.write(ch.ref, columns, ch.row)
+            if w is None:
+                p.settled.append(ch.ref)
+            elif isinstance(w, Rejected):
+                p.rejected.append(w)
+            else:
+                ident = key_identity(w.key)
+                first = seen.setdefault(ident, ch.ref)
+                if first is ch.ref:
+                    writes.append(w)
                 else:
-                    key = tmap.key((ch.k1, ch.k2))
-                    request = delete(key)
-            except Poison as e:
-                if ch.row is None:
-                    # A key DynamoDB cannot hold was never written: nothing to delete.
-                    p.delivered_without_write.append(ref)
-                else:
-                    p.rejected.append((ref, str(e)))
-                continue
-            ident = mapping.key_identity(key)
-            if ident in seen:
-                p.rejected.append(
-                    (ref, f"maps to the same DynamoDB key as row {seen[ident][1:]!r} of {table!r}")
-                )
-                continue
-            seen[ident] = ref
-            writes.append(Write(ref, request))
+                    reason = f"maps to the same DynamoDB key as row {first.key!r} of {name!r}"
+                    p.rejected.append(Rejected(ch.ref, reason))
     return p
 
 
+@dataclass
+class _Delivery:
+    """What became of a slice's writes."""
+
+    delivered: list[Write] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    stats: RequestStats = field(default_factory=RequestStats)
+
+
+def _deliver(writer: Writer, plan: SlicePlan) -> _Delivery:
+    out = _Delivery()
+    for target, writes in plan.writes.items():
+        if not writes:
+            continue
+        res = writer.write(target, writes)
+        out.stats.add(res.stats)
+        out.rejected.extend(res.rejected)
+        bad = {r.ref for r in res.rejected}
+        out.delivered.extend(w for w in writes if w.ref not in bad)
+    return out
+
+
 class Syncer:
-    """Runs passes; keeps the schema between passes until the schema changes."""
+    """Runs passes; keeps the synced tables between passes until the schema changes."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._cookie: int | None = None
-        self._schemas: dict[str, TableSchema] = {}
-        self._maps: dict[str, TableMap] = {}
+        self.schema = SchemaWatch(app)
 
-    def _refresh_schema(self, result: PassResult) -> None:
-        conn = self.app.conn
-        cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
-        if cookie == self._cookie:
-            return
-        schemas = self.app.schemas()
-        capture.rearm(self.app, schemas)
-        self.app.forget_targets()
-        self.app.check_targets(schemas)
-        self._schemas = schemas
-        self._maps = self.app.table_maps(schemas)
-        stale = set(state.flagged_for_reconcile(conn, schemas))
-        changed = {}
-        for name, s in schemas.items():
-            old = state.stored_shape(conn, name)
-            if old is None or [list(c) for c in s.shape] != old:
-                changed[name] = s.shape
-                if old is not None and reshaped(old, s.shape):
-                    stale.add(name)
-        if stale:
-            tables = sorted(stale)
-            log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=tables))
-            verify.verify(self.app, tables=tables, repair=True)
-            result.reconciled.extend(tables)
-        if changed or stale:
-            with write_txn(conn):
-                state.save_shapes(conn, changed)
-                state.clear_reconcile(conn, stale)
-        self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
-
-    def run_pass(
-        self, until: int | None = None, progress: Callable[[str, int, int], None] | None = None
-    ) -> PassResult:
+    def run_pass(self, until: int | None = None, progress: Progress | None = None) -> PassResult:
         """Apply the changelog up to `until` (default: its end now).
 
         Slices are pipelined: while one slice's writes are in flight, the next
-        is read and mapped. Its writes are only sent once the previous slice is
-        acknowledged and committed, so the writes of a key never overtake.
+        is read and planned. Its writes are only sent once the previous slice
+        is acknowledged and committed, so the writes of a key never overtake.
         """
         started = time.monotonic()
         app, conn = self.app, self.app.conn
@@ -140,30 +127,33 @@ class Syncer:
         state.require_installed(conn)
         hwm = state.high_water_mark(conn)
         state.check_position(conn, hwm)
-        self._refresh_schema(result)
+        refresh = self.schema.refresh()
+        result.reconciled.extend(refresh.reconciled)
+        synced = refresh.tables
+        schemas = {name: t.schema for name, t in synced.items()}
         end = until if until is not None else changelog.last_seq(conn)
-        total = changelog.pending(conn, hwm) if progress else 0
+        total = changelog.pending(conn, hwm) if progress else None
         writer = app.writer()
         read_to = hwm
-        in_flight: tuple[Batch, Plan, Future[_Delivery]] | None = None
+        in_flight: tuple[Slice, SlicePlan, Future[_Delivery]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynasync-deliver") as pipe:
             try:
                 while True:
                     app.heartbeat()
-                    batch = plan = None
+                    sl = plan = None
                     if read_to < end and not app.stop.is_set():
-                        batch = changelog.read_batch(conn, self._schemas, read_to, app.config.sync.batch_size)
-                    if batch is not None:
-                        plan = plan_writes(app, self._maps, batch)
-                        read_to = batch.high
+                        sl = changelog.read_slice(conn, schemas, read_to, app.config.sync.batch_size)
+                    if sl is not None:
+                        plan = plan_slice(synced, sl)
+                        read_to = sl.high
                     if in_flight is not None:
                         self._commit(in_flight[0], in_flight[1], in_flight[2].result(), result)
                         in_flight = None
                         if progress:
-                            progress("changelog", result.entries, max(total, result.entries))
-                    if batch is None or plan is None:
+                            progress("changelog", result.entries, max(total or 0, result.entries))
+                    if sl is None or plan is None:
                         break
-                    in_flight = (batch, plan, pipe.submit(_deliver, writer, plan))
+                    in_flight = (sl, plan, pipe.submit(_deliver, writer, plan))
             finally:
                 if in_flight is not None:
                     in_flight[2].cancel()
@@ -171,46 +161,22 @@ class Syncer:
         result.seconds = time.monotonic() - started
         return result
 
-    def _commit(self, batch: Batch, plan: Plan, delivery: _Delivery, result: PassResult) -> None:
+    def _commit(self, sl: Slice, plan: SlicePlan, delivery: _Delivery, result: PassResult) -> None:
         rejected = plan.rejected + delivery.rejected
-        delivered = plan.delivered_without_write + delivery.delivered
-        tables = {ref[0] for ref in delivered} | {ref[0] for ref, _ in rejected}
-        state.commit_pass(self.app.conn, batch.high, rejected, delivered, tables=tables)
-        for ref, reason in rejected:
-            log.warning("dead letter", extra=fields(table=ref[0], key=list(ref[1:]), reason=reason))
-        for ref, is_put in delivery.applied:
-            (result.puts if is_put else result.deletes)[ref[0]] += 1
+        delivered = plan.settled + [w.ref for w in delivery.delivered]
+        tables = {ref.table for ref in delivered} | {r.ref.table for r in rejected}
+        state.commit_pass(self.app.conn, sl.high, rejected, delivered, tables=tables)
+        for r in rejected:
+            log.warning("dead letter", extra=fields(table=r.ref.table, key=list(r.ref.key), reason=r.reason))
+        for w in delivery.delivered:
+            (result.puts if w.is_put else result.deletes)[w.ref.table] += 1
         result.stats.add(delivery.stats)
         result.rejected += len(rejected)
-        result.batches += 1
-        result.entries += batch.entries
+        result.slices += 1
+        result.entries += sl.entries
 
 
-@dataclass
-class _Delivery:
-    delivered: list[Ref] = field(default_factory=list)
-    rejected: list[tuple[Ref, str]] = field(default_factory=list)
-    applied: list[tuple[Ref, bool]] = field(default_factory=list)
-    stats: WriteStats = field(default_factory=WriteStats)
-
-
-def _deliver(writer: Writer, plan: Plan) -> _Delivery:
-    out = _Delivery()
-    for target, writes in plan.writes.items():
-        if not writes:
-            continue
-        res = writer.write(target, writes)
-        out.stats.add(res.stats)
-        bad = {id(w) for w, _ in res.rejected}
-        out.rejected.extend((w.ref, reason) for w, reason in res.rejected)
-        for w in writes:
-            if id(w) not in bad:
-                out.delivered.append(w.ref)
-                out.applied.append((w.ref, "PutRequest" in w.request))
-    return out
-
-
-def sync(app: App, progress: Callable[[str, int, int], None] | None = None) -> PassResult:
+def sync(app: App, progress: Progress | None = None) -> PassResult:
     """`dynasync sync`: apply every change pending now, then return."""
     app.lock()
     return Syncer(app).run_pass(progress=progress)

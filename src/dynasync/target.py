@@ -1,7 +1,10 @@
 """The small interface between dynasync and DynamoDB.
 
-dynasync.dynamodb implements it with boto3; the tests use an in-memory fake.
-Items and keys travel in DynamoDB's low-level attribute-value format.
+dynasync.dynamodb implements it with boto3; the unit tests use an in-memory
+fake (tests/fakes.py). Items and keys travel in DynamoDB's low-level
+attribute-value format. Implementations raise the errors of
+dynasync.exceptions: RetryableError (marked as throttling or not),
+ValidationError, TableMissingError, or TargetError for anything fatal.
 """
 
 from __future__ import annotations
@@ -9,11 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from dynasync.exceptions import TargetError
-from dynasync.mapping import Item
+from dynasync.values import Item
 
-# Which source row a write stands for: (source table, k1, k2). Dead letters use it.
-Ref = tuple[str, Any, Any]
 WriteRequest = dict[str, Any]  # {"PutRequest": {"Item": ...}} or {"DeleteRequest": {"Key": ...}}
 KeySchema = tuple[tuple[str, str], ...]  # ((name, "S"|"N"|"B"), ...) partition key first
 
@@ -21,23 +21,14 @@ MAX_BATCH_WRITE = 25
 MAX_BATCH_GET = 100
 
 
-class RetryableError(TargetError):
-    """Throttling, a 5xx or a broken connection: the same request may succeed later."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-class ValidationError(TargetError):
-    """DynamoDB rejected the request as invalid; retrying it unchanged cannot help."""
-
-
 class Target(Protocol):
+    """What dynasync needs from DynamoDB."""
+
     def key_schema(self, table: str) -> KeySchema | None:
         """The table's key schema, or None when the table does not exist."""
 
-    def create_table(self, table: str, key: KeySchema) -> None: ...
+    def create_table(self, table: str, key: KeySchema) -> None:
+        """Create an on-demand table with this key schema and wait until it is ACTIVE."""
 
     def batch_write(self, table: str, requests: Sequence[WriteRequest]) -> list[WriteRequest]:
         """Send at most 25 requests; return the unprocessed ones."""
@@ -50,8 +41,10 @@ class Target(Protocol):
 
 
 def put(item: Item) -> WriteRequest:
+    """A PutRequest for a whole item."""
     return {"PutRequest": {"Item": item}}
 
 
 def delete(key: Item) -> WriteRequest:
+    """A DeleteRequest for a key."""
     return {"DeleteRequest": {"Key": key}}

@@ -8,27 +8,27 @@ DynamoDB, each item's key looked up in SQLite (extra items).
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import mapping, state
-from dynasync import triggers as sql
+from dynasync import state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
-from dynasync.mapping import Item, Poison
-from dynasync.source import chunks, key_of
-from dynasync.tablemap import TableMap
-from dynasync.target import MAX_BATCH_GET, Ref, delete, put
-from dynasync.writer import Write, WriteStats
+from dynasync.retry import RequestStats
+from dynasync.tables import SyncedTable
+from dynasync.target import MAX_BATCH_GET, delete
+from dynasync.values import Item, key_identity, same_item
+from dynasync.writes import Rejected, Write
 
 EXAMPLES = 5
-Progress = Callable[[str, int], None]
+Progress = Callable[[str, int, int | None], None]  # (table, rows done, rows in all)
 
 
 @dataclass
 class TableReport:
+    """What verify found for one table, with a few examples."""
+
     table: str
     target: str
     rows: int = 0
@@ -42,138 +42,145 @@ class TableReport:
 
     @property
     def differences(self) -> int:
+        """Everything found out of line."""
         return self.missing + self.different + self.extra + self.unsyncable
 
     def note(self, text: str) -> None:
+        """Keep an example, up to EXAMPLES of them."""
         if len(self.examples) < EXAMPLES:
             self.examples.append(text)
 
 
 @dataclass
 class VerifyResult:
+    """Every table's report."""
+
     tables: list[TableReport] = field(default_factory=list)
     repair: bool = False
 
     @property
     def differences(self) -> int:
+        """Differences found, repaired or not."""
         return sum(t.differences for t in self.tables)
 
     @property
     def remaining(self) -> int:
+        """Differences left after any repair."""
         if not self.repair:
             return self.differences
         return sum(t.differences - t.repaired for t in self.tables)
 
     @property
     def in_sync(self) -> bool:
+        """Whether nothing remains out of line."""
         return self.remaining == 0
 
 
 def verify(
     app: App, tables: Sequence[str] | None = None, repair: bool = False, progress: Progress | None = None
 ) -> VerifyResult:
+    """`dynasync verify`: compare the configured (or named) tables; --repair fixes what differs."""
     if repair:
         app.lock()
-    names = list(tables) if tables else [t.source for t in app.config.tables]
-    for n in names:
-        app.config.table(n)
-    schemas = app.schemas()
-    app.check_targets(schemas)
-    maps = app.table_maps(schemas)
+    return verify_tables(app, list(app.tables(tables).values()), repair, progress)
+
+
+def verify_tables(
+    app: App, tables: Sequence[SyncedTable], repair: bool, progress: Progress | None = None
+) -> VerifyResult:
+    """Compare these tables with DynamoDB, repairing when asked."""
     result = VerifyResult(repair=repair)
-    for name in names:
-        result.tables.append(_verify_table(app, maps[name], repair, progress))
+    for t in tables:
+        result.tables.append(_TableCheck(app, t, repair, progress).run())
     return result
 
 
-def _fetch(app: App, target: str, keys: list[Item], stats: WriteStats) -> dict[tuple[Any, ...], Item]:
-    found: dict[tuple[Any, ...], Item] = {}
-    retrier = app.retrier()
-    pending = keys
-    started, attempt = time.monotonic(), 0
-    while pending:
-        items, pending = retrier.call(
-            functools.partial(app.target.batch_get, target, pending), f"reading {target!r}", stats
-        )
-        for it in items:
-            found[mapping.key_identity({k: it[k] for k in keys[0]})] = it
-        if pending:
-            retrier.wait(attempt, started, f"reading {target!r}", stats, "UnprocessedKeys")
-            attempt += 1
-    return found
+class _TableCheck:
+    """One table's two sweeps."""
 
+    def __init__(self, app: App, table: SyncedTable, repair: bool, progress: Progress | None) -> None:
+        self.app, self.table, self.repair, self.progress = app, table, repair, progress
+        self.report = TableReport(table.name, table.target)
+        self.stats = RequestStats()
+        self.writer = app.writer() if repair else None
 
-def _verify_table(app: App, tmap: TableMap, repair: bool, progress: Progress | None) -> TableReport:
-    schema = tmap.schema
-    conn, name = app.conn, schema.name
-    target = app.config.table(name).target
-    report = TableReport(name, target)
-    writer = app.writer()
-    stats = WriteStats()
+    def run(self) -> TableReport:
+        """Both sweeps; the report."""
+        self._rows()
+        self._items()
+        return self.report
 
-    def fix(writes: list[Write], rejected: list[tuple[Ref, str]]) -> None:
-        if not repair:
-            return
-        out = writer.write(target, writes) if writes else None
-        bad = out.rejected if out else []
-        rejected = rejected + [(w.ref, reason) for w, reason in bad]
-        with write_txn(conn):
-            state.record_dead_letters(conn, rejected, None)
-        report.repaired += len(writes) - len(bad)
-
-    for columns, rows in chunks(conn, schema, MAX_BATCH_GET):
-        app.heartbeat()
-        expected: list[tuple[Ref, Item]] = []
-        rejected: list[tuple[Ref, str]] = []
-        for row in rows:
-            ref: Ref = (name, *key_of(schema, columns, row))
-            try:
-                expected.append((ref, tmap.item(columns, row)))
-            except Poison as e:
+    def _rows(self) -> None:
+        """Every row's item must be in DynamoDB as the row maps it."""
+        t, report, conn = self.table, self.report, self.app.conn
+        total = t.count(conn) if self.progress else None
+        for chunk in t.chunks(conn, MAX_BATCH_GET):
+            self.app.heartbeat()
+            expected, rejected = t.puts(chunk)
+            for r in rejected:
                 report.unsyncable += 1
-                report.note(f"{name} key {ref[1:]!r}: cannot be stored: {e}")
-                rejected.append((ref, str(e)))
-        report.rows += len(rows)
-        keys = [tmap.key_of(it) for _, it in expected]
-        found = _fetch(app, target, keys, stats) if keys else {}
-        writes: list[Write] = []
-        for (ref, want), key in zip(expected, keys, strict=True):
-            have = found.get(mapping.key_identity(key))
-            if have is None:
-                report.missing += 1
-                report.note(f"{name} key {ref[1:]!r}: missing in {target}")
-            elif not mapping.same_item(want, have):
-                report.different += 1
-                report.note(f"{name} key {ref[1:]!r}: differs in {target}")
-            else:
-                continue
-            writes.append(Write(ref, put(want)))
-        fix(writes, rejected)
-        if progress:
-            progress(name, report.rows)
-
-    exists = sql.row_exists(name, schema.key)
-    start: Item | None = None
-    while True:
-        page, start = app.retrier().call(
-            functools.partial(app.target.scan, target, start), f"scanning {target!r}", stats
-        )
-        app.heartbeat()
-        extras: list[Write] = []
-        with read_txn(conn):
-            for it in page:
-                report.items += 1
-                if not all(k in it for k in tmap.key_names) or not tmap.owns(it):
-                    continue  # written for another table sharing this target
-                key = tmap.key_of(it)
-                values = tmap.sqlite_key(key)
-                if values is None:
+                report.note(f"{t.name} key {r.ref.key!r}: cannot be stored: {r.reason}")
+            report.rows += len(chunk.rows)
+            found = self._fetch([w.key for w in expected]) if expected else {}
+            writes: list[Write] = []
+            for w in expected:
+                have = found.get(key_identity(w.key))
+                if have is None:
+                    report.missing += 1
+                    report.note(f"{t.name} key {w.ref.key!r}: missing in {t.target}")
+                elif not same_item(w.request["PutRequest"]["Item"], have):
+                    report.different += 1
+                    report.note(f"{t.name} key {w.ref.key!r}: differs in {t.target}")
+                else:
                     continue
-                if conn.execute(exists, values).fetchone() is None:
+                writes.append(w)
+            self._fix(writes, rejected)
+            if self.progress:
+                self.progress(t.name, report.rows, total)
+
+    def _items(self) -> None:
+        """Every item of this table in DynamoDB must have its row in SQLite."""
+        t, report, conn = self.table, self.report, self.app.conn
+        start: Item | None = None
+        while True:
+            page, start = self.app.retrier().call(
+                functools.partial(self.app.target.scan, t.target, start), f"scanning {t.target!r}", self.stats
+            )
+            self.app.heartbeat()
+            extras: list[Write] = []
+            with read_txn(conn):
+                for it in page:
+                    report.items += 1
+                    if not t.owns(it):
+                        continue  # written for another table sharing this target
+                    key = t.items.key_of(it)
+                    ref = t.ref_of_key(key)
+                    if ref is None or t.exists(conn, ref):
+                        continue
                     report.extra += 1
-                    report.note(f"{name}: {target} has extra item {values!r}")
-                    extra: Ref = (name, values[0], values[1] if len(values) > 1 else None)
-                    extras.append(Write(extra, delete(key)))
-        fix(extras, [])
-        if start is None:
-            return report
+                    report.note(f"{t.name}: {t.target} has extra item {list(ref.key[: len(t.schema.key)])!r}")
+                    extras.append(Write(ref, delete(key), key))
+            self._fix(extras, [])
+            if start is None:
+                return
+
+    def _fetch(self, keys: list[Item]) -> dict[tuple[Any, ...], Item]:
+        """The items DynamoDB holds for these keys, by key identity."""
+        target, names = self.table.target, list(keys[0])
+        items = self.app.retrier().drain(
+            functools.partial(self.app.target.batch_get, target),
+            keys,
+            f"reading {target!r}",
+            self.stats,
+            "UnprocessedKeys",
+        )
+        return {key_identity({k: it[k] for k in names}): it for it in items}
+
+    def _fix(self, writes: list[Write], rejected: list[Rejected]) -> None:
+        if self.writer is None:
+            return
+        out = self.writer.write(self.table.target, writes) if writes else None
+        bad = out.rejected if out else []
+        with write_txn(self.app.conn):
+            state.record_dead_letters(self.app.conn, rejected + bad, None)
+        self.report.repaired += len(writes) - len(bad)

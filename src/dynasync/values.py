@@ -1,10 +1,10 @@
-"""SQLite values to DynamoDB attribute values (the low-level wire format).
+"""One SQLite value to one DynamoDB attribute value (the low-level wire format).
 
 Values map by their stored type: INTEGER and REAL to N, TEXT to S, BLOB to B,
 NULL to an omitted attribute. Key attributes map by the key column's declared
 affinity instead, so every item of a table has the same key types. Anything
 DynamoDB can never accept raises Poison with the reason. Whole rows become
-items in dynasync.tablemap, which applies a table's mapping options.
+items in dynasync.items, which applies a table's mapping options.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import math
 from decimal import Decimal
 from typing import Any
+
+from dynasync.exceptions import Poison
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
@@ -26,15 +28,12 @@ _MAX_FLOAT = float(Decimal("9.9999999999999999999999999999999999999E+125"))
 _MIN_FLOAT = 1e-130
 
 
-class Poison(Exception):
-    """A row DynamoDB can never accept; the message is the dead-letter reason."""
-
-
 class InvalidText(bytes):
     """TEXT that is not valid UTF-8, kept as raw bytes so it can be reported."""
 
 
 def text_factory(raw: bytes) -> str | InvalidText:
+    """sqlite3's text_factory: TEXT that is not UTF-8 is kept, to become a dead letter."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -42,6 +41,7 @@ def text_factory(raw: bytes) -> str | InvalidText:
 
 
 def number(value: int | float, column: str) -> str:
+    """A number's DynamoDB text, or Poison when DynamoDB cannot hold it."""
     if isinstance(value, int):
         return str(value)  # exact over the full 64-bit range
     # repr() is the shortest text that round-trips to the same double.
@@ -55,6 +55,7 @@ def number(value: int | float, column: str) -> str:
 
 
 def value(v: Any, column: str) -> AttributeValue | None:
+    """A non-key value by its stored type; None for NULL (the attribute is left out)."""
     if v is None:
         return None
     if isinstance(v, InvalidText):
@@ -69,6 +70,7 @@ def value(v: Any, column: str) -> AttributeValue | None:
 
 
 def key_value(v: Any, column: str, key_type: str, limit: int) -> AttributeValue:
+    """A key value as the key attribute's type, within DynamoDB's key size limit."""
     if v is None:
         raise Poison(f"key column {column!r} is NULL")
     if isinstance(v, InvalidText):
@@ -146,6 +148,7 @@ def _from_json(doc: Any, column: str) -> AttributeValue:
 
 
 def constant(v: str | int | float | bool) -> AttributeValue:
+    """A `constants` entry from the config as an attribute value."""
     if isinstance(v, bool):
         return {"BOOL": v}
     if isinstance(v, str):
@@ -180,6 +183,7 @@ def key_identity(key: Item) -> tuple[Any, ...]:
 
 
 def same_item(a: Item, b: Item) -> bool:
+    """Whether two items hold the same attributes and values, as DynamoDB compares them."""
     if a.keys() != b.keys():
         return False
     return all(normalize(a[k]) == normalize(b[k]) for k in a)

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from dynasync import triggers
+from dynasync import sql as triggers
 from dynasync.schema import inspect
-from dynasync.triggers import TriggerSpec, trigger_sql
+from dynasync.sql import TriggerSpec, trigger_sql
 
 PINNED_SIMPLE = {
     "_dynasync_ins_users": (

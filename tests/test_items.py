@@ -8,16 +8,15 @@ from typing import Any
 import pytest
 
 from dynasync import config
-from dynasync.exceptions import ConfigError, SourceError
-from dynasync.mapping import Poison
+from dynasync.exceptions import ConfigError, Poison, SourceError
+from dynasync.items import ItemMap, build
 from dynasync.schema import inspect
-from dynasync.tablemap import TableMap, build
 
 DDL = ("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, secret TEXT, prefs TEXT, "
        "expires REAL, name TEXT)")
 
 
-def tmap(ddl: str = DDL, **options: Any) -> TableMap:
+def tmap(ddl: str = DDL, **options: Any) -> ItemMap:
     conn = sqlite3.connect(":memory:")
     conn.execute(ddl)
     name = ddl.split()[2]

@@ -4,16 +4,17 @@ import sqlite3
 
 import pytest
 
-from dynasync import mapping, tablemap
+from dynasync import items, values
 from dynasync.config import TableConfig
-from dynasync.mapping import InvalidText, Poison
+from dynasync.exceptions import Poison
 from dynasync.schema import TableSchema, affinity, inspect, key_type
+from dynasync.values import InvalidText
 
 S1 = TableSchema("t", ("id",), ("N",), (), ())
 
 
-def plain(schema: TableSchema) -> tablemap.TableMap:
-    return tablemap.build(TableConfig(schema.name, "target-t"), schema)
+def plain(schema: TableSchema) -> items.ItemMap:
+    return items.build(TableConfig(schema.name, "target-t"), schema)
 
 
 def test_values_map_by_stored_type() -> None:
@@ -30,31 +31,31 @@ def test_values_map_by_stored_type() -> None:
 
 @pytest.mark.parametrize("v", [2**63 - 1, -(2**63), 0])
 def test_64_bit_integers_are_exact(v: int) -> None:
-    assert mapping.value(v, "c") == {"N": str(v)}
+    assert values.value(v, "c") == {"N": str(v)}
 
 
 @pytest.mark.parametrize(("v", "text"), [(0.1, "0.1"), (1 / 3, "0.3333333333333333"), (1e16, "1e+16"),
                                           (123.456, "123.456"), (-2.5e-7, "-2.5e-07")])
 def test_reals_use_shortest_round_trip_text(v: float, text: str) -> None:
-    assert mapping.value(v, "c") == {"N": text}
+    assert values.value(v, "c") == {"N": text}
     assert float(text) == v
 
 
 @pytest.mark.parametrize("v", [float("inf"), float("-inf"), float("nan"), 1e308, 5e-324, -1e200])
 def test_numbers_outside_dynamodb_range_are_poison(v: float) -> None:
     with pytest.raises(Poison):
-        mapping.value(v, "c")
+        values.value(v, "c")
 
 
 def test_invalid_utf8_is_poison() -> None:
-    assert isinstance(mapping.text_factory(b"\xff\xfe"), InvalidText)
-    assert mapping.text_factory(b"caf\xc3\xa9") == "café"
+    assert isinstance(values.text_factory(b"\xff\xfe"), InvalidText)
+    assert values.text_factory(b"caf\xc3\xa9") == "café"
     with pytest.raises(Poison, match="UTF-8"):
-        mapping.value(InvalidText(b"\xff"), "c")
+        values.value(InvalidText(b"\xff"), "c")
 
 
 def test_text_with_nul_survives() -> None:
-    assert mapping.value("a\x00b", "c") == {"S": "a\x00b"}
+    assert values.value("a\x00b", "c") == {"S": "a\x00b"}
 
 
 @pytest.mark.parametrize(
@@ -90,9 +91,9 @@ def test_item_over_400kb_is_poison() -> None:
 
 
 def test_same_item_normalises_numbers() -> None:
-    assert mapping.same_item({"a": {"N": "1.50"}}, {"a": {"N": "1.5"}})
-    assert not mapping.same_item({"a": {"N": "1"}}, {"a": {"S": "1"}})
-    assert not mapping.same_item({"a": {"N": "1"}}, {"a": {"N": "1"}, "b": {"S": ""}})
+    assert values.same_item({"a": {"N": "1.50"}}, {"a": {"N": "1.5"}})
+    assert not values.same_item({"a": {"N": "1"}}, {"a": {"S": "1"}})
+    assert not values.same_item({"a": {"N": "1"}}, {"a": {"N": "1"}, "b": {"S": ""}})
 
 
 def test_inspect_refuses_unsyncable_tables() -> None:

@@ -8,22 +8,21 @@ its key alone, and its DynamoDB key must still be computable.
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from dynasync.config import TableConfig
-from dynasync.exceptions import SourceError
-from dynasync.mapping import (
+from dynasync.exceptions import Poison, SourceError
+from dynasync.schema import TableSchema
+from dynasync.templates import KeyTemplate, group
+from dynasync.values import (
     MAX_ITEM_BYTES,
     MAX_PARTITION_KEY_BYTES,
     MAX_SORT_KEY_BYTES,
     AttributeValue,
     Item,
-    Poison,
     constant,
     item_size,
     json_value,
@@ -32,25 +31,18 @@ from dynasync.mapping import (
     ttl_value,
     value,
 )
-from dynasync.schema import TableSchema
 
 LIMITS = (MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES)
 
 
 @dataclass(frozen=True)
-class Template:
-    attribute: str
-    text: str
-    fields: tuple[str, ...]
-    pattern: re.Pattern[str]
+class ItemMap:
+    """A table's mapping options, checked against its schema: turns rows into items and keys."""
 
-
-@dataclass(frozen=True)
-class TableMap:
     schema: TableSchema
     key_names: tuple[str, ...]  # DynamoDB key attributes, partition key first
     key_types: tuple[str, ...]
-    templates: tuple[Template, ...]  # empty: the key columns are the key attributes
+    templates: tuple[KeyTemplate, ...]  # empty: the key columns are the key attributes
     include: frozenset[str] | None  # columns written as attributes; None: all
     exclude: frozenset[str]
     rename: dict[str, str]
@@ -61,6 +53,7 @@ class TableMap:
 
     @property
     def key_schema(self) -> tuple[tuple[str, str], ...]:
+        """The DynamoDB key schema this mapping needs: ((name, type), ...)."""
         return tuple(zip(self.key_names, self.key_types, strict=True))
 
     def key(self, values: Sequence[Any]) -> Item:
@@ -82,10 +75,11 @@ class TableMap:
                 if isinstance(v, bytes):
                     raise Poison(f"key column {f!r} holds a BLOB, which a key template cannot render")
                 parts[f] = number(v, f) if isinstance(v, int | float) else v
-            out[t.attribute] = key_value(t.text.format(**parts), t.attribute, "S", LIMITS[i])
+            out[t.name] = key_value(t.render(parts), t.name, "S", LIMITS[i])
         return out
 
     def key_of(self, item: Item) -> Item:
+        """The key attributes of an item."""
         return {k: item[k] for k in self.key_names}
 
     def item(self, columns: Sequence[str], row: Sequence[Any]) -> Item:
@@ -102,17 +96,7 @@ class TableMap:
             if v is None or (skip_key and col in keycols):
                 continue
             if not self.plain:
-                if (self.include is not None and col not in self.include) or col in self.exclude:
-                    continue
-                name = self.rename.get(col, col)
-                if col in self.json_columns:
-                    av = json_value(v, col)
-                elif col == self.ttl_column:
-                    av = ttl_value(v, col)
-                else:
-                    av = value(v, col)  # type: ignore[assignment]
-                result[name] = av
-                bound += len(name) + (len(v) if isinstance(v, str | bytes) else 11)
+                bound += self._optional(result, col, v)
                 continue
             t = type(v)
             if t is str:
@@ -138,6 +122,20 @@ class TableMap:
                 raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
         return result
 
+    def _optional(self, result: Item, col: str, v: Any) -> int:
+        """Map one column under the table's options; returns its share of the size bound."""
+        if (self.include is not None and col not in self.include) or col in self.exclude:
+            return 0
+        name = self.rename.get(col, col)
+        if col in self.json_columns:
+            av = json_value(v, col)
+        elif col == self.ttl_column:
+            av = ttl_value(v, col)
+        else:
+            av = value(v, col)  # type: ignore[assignment]
+        result[name] = av
+        return len(name) + (len(v) if isinstance(v, str | bytes) else 11)
+
     def sqlite_key(self, key: Item) -> list[Any] | None:
         """Primary-key values from a DynamoDB key, or None when the key cannot
         have come from this table (another table sharing the target)."""
@@ -145,14 +143,14 @@ class TableMap:
             return [_sqlite_value(key[name]) for name in self.key_names]
         found: dict[str, str] = {}
         for t in self.templates:
-            av = key.get(t.attribute, {})
-            m = t.pattern.fullmatch(av.get("S", "")) if "S" in av else None
-            if m is None:
+            av = key.get(t.name, {})
+            groups = t.match(av["S"]) if "S" in av else None
+            if groups is None:
                 return None
-            found.update(m.groupdict())
+            found.update(groups)
         out: list[Any] = []
         for col, kt in zip(self.schema.key, self.schema.key_types, strict=True):
-            text = found[_group(col)]
+            text = found[group(col)]
             if kt == "N":
                 try:
                     d = Decimal(text)
@@ -179,66 +177,14 @@ def _sqlite_value(av: AttributeValue) -> Any:
     return bytes(v) if kind == "B" else v
 
 
-def _template(attribute: str, text: str, table: str) -> Template:
-    fields: list[str] = []
-    pattern = ""
-    for literal, field, spec, conversion in string.Formatter().parse(text):
-        pattern += re.escape(literal)
-        if field is None:
-            continue
-        if not field:
-            raise SourceError(f"table {table!r}: key template {text!r} has an empty {{}} placeholder")
-        if spec or conversion:
-            raise SourceError(f"table {table!r}: key template {text!r}: placeholders take no format spec")
-        fields.append(field)
-        pattern += f"(?P<{_group(field)}>.+?)"
-    return Template(attribute, text, tuple(fields), re.compile(pattern))
-
-
-def _group(field: str) -> str:
-    return field if field.isidentifier() else "c" + "".join(f"{ord(c):x}" for c in field)
-
-
-def build(cfg: TableConfig, schema: TableSchema) -> TableMap:
-    table = schema.name
-    known = set(schema.key) | {name for name, _ in schema.shape}
-
-    def check(names: Sequence[str], option: str) -> None:
-        for n in names:
-            if n not in known:
-                raise SourceError(f"table {table!r}: {option} names column {n!r}, which it does not have")
-
-    check(cfg.columns or (), "columns")
-    check(cfg.exclude_columns, "exclude_columns")
-    check(cfg.json_columns, "json_columns")
-    check([c for c, _ in cfg.rename], "rename")
-    if cfg.ttl_column:
-        check([cfg.ttl_column], "ttl_column")
-    if set(cfg.json_columns) & set(schema.key):
-        raise SourceError(f"table {table!r}: a key column cannot be a JSON column")
+def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
+    """Check a table's mapping options against its schema; SourceError names the problem."""
+    _check_columns(cfg, schema)
     rename = dict(cfg.rename)
-    templates: list[Template] = []
-    for tk in (cfg.partition_key, cfg.sort_key):
-        if tk is not None:
-            templates.append(_template(tk.name, tk.template, table))
+    templates = tuple(t for t in (cfg.partition_key, cfg.sort_key) if t is not None)
     if templates:
-        used = [f for t in templates for f in t.fields]
-        for f in used:
-            if f not in schema.key:
-                raise SourceError(
-                    f"table {table!r}: key template placeholder {{{f}}} is not a primary-key column "
-                    f"(primary key: {', '.join(schema.key)})"
-                )
-            if schema.key_types[schema.key.index(f)] == "B":
-                raise SourceError(f"table {table!r}: BLOB key column {f!r} cannot appear in a key template")
-        if set(used) != set(schema.key):
-            raise SourceError(
-                f"table {table!r}: the key templates must name every primary-key column "
-                f"({', '.join(schema.key)}), or rows would collide"
-            )
-        if templates[0].attribute == (templates[1].attribute if len(templates) > 1 else None):
-            raise SourceError(f"table {table!r}: partition and sort key need different names")
-        key_names = tuple(t.attribute for t in templates)
+        _check_templates(templates, schema)
+        key_names = tuple(t.name for t in templates)
         key_types = tuple("S" for _ in templates)
     else:
         key_names = tuple(rename.get(c, c) for c in schema.key)
@@ -246,19 +192,17 @@ def build(cfg: TableConfig, schema: TableSchema) -> TableMap:
     constants = {name: constant(v) for name, v in cfg.constants}
     clash = set(constants) & set(key_names)
     if clash:
-        raise SourceError(f"table {table!r}: constant {sorted(clash)[0]!r} would overwrite a key attribute")
+        raise SourceError(
+            f"table {schema.name!r}: constant {sorted(clash)[0]!r} would overwrite a key attribute"
+        )
     plain = not (
-        cfg.columns is not None
-        or cfg.exclude_columns
-        or rename
-        or cfg.json_columns
-        or cfg.ttl_column
+        cfg.columns is not None or cfg.exclude_columns or rename or cfg.json_columns or cfg.ttl_column
     )
-    return TableMap(
+    return ItemMap(
         schema=schema,
         key_names=key_names,
         key_types=key_types,
-        templates=tuple(templates),
+        templates=templates,
         include=frozenset(cfg.columns) if cfg.columns is not None else None,
         exclude=frozenset(cfg.exclude_columns),
         rename=rename,
@@ -267,3 +211,40 @@ def build(cfg: TableConfig, schema: TableSchema) -> TableMap:
         ttl_column=cfg.ttl_column,
         plain=plain,
     )
+
+
+def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:
+    known = set(schema.key) | {name for name, _ in schema.shape}
+    named = [
+        ("columns", cfg.columns or ()),
+        ("exclude_columns", cfg.exclude_columns),
+        ("json_columns", cfg.json_columns),
+        ("rename", [c for c, _ in cfg.rename]),
+        ("ttl_column", [cfg.ttl_column] if cfg.ttl_column else []),
+    ]
+    for option, names in named:
+        for n in names:
+            if n not in known:
+                raise SourceError(
+                    f"table {schema.name!r}: {option} names column {n!r}, which it does not have"
+                )
+    if set(cfg.json_columns) & set(schema.key):
+        raise SourceError(f"table {schema.name!r}: a key column cannot be a JSON column")
+
+
+def _check_templates(templates: Sequence[KeyTemplate], schema: TableSchema) -> None:
+    table = schema.name
+    used = [f for t in templates for f in t.fields]
+    for f in used:
+        if f not in schema.key:
+            raise SourceError(
+                f"table {table!r}: key template placeholder {{{f}}} is not a primary-key column "
+                f"(primary key: {', '.join(schema.key)})"
+            )
+        if schema.key_types[schema.key.index(f)] == "B":
+            raise SourceError(f"table {table!r}: BLOB key column {f!r} cannot appear in a key template")
+    if set(used) != set(schema.key):
+        raise SourceError(
+            f"table {table!r}: the key templates must name every primary-key column "
+            f"({', '.join(schema.key)}), or rows would collide"
+        )

@@ -16,17 +16,19 @@ DEAD_LETTERS = "_dynasync_dead_letters"
 OWN_TABLES = (CHANGELOG, STATE, BACKFILL, DEAD_LETTERS)
 SCHEMA_VERSION = "1"
 
-# Op codes written by the triggers. The pass only uses them for counting: what
-# it writes is decided by whether the row exists when the slice is read.
+# Op codes written by the triggers, for people reading the changelog: what a
+# pass writes is decided by whether the row exists when the slice is read.
 OP_INSERT, OP_UPDATE, OP_OLD_KEY, OP_DELETE, OP_REPLACED = "I", "U", "K", "D", "R"
 OP_MARK = "M"  # an applied row kept at the high-water mark
 
 
 def quote_ident(name: str) -> str:
+    """An identifier as SQL text, whatever characters it holds."""
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(value: str) -> str:
+    """A string literal as SQL text."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -76,6 +78,7 @@ class TriggerSpec:
 
 
 def trigger_name(kind: str, table: str) -> str:
+    """The name of one of a table's capture triggers ("ins", "upd", "key", "del", "rep", "repu")."""
     return f"{PREFIX}{kind}_{table}"
 
 
@@ -149,6 +152,7 @@ def trigger_sql(spec: TriggerSpec) -> dict[str, str]:
 
 
 def drop_trigger(name: str) -> str:
+    """DROP TRIGGER for one of dynasync's triggers."""
     return f"DROP TRIGGER IF EXISTS {quote_ident(name)}"
 
 
@@ -186,9 +190,7 @@ CHANGELOG_PENDING_BY_TABLE = f"SELECT tbl, count(*) FROM {CHANGELOG} WHERE seq >
 CHANGELOG_SLICE_END = (
     f"SELECT max(seq), count(*) FROM (SELECT seq FROM {CHANGELOG} WHERE seq > ? ORDER BY seq LIMIT ?)"
 )
-CHANGELOG_SLICE_OPS = (
-    f"SELECT tbl, op, count(*) FROM {CHANGELOG} WHERE seq > ? AND seq <= ? GROUP BY tbl, op"
-)
+CHANGELOG_SLICE_TABLES = f"SELECT DISTINCT tbl FROM {CHANGELOG} WHERE seq > ? AND seq <= ?"
 # Keep the row at the new mark, so the next seq SQLite hands out is above it,
 # and tag it: a change that lands at the mark's seq after the changelog was
 # emptied behind dynasync's back is then told apart from the kept row.
@@ -228,16 +230,19 @@ def chunk_after(table: str, key: Sequence[str], first: bool) -> str:
 
 
 def row_exists(table: str, key: Sequence[str]) -> str:
+    """Whether a row with this key exists (params: the key values)."""
     cond = " AND ".join(f"{quote_ident(c)} = ?" for c in key)
     return f"SELECT 1 FROM {quote_ident(table)} WHERE {cond}"
 
 
 def null_key_rows(table: str, key: Sequence[str], first: bool = False) -> str:
+    """Rows with a NULL key column: they can never become items."""
     cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in key)
     return f"SELECT * FROM {quote_ident(table)} WHERE {cond}" + (" LIMIT 1" if first else "")
 
 
 def count_rows(table: str) -> str:
+    """How many rows a table has."""
     return f"SELECT count(*) FROM {quote_ident(table)}"
 
 

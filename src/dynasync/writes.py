@@ -1,0 +1,57 @@
+"""What becomes of one source row: a Write that brings its DynamoDB item in
+line with it, or Rejected, a dead letter with its reason. Both name the row
+by its RowRef.
+
+dynasync's own tables store a key in two columns, k1 and k2, so a one-column
+key is padded with NULL; RowRef owns that padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from dynasync.target import WriteRequest
+from dynasync.values import Item
+
+
+class RowRef(NamedTuple):
+    """A source row's identity: its table and key values (k2 is None for a one-column key)."""
+
+    table: str
+    k1: Any
+    k2: Any = None
+
+    @classmethod
+    def of(cls, table: str, key: Sequence[Any]) -> RowRef:
+        """The reference for one or two key values, in primary-key order."""
+        return cls(table, key[0], key[1] if len(key) > 1 else None)
+
+    @property
+    def key(self) -> tuple[Any, Any]:
+        """The key as dynasync's tables store it: (k1, k2)."""
+        return (self.k1, self.k2)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One BatchWriteItem request for one row, and the DynamoDB key it writes."""
+
+    ref: RowRef
+    request: WriteRequest
+    key: Item
+
+    @property
+    def is_put(self) -> bool:
+        """A Put (the row exists) rather than a Delete."""
+        return "PutRequest" in self.request
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row DynamoDB can never accept: it becomes a dead letter with this reason."""
+
+    ref: RowRef
+    reason: str
+
