@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_chronicle
 
-from dynasync import triggers
+from dynasync import sql
 from dynasync.schema import inspect
 
 DDL = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT)"
@@ -29,9 +29,9 @@ def _open(path: Path, setup: str, preload: int) -> sqlite3.Connection:
         conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", (_row(i) for i in range(preload)))
         conn.execute("COMMIT")
     if setup == "dynasync":
-        for stmt in triggers.CREATE_OWN_TABLES:
+        for stmt in sql.CREATE_OWN_TABLES:
             conn.execute(stmt)
-        for stmt in triggers.trigger_sql(inspect(conn, "items").trigger_spec).values():
+        for stmt in sql.trigger_sql(inspect(conn, "items").trigger_spec).values():
             conn.execute(stmt)
     elif setup == "chronicle":
         sqlite_chronicle.enable_chronicle(conn, "items")

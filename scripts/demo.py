@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -46,6 +47,58 @@ def show(items: list) -> None:
         print(f"   {fields}")
 
 
+def make_database(work: Path) -> sqlite3.Connection:
+    db = work / "shop.db"
+    step(f"sample application database {db}")
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("PRAGMA journal_mode=WAL")
+    app.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE)")
+    app.executemany(
+        "INSERT INTO customers (id, name, email) VALUES (?, ?, ?)",
+        [(1, "Ada", "ada@example.com"), (2, "Grace", "grace@example.com"), (3, "Linus", None)],
+    )
+    print("   3 customers")
+    return app
+
+
+def write_config(work: Path, endpoint: str) -> Path:
+    config = work / "dynasync.toml"
+    config.write_text(
+        f'[source]\ndatabase = "{work / "shop.db"}"\n\n[dynamodb]\nendpoint_url = "{endpoint}"\n'
+        'region = "us-east-1"\ncreate_tables = true\n\n[sync]\ninterval = 5.0\nwatch = true\n\n'
+        '[[tables]]\nsource = "customers"\ntarget = "demo-customers"\n'
+    )
+    return config
+
+
+def live_changes(app: sqlite3.Connection, client: Any) -> None:
+    step("the application inserts a customer")
+    app.execute("INSERT INTO customers (id, name, email) VALUES (4, 'Margaret', 'mh@example.com')")
+    items, lag = wait_for(client, "demo-customers", lambda i: len(i) == 4)
+    print(f"   appeared in DynamoDB after {lag * 1000:.0f} ms")
+    show(items)
+
+    step("the application updates one customer and deletes another")
+    app.execute("UPDATE customers SET name = 'Ada Lovelace' WHERE id = 1")
+    app.execute("DELETE FROM customers WHERE id = 3")
+    items, lag = wait_for(
+        client,
+        "demo-customers",
+        lambda i: len(i) == 3 and any(x["name"]["S"] == "Ada Lovelace" for x in i),
+    )
+    print(f"   DynamoDB caught up after {lag * 1000:.0f} ms")
+    show(items)
+
+    step("a burst: 500 inserts in one transaction")
+    app.execute("BEGIN")
+    app.executemany(
+        "INSERT INTO customers (id, name) VALUES (?, ?)", [(i, f"bulk-{i}") for i in range(100, 600)]
+    )
+    app.execute("COMMIT")
+    _, lag = wait_for(client, "demo-customers", lambda i: len(i) == 503)
+    print(f"   503 items in DynamoDB after {lag * 1000:.0f} ms")
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dynasync-demo-"))
     step("starting DynamoDB Local on 127.0.0.1")
@@ -55,22 +108,8 @@ def main() -> int:
     client = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1")
     daemon = None
     try:
-        db = work / "shop.db"
-        step(f"sample application database {db}")
-        app = sqlite3.connect(db, isolation_level=None)
-        app.execute("PRAGMA journal_mode=WAL")
-        app.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE)")
-        app.executemany(
-            "INSERT INTO customers (id, name, email) VALUES (?, ?, ?)",
-            [(1, "Ada", "ada@example.com"), (2, "Grace", "grace@example.com"), (3, "Linus", None)],
-        )
-        print("   3 customers")
-        config = work / "dynasync.toml"
-        config.write_text(
-            f'[source]\ndatabase = "{db}"\n\n[dynamodb]\nendpoint_url = "{server.endpoint}"\n'
-            'region = "us-east-1"\ncreate_tables = true\n\n[sync]\ninterval = 5.0\nwatch = true\n\n'
-            '[[tables]]\nsource = "customers"\ntarget = "demo-customers"\n'
-        )
+        app = make_database(work)
+        config = write_config(work, server.endpoint)
         step("install capture and copy the existing rows")
         cli("init", config=config)
         cli("backfill", config=config)
@@ -79,32 +118,7 @@ def main() -> int:
         step("start the daemon: dynasync run")
         daemon = subprocess.Popen([*DYNASYNC, "run", "--config", str(config)])
         time.sleep(1.5)
-
-        step("the application inserts a customer")
-        app.execute("INSERT INTO customers (id, name, email) VALUES (4, 'Margaret', 'mh@example.com')")
-        items, lag = wait_for(client, "demo-customers", lambda i: len(i) == 4)
-        print(f"   appeared in DynamoDB after {lag * 1000:.0f} ms")
-        show(items)
-
-        step("the application updates one customer and deletes another")
-        app.execute("UPDATE customers SET name = 'Ada Lovelace' WHERE id = 1")
-        app.execute("DELETE FROM customers WHERE id = 3")
-        items, lag = wait_for(
-            client,
-            "demo-customers",
-            lambda i: len(i) == 3 and any(x["name"]["S"] == "Ada Lovelace" for x in i),
-        )
-        print(f"   DynamoDB caught up after {lag * 1000:.0f} ms")
-        show(items)
-
-        step("a burst: 500 inserts in one transaction")
-        app.execute("BEGIN")
-        app.executemany(
-            "INSERT INTO customers (id, name) VALUES (?, ?)", [(i, f"bulk-{i}") for i in range(100, 600)]
-        )
-        app.execute("COMMIT")
-        _, lag = wait_for(client, "demo-customers", lambda i: len(i) == 503)
-        print(f"   503 items in DynamoDB after {lag * 1000:.0f} ms")
+        live_changes(app, client)
 
         step("status and verify")
         cli("status", config=config)

@@ -175,6 +175,9 @@ def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
 
     rc, text = in_terminal("backfill")
     assert rc == 0 and "500/500 rows" in text and "#" * 30 in text, text
+    assert "rows/s" in text and "ETA" in text, text
+    rc, text = in_terminal("verify")
+    assert rc == 0 and "verify t: [" in text and "500/500 rows" in text and "rows/s" in text, text
     env.sql("UPDATE t SET id = id + 1000")
     rc, text = in_terminal("sync")
     assert rc == 0 and "sync changelog: [" in text and "1000/1000 changes" in text, text

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,28 @@ def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
     assert notes == [f"{tmp_path / 'c.toml'}: [source] database {tmp_path / 'app.db'} does not exist"]
     (tmp_path / "app.db").touch()
     assert config.check(tmp_path / "c.toml")[1] == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('partition_key = { name = "PK", template = "U#{}" }', "[tables 1] partition_key template 'U#{}' has an empty"),
+        ('partition_key = { name = "PK", template = "U#{id:>5}" }', "placeholders take no format spec"),
+        ('partition_key = { name = "PK", template = "U#{id" }', "does not parse"),
+        ('partition_key = { name = "K", template = "{a}" }\nsort_key = { name = "K", template = "{b}" }',
+         "[tables 1] sort_key partition and sort key need different names"),
+        ('partition_key = { name = "PK", template = "{a}" }\nconstants = { PK = "x" }',
+         "[tables 1] constants constant 'PK' would overwrite a key attribute"),
+    ],
+)
+def test_config_check_reports_template_problems_without_a_database(tmp_path: Path, entry: str, message: str) -> None:
+    # The database does not exist: these are found by parsing alone.
+    _, problems = config.check(write(tmp_path, MINIMAL + entry + "\n"))
+    found = [p for p in problems if message in p]
+    assert found and re.search(r"c\.toml:[67]: ", found[0]), problems
+
+
+def test_defaults_come_from_the_section_dataclasses() -> None:
+    assert config.DEFAULTS["dynamodb"]["max_concurrency"] == config.DynamoConfig().max_concurrency == 4
+    assert config.DEFAULTS["sync"]["batch_size"] == config.SyncConfig().batch_size == 5000
+    assert set(config.DEFAULTS) == {"dynamodb", "sync", "backfill", "metrics"}

@@ -63,3 +63,25 @@ def test_unreachable_endpoint_is_retryable() -> None:
     c = cfg(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(RetryableError):
         DynamoTarget(c).batch_write("x", [put({"id": {"N": "1"}})])
+
+
+def test_the_adapter_says_which_retryable_errors_are_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.exceptions
+
+    t = DynamoTarget(cfg("http://127.0.0.1:9"))
+
+    def failing(code: str, status: int) -> Any:
+        def call(**_: Any) -> Any:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                "BatchWriteItem",
+            )
+        return call
+
+    for code, status, throttle in [("ProvisionedThroughputExceededException", 400, True),
+                                   ("ThrottlingException", 400, True), ("RequestLimitExceeded", 400, True),
+                                   ("InternalServerError", 500, False), ("ServiceUnavailable", 503, False)]:
+        monkeypatch.setattr(t._client, "batch_write_item", failing(code, status))
+        with pytest.raises(RetryableError) as info:
+            t.batch_write("x", [put({"id": {"N": "1"}})])
+        assert info.value.code == code and info.value.throttle is throttle

@@ -169,3 +169,26 @@ def test_verify_retries_unprocessed_keys(tmp_path: Path) -> None:
     fake.batch_get = partial_get  # type: ignore[method-assign]
     r = verify.verify(app)
     assert r.in_sync and r.tables[0].rows == 10 and calls["n"] == 4
+
+
+def test_state_written_by_another_layout_version_is_refused(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, DDL)
+    assert app.conn.execute("SELECT value FROM _dynasync_state WHERE name = 'schema_version'").fetchone() == ("1",)
+    app_conn(app).execute("UPDATE _dynasync_state SET value = '2' WHERE name = 'schema_version'")
+    with pytest.raises(StateError, match="layout version '2'"):
+        syncpass.Syncer(app).run_pass()
+
+
+def test_backfill_progress_is_typed(tmp_path: Path) -> None:
+    import dataclasses
+
+    from dynasync import backfill
+    from dynasync.config import BackfillConfig
+    from dynasync.writes import RowRef
+
+    app, _ = make_app(tmp_path, "CREATE TABLE t (a TEXT, b INTEGER, v TEXT, PRIMARY KEY (a, b))", batch_size=10)
+    app_conn(app).executemany("INSERT INTO t VALUES (?, ?, 'x')", [("k", i) for i in range(25)])
+    app.config = dataclasses.replace(app.config, backfill=BackfillConfig(chunk_size=10))
+    backfill.backfill(app)
+    (progress,) = state.backfill_progress(app.conn).values()
+    assert progress == state.BackfillProgress("t", RowRef("t", "k", 24), 25, True)

@@ -89,3 +89,33 @@ def test_backoff_is_capped_and_jittered() -> None:
     samples = [backoff(30) for _ in range(200)]
     assert max(samples) <= 5.0 and len(set(samples)) > 100
     assert all(0 <= backoff(0) <= 0.05 for _ in range(50))
+
+
+def test_retry_counts_throttles_apart_from_other_retries() -> None:
+    f = fake()
+    calls = {"n": 0}
+
+    def mixed(requests: Sequence[WriteRequest]) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RetryableError("ThrottlingException", "slow down", throttle=True)
+        if calls["n"] == 2:
+            raise RetryableError("InternalServerError", "boom")
+        return len(requests) - 1 if calls["n"] == 3 else 0
+
+    f.fault = mixed
+    r = writer(f).write("t", writes(3))
+    assert len(f.items("t")) == 3 and r.stats.retries == 3 and r.stats.requests == 4
+    assert r.stats.errors == {"ThrottlingException": 1, "InternalServerError": 1, "UnprocessedItems": 1}
+    assert r.stats.throttles == {"ThrottlingException": 1, "UnprocessedItems": 1}
+
+
+def test_retries_stop_when_asked() -> None:
+    import threading
+
+    f = fake()
+    f.fault = throttle_then_succeed(10**6)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TargetUnavailableError, match="stopped while retrying"):
+        Writer(f, Retrier(60.0, stop), 1).write("t", writes(1))
