@@ -38,6 +38,8 @@ def sqlite_side(db: str, table: str, key_types: dict[str, str]) -> dict[tuple[An
                 ev = _expected_value(v)
                 if c in key_types and ev is not None and key_types[c] == "S" and ev[0] == "N":
                     ev = ("S", str(v))
+                if c in key_types and ev is not None and key_types[c] == "B" and ev[0] == "S":
+                    ev = ("B", v.encode("utf-8"))  # TEXT in a column with no declared type
                 if ev is not None:
                     item[c] = ev
             out[tuple(item[k] for k in key_types)] = item

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
-from dynasync.target import KeySchema, WriteRequest
+from dynasync.target import KeySchema, TableInfo, WriteRequest
 from dynasync.values import Item, item_size
 from dynasync.values import key_identity as _ident
 
@@ -15,16 +16,20 @@ from dynasync.values import key_identity as _ident
 class FakeTarget:
     def __init__(self) -> None:
         self.tables: dict[str, tuple[KeySchema, dict[tuple[Any, ...], Item]]] = {}
+        self.identities: dict[str, str] = {}
         self.requests = 0
         # Called before each batch_write with the requests; may raise or return
         # how many requests to leave unprocessed.
         self.fault: Callable[[Sequence[WriteRequest]], int] | None = None
 
-    def key_schema(self, table: str) -> KeySchema | None:
-        return self.tables[table][0] if table in self.tables else None
+    def describe(self, table: str) -> TableInfo | None:
+        if table not in self.tables:
+            return None
+        return TableInfo(self.tables[table][0], self.identities[table])
 
     def create_table(self, table: str, key: KeySchema) -> None:
         self.tables[table] = (key, {})
+        self.identities[table] = uuid.uuid4().hex
 
     def items(self, table: str) -> dict[tuple[Any, ...], Item]:
         return self.tables[table][1]
@@ -39,7 +44,7 @@ class FakeTarget:
     def batch_write(self, table: str, requests: Sequence[WriteRequest]) -> list[WriteRequest]:
         self.requests += 1
         if table not in self.tables:
-            raise TableMissingError(f"DynamoDB table {table!r} does not exist")
+            raise TableMissingError(f"DynamoDB table {table!r} does not exist", table)
         if len(requests) > 25:
             raise ValidationError("Member must have length less than or equal to 25")
         unprocessed = self.fault(requests) if self.fault else 0
@@ -66,7 +71,7 @@ class FakeTarget:
 
     def scan(self, table: str, start: Item | None) -> tuple[list[Item], Item | None]:
         if table not in self.tables:
-            raise TableMissingError(table)
+            raise TableMissingError(f"DynamoDB table {table!r} does not exist", table)
         return [copy.deepcopy(v) for v in self.tables[table][1].values()], None
 
 
@@ -76,7 +81,7 @@ def throttle_then_succeed(times: int) -> Callable[[Sequence[WriteRequest]], int]
     def fault(requests: Sequence[WriteRequest]) -> int:
         calls["n"] += 1
         if calls["n"] <= times:
-            raise RetryableError("ThrottlingException", "slow down")
+            raise RetryableError("ThrottlingException", "slow down", throttle=True)
         return 0
 
     return fault

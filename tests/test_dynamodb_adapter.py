@@ -26,9 +26,10 @@ def cfg(endpoint: str | None = None) -> config.DynamoConfig:
 @mock_aws
 def test_create_describe_write_read_scan_with_moto() -> None:
     t = DynamoTarget(cfg())
-    assert t.key_schema("tbl") is None
+    assert t.describe("tbl") is None
     t.create_table("tbl", (("pk", "S"), ("sk", "N")))
-    assert t.key_schema("tbl") == (("pk", "S"), ("sk", "N"))
+    info = t.describe("tbl")
+    assert info is not None and info.key_schema == (("pk", "S"), ("sk", "N")) and info.identity
     reqs = [put({"pk": {"S": "a"}, "sk": {"N": str(i)}, "b": {"B": b"\x00"}}) for i in range(5)]
     assert t.batch_write("tbl", reqs) == []
     assert t.batch_write("tbl", [delete({"pk": {"S": "a"}, "sk": {"N": "0"}})]) == []

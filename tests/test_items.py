@@ -40,7 +40,7 @@ def test_columns_exclude_rename_json_ttl_constants() -> None:
     }
     assert m.key_schema == (("userId", "N"),)
     assert m.key([7]) == {"userId": {"N": "7"}}
-    assert m.sqlite_key({"userId": {"N": "7"}}) == [7]
+    assert m.key_candidates({"userId": {"N": "7"}}) == [(7,)]
     only = tmap(columns=["email"])
     assert only.item(cols, [1, "e", "s", "{}", 1.0, "n"]) == {"id": {"N": "1"}, "email": {"S": "e"}}
 
@@ -63,8 +63,8 @@ def test_key_templates_single_table_design() -> None:
                     "no": {"N": "12"}, "total": {"N": "9.5"}, "type": {"S": "order"}}
     assert orders.key_schema == (("PK", "S"), ("SK", "S"))
     assert orders.key(["ann", 12]) == {"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}
-    assert orders.sqlite_key({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}) == ["ann", 12]
-    assert orders.sqlite_key({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "PROFILE"}}) is None
+    assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}) == [("ann", 12)]
+    assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "PROFILE"}}) == []
     assert orders.owns(item) and not orders.owns({**item, "type": {"S": "user"}})
 
 

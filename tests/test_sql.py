@@ -8,7 +8,7 @@ import pytest
 
 from dynasync import sql as triggers
 from dynasync.schema import inspect
-from dynasync.sql import TriggerSpec, trigger_sql
+from dynasync.sql import Conflict, Term, TriggerSpec, trigger_sql
 
 PINNED_SIMPLE = {
     "_dynasync_ins_users": (
@@ -21,7 +21,7 @@ PINNED_SIMPLE = {
     ),
     "_dynasync_key_users": (
         'CREATE TRIGGER "_dynasync_key_users" AFTER UPDATE OF "id" ON "users" WHEN OLD."id" IS NOT '
-        'NEW."id" BEGIN INSERT INTO _dynasync_changelog (tbl, op, k1, k2) VALUES (\'users\', \'K\', '
+        'NEW."id" COLLATE BINARY BEGIN INSERT INTO _dynasync_changelog (tbl, op, k1, k2) VALUES (\'users\', \'K\', '
         'OLD."id", NULL); END'
     ),
     "_dynasync_del_users": (
@@ -34,12 +34,13 @@ PINNED_REPLACE = {
     "_dynasync_rep_users": (
         'CREATE TRIGGER "_dynasync_rep_users" BEFORE INSERT ON "users" BEGIN INSERT INTO '
         "_dynasync_changelog (tbl, op, k1, k2) SELECT 'users', 'R', \"id\", NULL FROM \"users\" "
-        'WHERE "email" = NEW."email" AND NOT ("id" IS NEW."id"); END'
+        'WHERE "email" = NEW."email" COLLATE BINARY AND NOT ("id" IS NEW."id" COLLATE BINARY); END'
     ),
     "_dynasync_repu_users": (
         'CREATE TRIGGER "_dynasync_repu_users" BEFORE UPDATE OF "email" ON "users" BEGIN INSERT INTO '
         "_dynasync_changelog (tbl, op, k1, k2) SELECT 'users', 'R', \"id\", NULL FROM \"users\" "
-        'WHERE "email" = NEW."email" AND NOT ("id" IS OLD."id"); END'
+        'WHERE (OLD."email" IS NOT NEW."email" COLLATE BINARY) AND "email" = NEW."email" COLLATE BINARY '
+        'AND NOT ("id" IS OLD."id" COLLATE BINARY); END'
     ),
 }
 
@@ -49,7 +50,29 @@ def test_pinned_sql_single_key() -> None:
 
 
 def test_pinned_sql_unique_index() -> None:
-    assert trigger_sql(TriggerSpec("users", ("id",), (("email",),))) == {**PINNED_SIMPLE, **PINNED_REPLACE}
+    email = Conflict("users_email", (Term('"email"', "email", "BINARY"),))
+    assert trigger_sql(TriggerSpec("users", ("id",), (email,))) == {**PINNED_SIMPLE, **PINNED_REPLACE}
+
+
+def test_pinned_sql_rowid_key_and_index_shapes() -> None:
+    # An INTEGER PRIMARY KEY changes under UPDATE ... SET rowid, which names no column.
+    key = trigger_sql(TriggerSpec("t", ("id",), rowid_key=True))["_dynasync_key_t"]
+    assert key.startswith('CREATE TRIGGER "_dynasync_key_t" AFTER UPDATE ON "t" WHEN OLD."id" IS NOT NEW."id" '
+                          "COLLATE BINARY BEGIN")
+    # A partial NOCASE expression index, compared as the index compares, evaluated over NEW.
+    expr = Conflict("t_lower", (Term("lower(e)", None, "NOCASE", "expression"),), where="d > 0")
+    rowid = Conflict("rowid", (Term("rowid", "rowid", "BINARY", "rowid"),))
+    out = trigger_sql(TriggerSpec("t", ("k",), (expr, rowid), ("k", "e", "d")))
+    assert out["_dynasync_rep_t"] == (
+        'CREATE TRIGGER "_dynasync_rep_t" BEFORE INSERT ON "t" BEGIN '
+        "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
+        'lower(e) = (SELECT lower(e) FROM (SELECT NEW."k" AS "k", NEW."e" AS "e", NEW."d" AS "d")) COLLATE NOCASE '
+        'AND (d > 0) AND NOT ("k" IS NEW."k" COLLATE BINARY); '
+        "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
+        'rowid = NEW.rowid COLLATE BINARY AND NOT ("k" IS NEW."k" COLLATE BINARY); END'
+    )
+    # An expression cannot be told unchanged cheaply, so the UPDATE trigger has no WHEN.
+    assert out["_dynasync_repu_t"].startswith('CREATE TRIGGER "_dynasync_repu_t" BEFORE UPDATE ON "t" BEGIN ')
 
 
 def test_pinned_sql_composite_key() -> None:
@@ -60,7 +83,7 @@ def test_pinned_sql_composite_key() -> None:
     )
     assert sql["_dynasync_key_orders"] == (
         'CREATE TRIGGER "_dynasync_key_orders" AFTER UPDATE OF "cust", "no" ON "orders" WHEN '
-        'OLD."cust" IS NOT NEW."cust" OR OLD."no" IS NOT NEW."no" BEGIN INSERT INTO _dynasync_changelog '
+        'OLD."cust" IS NOT NEW."cust" COLLATE BINARY OR OLD."no" IS NOT NEW."no" COLLATE BINARY BEGIN INSERT INTO _dynasync_changelog '
         "(tbl, op, k1, k2) VALUES ('orders', 'K', OLD.\"cust\", OLD.\"no\"); END"
     )
 

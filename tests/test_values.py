@@ -116,5 +116,9 @@ def test_inspect_composite_key_order_and_unique_indexes() -> None:
     conn.execute("CREATE UNIQUE INDEX o_sup ON o (a, b, x)")
     s = inspect(conn, "o")
     assert s.key == ("a", "b") and s.key_types == ("N", "S")
-    assert sorted(s.unique_indexes) == [("email",), ("x", "email")]
-    assert s.skipped_indexes == ("o_expr",)
+    # Every constraint a REPLACE can delete another row through, the expression
+    # index and the rowid included; the one containing the key cannot.
+    terms = sorted(tuple(t.sql for t in c.terms) for c in s.conflicts)
+    assert terms == [('"email"',), ('"x"', '"email"'), ("lower(email)",), ("rowid",)]
+    kinds = {c.name: [t.kind for t in c.terms] for c in s.conflicts}
+    assert kinds["o_expr"] == ["expression"] and kinds["rowid"] == ["rowid"]

@@ -15,15 +15,13 @@ from dynasync.schema import TableSchema
 
 log = logging.getLogger(__name__)
 
-CORE_TRIGGERS = ("ins", "upd", "key", "del")
-
 
 @dataclass
 class CapturePlan:
     """The SQL that brings capture up to date, and what it found on the way."""
 
     statements: list[str] = field(default_factory=list)
-    # Tables whose row triggers were missing: changes may have gone uncaptured.
+    # Tables whose capture was missing or out of date: changes may have gone uncaptured.
     disarmed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -46,26 +44,29 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
     )
     if sql.DEAD_LETTERS not in present:
         result.statements.append(sql.CREATE_OWN_TABLES[4])
-    existing = {name: text for name, _, text in conn.execute(sql.LIST_OWN_TRIGGERS)}
+    existing = {name: (table, text) for name, table, text in conn.execute(sql.LIST_OWN_TRIGGERS)}
     wanted: dict[str, str] = {}
     for name, schema in schemas.items():
-        wanted.update(sql.trigger_sql(schema.trigger_spec))
-        if sql.STATE in present and any(sql.trigger_name(k, name) not in existing for k in CORE_TRIGGERS):
+        triggers = sql.trigger_sql(schema.trigger_spec)
+        wanted.update(triggers)
+        # Capture that is missing, attached to another table (renamed away by a
+        # migration) or out of date (a new UNIQUE index) may have missed changes.
+        armed = all(
+            n in existing and existing[n][0].lower() == name.lower() and existing[n][1] == text
+            for n, text in triggers.items()
+        )
+        if sql.STATE in present and not armed:
             result.disarmed.append(name)
             result.warnings.append(
-                f"table {name!r} had no capture triggers (a migration that rebuilds a table drops them); "
-                "changes made meanwhile were not captured: run 'dynasync verify --repair'"
+                f"capture on table {name!r} was missing or out of date (a migration that rebuilds or "
+                "renames a table, or adds a UNIQUE index, does this); it is re-armed and the table "
+                "reconciled with DynamoDB"
             )
-        for index in schema.skipped_indexes:
-            result.warnings.append(
-                f"table {name!r}: expression index {index!r} is not followed; a REPLACE that deletes a "
-                "row through it is not captured"
-            )
-    for name, text in sorted(existing.items()):
+    for name, (_, text) in sorted(existing.items()):
         if wanted.get(name) != text:
             result.statements.append(sql.drop_trigger(name))
     for name, text in wanted.items():
-        if existing.get(name) != text:
+        if existing.get(name, ("", ""))[1] != text:
             result.statements.append(text)
     return result
 
@@ -95,12 +96,13 @@ def init(app: App, dry_run: bool = False) -> InitResult:
             f"the database uses journal_mode={journal}; WAL is strongly recommended so dynasync's "
             "reads never block the application's writes (PRAGMA journal_mode=WAL)"
         )
-    created = tables.ensure_targets(
-        found.values(), app.target, app.retrier(), create=app.config.dynamodb.create_tables
-    )
+    create = app.config.dynamodb.create_tables
+    check = tables.ensure_targets(found.values(), app.target, app.retrier(), create)
+    with write_txn(app.conn):
+        state.record_targets(app.conn, check.identities, tables.sources(found))
     for w in p.warnings:
         log.warning(w)
-    return InitResult(plan=p, created_tables=created)
+    return InitResult(plan=p, created_tables=check.created)
 
 
 def rearm(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> list[str]:

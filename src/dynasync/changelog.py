@@ -75,7 +75,7 @@ def read_slice(
 
 def _read_table(conn: sqlite3.Connection, schema: TableSchema, hwm: int, high: int, out: Slice) -> None:
     table = schema.name
-    cur = conn.execute(sql.slice_rows(table, schema.key), (hwm, high, table))
+    cur = conn.execute(sql.slice_rows(table, schema.key, schema.key_collations), (hwm, high, table))
     names = [d[0] for d in cur.description][2:]
     key_pos = [names.index(c) for c in schema.key]
     changes = []

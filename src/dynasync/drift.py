@@ -1,28 +1,36 @@
-"""Follow the schema between passes.
+"""Follow the schema, and the target tables, between passes.
 
 When SQLite's schema cookie moves, the tables are inspected again and:
 capture is re-armed where a migration removed or outdated it; the target
 tables are checked again; and each table whose rows may have changed without
 a trigger firing is reconciled with DynamoDB (verify --repair). That is a
-table whose triggers were gone, one flagged by an earlier reconcile that did
-not finish, or one reshaped so that existing rows map to other items (a
-column dropped or renamed, or added with a non-NULL default).
+table whose capture was missing or out of date, one flagged by an earlier
+reconcile that did not finish, or one reshaped so that existing rows map to
+other items (a column dropped or renamed, or added with a non-NULL default).
+
+The target tables are also checked every TARGET_CHECK_INTERVAL seconds and
+after a write found one missing. A target that was deleted, or replaced by
+another table of the same name, lost its items: its source tables are
+reconciled, which restores them, as soon as it exists again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from dynasync import capture, sql, state, tables
 from dynasync.app import App
-from dynasync.database import write_txn
+from dynasync.database import read_txn, write_txn
 from dynasync.logs import fields
 from dynasync.schema import reshaped
 from dynasync.tables import SyncedTable
 from dynasync.verify import verify_tables
 
 log = logging.getLogger(__name__)
+
+TARGET_CHECK_INTERVAL = 60.0
 
 
 @dataclass
@@ -34,36 +42,65 @@ class Refresh:
 
 
 class SchemaWatch:
-    """Keeps the synced tables current with the schema; cheap while it does not change."""
+    """Keeps the synced tables current with the schema; cheap while nothing changes."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self._cookie: int | None = None
         self._tables: dict[str, SyncedTable] = {}
+        self._targets_checked = 0.0
+
+    def recheck_targets(self) -> None:
+        """Check the target tables at the next refresh (a write found one missing)."""
+        self._targets_checked = 0.0
 
     def refresh(self) -> Refresh:
-        """The current tables, after re-arming and reconciling whatever the last schema change needs."""
+        """The current tables, after re-arming and reconciling whatever changed unseen."""
         conn = self.app.conn
-        cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
-        if cookie == self._cookie:
+        with read_txn(conn):
+            # Read before inspecting: a migration that lands while this refresh
+            # (or its reconcile) runs moves the cookie past it, and is seen next time.
+            cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
+            schemas = tables.inspect(conn, self.app.config) if cookie != self._cookie else None
+        if schemas is None and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
             return Refresh(self._tables)
-        found = tables.load(conn, self.app.config)
-        schemas = {name: t.schema for name, t in found.items()}
-        owed = state.flagged_for_reconcile(conn, found)
-        disarmed = capture.rearm(conn, schemas)
-        tables.ensure_targets(found.values(), self.app.target, self.app.retrier())
-        reshapes = _reshapes(self.app, found)
-        stale = sorted(set(owed) | set(disarmed) | {n for n, r in reshapes.items() if r})
+        found, stale, reshapes = self._tables, set[str](), dict[str, bool]()
+        if schemas is not None:
+            owed = state.flagged_for_reconcile(conn, schemas)
+            disarmed = capture.rearm(conn, schemas)
+            found = tables.build(self.app.config, schemas)
+            reshapes = _reshapes(self.app, found)
+            stale = set(owed) | set(disarmed) | {n for n, r in reshapes.items() if r}
+        stale |= set(self._check_targets(found))
+        reconciled = self._reconcile(found, sorted(stale), reshapes)
+        self._tables, self._cookie = found, cookie
+        return Refresh(found, reconciled)
+
+    def _reconcile(
+        self, found: dict[str, SyncedTable], stale: list[str], reshapes: dict[str, bool]
+    ) -> list[str]:
+        """verify --repair the stale tables, then save the new shapes and clear the flags."""
         if stale:
             log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=stale))
             verify_tables(self.app, [found[n] for n in stale], repair=True)
-        if reshapes or stale:
-            with write_txn(conn):
-                state.save_shapes(conn, {n: found[n].schema.shape for n in reshapes})
-                state.clear_reconcile(conn, stale)
-        self._tables = found
-        self._cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
-        return Refresh(found, stale)
+        if stale or reshapes:
+            with write_txn(self.app.conn):
+                state.save_shapes(self.app.conn, {n: found[n].schema.shape for n in reshapes})
+                state.clear_reconcile(self.app.conn, stale)
+        return stale
+
+    def _check_targets(self, found: dict[str, SyncedTable]) -> list[str]:
+        """Check (or create) the targets; the source tables whose target must be restored."""
+        app = self.app
+        create = app.config.dynamodb.create_tables
+        check = tables.ensure_targets(found.values(), app.target, app.retrier(), create)
+        self._targets_checked = time.monotonic()
+        with write_txn(app.conn):
+            restore = state.record_targets(app.conn, check.identities, tables.sources(found))
+        for target in sorted({found[n].target for n in restore}):
+            log.warning("DynamoDB table lost its items (deleted or replaced): restoring it",
+                        extra=fields(table=target))
+        return restore
 
 
 def _reshapes(app: App, found: dict[str, SyncedTable]) -> dict[str, bool]:

@@ -23,7 +23,7 @@ from dynasync.exceptions import (
     TargetError,
     ValidationError,
 )
-from dynasync.target import KeySchema, WriteRequest
+from dynasync.target import KeySchema, TableInfo, WriteRequest
 from dynasync.values import Item
 
 # DynamoDB's answers to a caller that goes faster than the table allows.
@@ -77,7 +77,7 @@ class DynamoTarget:
             message = str(err.get("Message", e))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             if code == "ResourceNotFoundException":
-                raise TableMissingError(f"DynamoDB table {table!r} does not exist") from e
+                raise TableMissingError(f"DynamoDB table {table!r} does not exist", table) from e
             if code == "ResourceInUseException" and operation == "create_table":
                 raise TableExistsError(message) from e
             if code == "ValidationException":
@@ -93,15 +93,18 @@ class DynamoTarget:
         ) as e:
             raise RetryableError(type(e).__name__, str(e)) from e
 
-    def key_schema(self, table: str) -> KeySchema | None:
-        """DescribeTable's key schema, partition key first; None when the table is missing."""
+    def describe(self, table: str) -> TableInfo | None:
+        """DescribeTable: the key schema, partition key first, and the table's identity."""
         try:
             desc = self._call("describe_table", table, TableName=table)["Table"]
         except TableMissingError:
             return None
         types = {a["AttributeName"]: a["AttributeType"] for a in desc["AttributeDefinitions"]}
         ordered = sorted(desc["KeySchema"], key=lambda k: 0 if k["KeyType"] == "HASH" else 1)
-        return tuple((k["AttributeName"], types[k["AttributeName"]]) for k in ordered)
+        key = tuple((k["AttributeName"], types[k["AttributeName"]]) for k in ordered)
+        # DynamoDB Local has no TableId; its creation time tells a new table apart just as well.
+        identity = desc.get("TableId") or str(desc.get("CreationDateTime", ""))
+        return TableInfo(key, identity)
 
     def create_table(self, table: str, key: KeySchema) -> None:
         """CreateTable (on demand), then wait until the table is ACTIVE."""

@@ -48,6 +48,10 @@ class TargetError(DynasyncError):
 class TableMissingError(TargetError):
     """A target DynamoDB table does not exist."""
 
+    def __init__(self, message: str, table: str = "") -> None:
+        super().__init__(message)
+        self.table = table
+
 
 class TableExistsError(TargetError):
     """CreateTable found the table already there (an earlier attempt got through)."""

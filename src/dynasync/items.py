@@ -8,6 +8,7 @@ its key alone, and its DynamoDB key must still be computable.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -136,30 +137,29 @@ class ItemMap:
         result[name] = av
         return len(name) + (len(v) if isinstance(v, str | bytes) else 11)
 
-    def sqlite_key(self, key: Item) -> list[Any] | None:
-        """Primary-key values from a DynamoDB key, or None when the key cannot
-        have come from this table (another table sharing the target)."""
+    def key_candidates(self, key: Item) -> list[tuple[Any, ...]]:
+        """Every primary-key value a row could hold to produce this DynamoDB key
+        (empty when no row of this table can: another table sharing the target).
+
+        A B key can come from a BLOB or from TEXT in a column with no declared
+        type, so both are candidates; callers keep the rows whose own key maps
+        back to exactly this one.
+        """
         if not self.templates:
-            return [_sqlite_value(key[name]) for name in self.key_names]
-        found: dict[str, str] = {}
-        for t in self.templates:
-            av = key.get(t.name, {})
-            groups = t.match(av["S"]) if "S" in av else None
-            if groups is None:
-                return None
-            found.update(groups)
-        out: list[Any] = []
-        for col, kt in zip(self.schema.key, self.schema.key_types, strict=True):
-            text = found[group(col)]
-            if kt == "N":
-                try:
-                    d = Decimal(text)
-                except ArithmeticError:
-                    return None
-                out.append(int(d) if d == d.to_integral_value() and "." not in text else float(d))
-            else:
-                out.append(text)
-        return out
+            per_column = [_sqlite_values(key[name]) for name in self.key_names]
+        else:
+            found: dict[str, str] = {}
+            for t in self.templates:
+                av = key.get(t.name, {})
+                groups = t.match(av["S"]) if "S" in av else None
+                if groups is None:
+                    return []
+                found.update(groups)
+            per_column = [
+                _template_values(found[group(col)], kt)
+                for col, kt in zip(self.schema.key, self.schema.key_types, strict=True)
+            ]
+        return list(itertools.product(*per_column))
 
     def owns(self, item: Item) -> bool:
         """Whether an item found in the target could have been written for this
@@ -167,14 +167,32 @@ class ItemMap:
         return all(item.get(k) == v for k, v in self.constants.items())
 
 
-def _sqlite_value(av: AttributeValue) -> Any:
+def _sqlite_values(av: AttributeValue) -> list[Any]:
+    """The SQLite values a key attribute value can come from."""
     ((kind, v),) = av.items()
     if kind == "N":
         d = Decimal(v)
         if d == d.to_integral_value() and -(2**63) <= d < 2**63:
-            return int(d)
-        return float(d)
-    return bytes(v) if kind == "B" else v
+            return [int(d)]
+        return [float(d)]
+    if kind == "B":
+        raw = bytes(v)
+        try:
+            return [raw, raw.decode("utf-8")]
+        except UnicodeDecodeError:
+            return [raw]
+    return [v]
+
+
+def _template_values(text: str, key_type: str) -> list[Any]:
+    """The values a key column can hold to render as `text` in a template."""
+    if key_type != "N":
+        return [text]
+    try:
+        d = Decimal(text)
+    except ArithmeticError:
+        return []
+    return [int(d) if d == d.to_integral_value() and "." not in text else float(d)]
 
 
 def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:

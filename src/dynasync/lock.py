@@ -1,5 +1,14 @@
-"""One dynasync writer per database, enforced by a flock the kernel releases
-when the process dies, so a crash never leaves a stale lock behind."""
+"""One dynasync writer per database file, enforced by flock(2) on the
+database file itself: the lock belongs to the file (its inode), so a symlink
+or a hard link to the same database meets the same lock, and the kernel
+releases it when the process dies, so a crash never leaves it behind.
+
+flock locks are separate from the POSIX locks SQLite takes, but closing any
+descriptor of a file drops every POSIX lock the process holds on it. So a
+descriptor opened here is closed only when this process has no SQLite
+connection to the database open: after the connection on release, never on
+a failed acquire, and in is_held before status opens one.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +18,32 @@ from pathlib import Path
 
 from dynasync.exceptions import LockedError, SourceError
 
+# Descriptors of failed attempts: closing them could drop SQLite's own locks
+# in this process, so they stay open until it exits.
+_parked: list[int] = []
 
-def lock_path(database: Path) -> Path:
-    """The lock file beside a database."""
-    return database.with_name(database.name + ".dynasync.lock")
+
+def holder(database: Path) -> int | None:
+    """The pid holding the database's lock, as /proc/locks reports it (None if unknown)."""
+    try:
+        st = os.stat(database)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 12345 fd:01:1234567 0 EOF"
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == inode:
+            return int(parts[4])
+    return None
 
 
 def is_held(database: Path) -> bool:
-    """Whether some process holds the database's lock (a daemon, sync or backfill)."""
+    """Whether some process holds the database's lock (a daemon, sync or backfill).
+    Call it before this process opens a connection to the database."""
     try:
-        fd = os.open(lock_path(database), os.O_RDONLY)
+        fd = os.open(database, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -31,33 +56,30 @@ def is_held(database: Path) -> bool:
 
 
 class InstanceLock:
-    """The exclusive lock on one database, held until release() or the process ends."""
+    """The exclusive lock on one database file, held until release() or the process ends."""
 
     def __init__(self, database: Path) -> None:
         self.database = database
-        self.path = lock_path(database)
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock; LockedError names the pid of the holder."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.database, os.O_RDONLY)
         except OSError as e:
-            raise SourceError(f"cannot create lock file {self.path}: {e.strerror}") from None
+            raise SourceError(f"cannot open {self.database} to lock it: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            _parked.append(fd)
+            pid = holder(self.database)
             raise LockedError(
-                f"another dynasync instance is running on {self.database} (pid {holder})"
+                f"another dynasync instance is running on {self.database} (pid {pid or 'unknown'})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
     def release(self) -> None:
-        """Let the lock go."""
+        """Let the lock go; call after closing this process's connections to the database."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -1,8 +1,16 @@
-"""Introspect a source table with sqlite-utils: key columns, their DynamoDB key
-types, and the UNIQUE indexes REPLACE can delete rows through."""
+"""Introspect a source table: key columns, their DynamoDB key types and
+collations, every column (generated ones too), and each uniqueness
+constraint through which a REPLACE can delete another row without firing a
+DELETE trigger.
+
+sqlite-utils reads the columns and indexes; what it does not show (generated
+columns, table kinds, index expressions and partial-index conditions) comes
+from SQLite's own pragmas and the index's CREATE statement.
+"""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +20,11 @@ import sqlite_utils
 
 from dynasync import sql
 from dynasync.exceptions import SourceError
+from dynasync.sql import Conflict, Term
+
+BUILTIN_COLLATIONS = frozenset({"BINARY", "NOCASE", "RTRIM"})
+_GENERATED = {2: "GENERATED VIRTUAL", 3: "GENERATED STORED"}  # table_xinfo's `hidden`
+_ROWID_NAMES = ("rowid", "_rowid_", "oid")
 
 
 @dataclass(frozen=True)
@@ -21,15 +34,19 @@ class TableSchema:
     name: str
     key: tuple[str, ...]
     key_types: tuple[str, ...]  # DynamoDB scalar types: "S", "N" or "B"
-    unique_indexes: tuple[tuple[str, ...], ...]
-    skipped_indexes: tuple[str, ...]  # expression indexes the triggers cannot follow
-    # Non-key columns with their DEFAULT text: what an item looks like.
+    # Each key column's collation in the primary-key index: how SQLite finds a
+    # row by key. dynasync's own lookups add an exact (BINARY) match on top.
+    key_collations: tuple[str, ...] = ("BINARY",)
+    rowid_key: bool = False  # the key is the rowid (INTEGER PRIMARY KEY)
+    conflicts: tuple[Conflict, ...] = ()
+    columns: tuple[str, ...] = ()  # every column, generated ones included, in table order
+    # Non-key columns with their DEFAULT text, or how they are generated: what an item looks like.
     shape: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def trigger_spec(self) -> sql.TriggerSpec:
         """The input of the capture trigger generator."""
-        return sql.TriggerSpec(self.name, self.key, self.unique_indexes)
+        return sql.TriggerSpec(self.name, self.key, self.conflicts, self.columns, self.rowid_key)
 
 
 def affinity(declared: str) -> str:
@@ -53,6 +70,46 @@ def key_type(declared: str) -> str:
 
 def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
     """Introspect one source table; SourceError says why it cannot be synced."""
+    _check_kind(conn, name)
+    table = sqlite_utils.Database(conn).table(name)
+    xinfo = conn.execute(sql.TABLE_XINFO.format(table=sql.quote_ident(name))).fetchall()
+    # (cid, name, type, notnull, default, pk, hidden)
+    pk = sorted((c for c in xinfo if c[5]), key=lambda c: c[5])
+    _check_key(name, [c[1] for c in pk])
+    key = tuple(c[1] for c in pk)
+    indexes = {i.name: i for i in table.indexes}
+    xindexes = {x.name: x for x in table.xindexes}
+    pk_index = next((n for n, i in indexes.items() if i.origin == "pk"), None)
+    key_collations = (
+        tuple(c.coll for c in xindexes[pk_index].columns if c.key) if pk_index else ("BINARY",) * len(key)
+    )
+    for col, coll in zip(key, key_collations, strict=True):
+        if coll.upper() not in BUILTIN_COLLATIONS:
+            raise SourceError(
+                f"table {name!r}: key column {col!r} uses the collation {coll!r}, which only the "
+                "application defines; dynasync supports BINARY, NOCASE and RTRIM keys"
+            )
+    columns = tuple(c[1] for c in xinfo)
+    generated = frozenset(c[1] for c in xinfo if c[6] in _GENERATED)
+    conflicts = _conflicts(conn, key, key_collations, generated, indexes, xindexes)
+    rowid = _rowid_name(conn, name, columns)
+    if rowid is not None and pk_index is not None:
+        # INSERT OR REPLACE ... (rowid, ...) can delete the row holding that rowid.
+        conflicts.append(Conflict("rowid", (Term(rowid, rowid, "BINARY", "rowid"),)))
+    return TableSchema(
+        name=name,
+        key=key,
+        key_types=tuple(key_type(c[2] or "") for c in pk),
+        key_collations=key_collations,
+        rowid_key=rowid is not None and pk_index is None,
+        conflicts=tuple(conflicts),
+        columns=columns,
+        shape=tuple(sorted((c[1], _GENERATED.get(c[6], c[4])) for c in xinfo if not c[5])),
+    )
+
+
+def _check_kind(conn: sqlite3.Connection, name: str) -> None:
+    """That `name` is an ordinary table."""
     row = conn.execute(sql.TABLE_SQL, (name,)).fetchone()
     if row is None:
         raise SourceError(f"table {name!r} does not exist in the database")
@@ -61,44 +118,112 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
         raise SourceError(f"{name!r} is a view; only tables can be synced")
     if ddl and ddl.lstrip().upper().startswith("CREATE VIRTUAL"):
         raise SourceError(f"table {name!r} is a virtual table; only ordinary tables can be synced")
-    table = sqlite_utils.Database(conn).table(name)
-    columns = table.columns
-    pk = sorted((c for c in columns if c.is_pk), key=lambda c: c.is_pk)
-    if not pk:
+
+
+def _rowid_name(conn: sqlite3.Connection, name: str, columns: Sequence[str]) -> str | None:
+    """How to name the rowid of a rowid table (no column may shadow it); None for WITHOUT ROWID."""
+    taken = {c.lower() for c in columns}
+    for candidate in _ROWID_NAMES:
+        if candidate in taken:
+            continue
+        try:
+            conn.execute(sql.select_rowid(name, candidate)).fetchall()
+        except sqlite3.OperationalError:
+            return None  # WITHOUT ROWID: no name reaches a rowid
+        return candidate
+    return None
+
+
+def _check_key(name: str, key: Sequence[str]) -> None:
+    if not key:
         raise SourceError(
             f"table {name!r} has no declared PRIMARY KEY; dynasync needs one to key DynamoDB items"
         )
-    if len(pk) > 2:
+    if len(key) > 2:
         raise SourceError(
-            f"table {name!r} has a {len(pk)}-column primary key; DynamoDB keys have at most two "
+            f"table {name!r} has a {len(key)}-column primary key; DynamoDB keys have at most two "
             "attributes (partition and sort key)"
         )
-    key = tuple(c.name for c in pk)
-    unique: list[tuple[str, ...]] = []
-    skipped: list[str] = []
-    for index in table.indexes:
-        if not index.unique or index.origin == "pk":
+
+
+def _conflicts(
+    conn: sqlite3.Connection,
+    key: tuple[str, ...],
+    key_collations: tuple[str, ...],
+    generated: frozenset[str],
+    indexes: dict[str, Any],
+    xindexes: dict[str, Any],
+) -> list[Conflict]:
+    """Every uniqueness constraint a REPLACE can delete another row through."""
+    out: list[Conflict] = []
+    for index_name, index in indexes.items():
+        if not index.unique:
             continue
-        cols = tuple(index.columns)
-        if any(c is None for c in cols):
-            skipped.append(index.name)
+        cols = [c for c in xindexes[index_name].columns if c.key]
+        if index.origin == "pk":
+            if all(c.coll.upper() == "BINARY" for c in cols):
+                continue  # rows equal under BINARY have the same key: no other row to delete
+            pk_terms = tuple(Term(sql.quote_ident(c.name), c.name, c.coll) for c in cols)
+            out.append(Conflict("PRIMARY KEY", pk_terms))
             continue
-        if set(cols) >= set(key):
-            continue  # a superset of the key can only conflict with the row itself
-        unique.append(cols)
-    return TableSchema(
-        name=name,
-        key=key,
-        key_types=tuple(key_type(c.type or "") for c in pk),
-        unique_indexes=tuple(unique),
-        skipped_indexes=tuple(skipped),
-        shape=tuple(sorted((c.name, c.default_value) for c in columns if not c.is_pk)),
-    )
+        same_key = dict(zip(key, key_collations, strict=True))
+        if all(any(c.name == k and c.coll == coll for c in cols) for k, coll in same_key.items()):
+            continue  # it contains the key: only the row itself can conflict
+        ddl = conn.execute(sql.INDEX_SQL, (index_name,)).fetchone()
+        exprs, where = index_parts(ddl[0]) if ddl and ddl[0] else ([], None)
+        terms: list[Term] = []
+        for i, c in enumerate(cols):
+            if c.cid >= 0:
+                kind = "generated" if c.name in generated else "column"
+                terms.append(Term(sql.quote_ident(c.name), c.name, c.coll, kind))
+            else:
+                terms.append(Term(exprs[i], None, c.coll, "expression"))
+        out.append(Conflict(index_name, tuple(terms), where if index.partial else None))
+    return out
+
+
+def index_parts(ddl: str) -> tuple[list[str], str | None]:
+    """The terms of CREATE INDEX ... ON t (term, ...) WHERE cond, as SQL text
+    (ASC/DESC removed), and the condition of a partial index."""
+    tokens = list(_tokens(ddl))
+    start = next(i for i, (t, _) in enumerate(tokens) if t == "(")
+    depth, terms, begin = 0, [], tokens[start][1] + 1
+    for i in range(start, len(tokens)):
+        tok, pos = tokens[i]
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            depth -= 1
+        if (tok == "," and depth == 1) or (tok == ")" and depth == 0):
+            terms.append(_strip_order(ddl[begin:pos]))
+            begin = pos + 1
+        if tok == ")" and depth == 0:
+            rest = ddl[pos + 1 :].strip().rstrip(";").strip()
+            where = rest[5:].strip() if rest[:5].upper() == "WHERE" else None
+            return terms, where or None
+    raise ValueError(f"cannot parse index definition {ddl!r}")
+
+
+def _strip_order(term: str) -> str:
+    return re.sub(r"\s+(ASC|DESC)\s*$", "", term.strip(), flags=re.I)
+
+
+# SQL tokens: quoted strings and identifiers whole, comments, parentheses and commas, words.
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[(),]|[^\s'"`\[(),]+""",
+    re.S,
+)
+
+
+def _tokens(text: str) -> Any:
+    for m in _TOKEN.finditer(text):
+        yield m.group(0), m.start()
 
 
 def reshaped(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> bool:
     """Whether existing rows now map to different items although no trigger
-    fired: a column dropped or renamed, or one added with a non-NULL default."""
+    fired: a column dropped or renamed, or one added with a non-NULL default
+    (or generated)."""
     before = {name: default for name, default in old}
     after = {name: default for name, default in new}
     if any(name not in after for name in before):

@@ -69,17 +69,43 @@ DROP_OWN_TABLES = tuple(f"DROP TABLE IF EXISTS {t}" for t in OWN_TABLES)
 
 
 @dataclass(frozen=True)
+class Term:
+    """One indexed term of a uniqueness constraint."""
+
+    sql: str  # over the table's columns: a quoted column, the rowid, or an expression
+    column: str | None  # the column it names; None for an expression
+    collation: str
+    kind: str = "column"  # "column", "generated", "rowid" or "expression"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A uniqueness constraint through which a REPLACE can delete another row."""
+
+    name: str  # the index, "PRIMARY KEY" or "rowid"
+    terms: tuple[Term, ...]
+    where: str | None = None  # a partial index's condition
+
+
+@dataclass(frozen=True)
 class TriggerSpec:
     """What the trigger generator needs to know about one table."""
 
     table: str
     key: tuple[str, ...]
-    unique_indexes: tuple[tuple[str, ...], ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    columns: tuple[str, ...] = ()  # every column, to evaluate index expressions over NEW
+    rowid_key: bool = False  # the key is the rowid: UPDATE ... SET rowid changes it
 
 
 def trigger_name(kind: str, table: str) -> str:
     """The name of one of a table's capture triggers ("ins", "upd", "key", "del", "rep", "repu")."""
     return f"{PREFIX}{kind}_{table}"
+
+
+def collate(name: str) -> str:
+    """A COLLATE clause; the built-in collations unquoted, as SQLite prints them."""
+    return f"COLLATE {name.upper() if name.upper() in ('BINARY', 'NOCASE', 'RTRIM') else quote_ident(name)}"
 
 
 def _log(spec: TriggerSpec, op: str, row: str) -> str:
@@ -90,34 +116,97 @@ def _log(spec: TriggerSpec, op: str, row: str) -> str:
     )
 
 
-def _log_victims(spec: TriggerSpec, columns: Sequence[str], exclude_row: str) -> str:
-    """Log rows that REPLACE conflict resolution is about to delete.
+def _same_key(spec: TriggerSpec, row: str) -> str:
+    """The row whose key is exactly (as bytes, like DynamoDB) the key of NEW or OLD."""
+    return " AND ".join(f"{quote_ident(c)} IS {row}.{quote_ident(c)} COLLATE BINARY" for c in spec.key)
+
+
+def _new_value(spec: TriggerSpec, term: Term) -> str:
+    """A term evaluated on the row being written (NEW)."""
+    if term.kind != "expression":
+        return f"NEW.{term.sql if term.kind == 'rowid' else quote_ident(term.column or '')}"
+    # Evaluate the expression over NEW's columns: the same SQL, so the index serves the lookup.
+    values = ", ".join(f"NEW.{quote_ident(c)} AS {quote_ident(c)}" for c in spec.columns)
+    return f"(SELECT {term.sql} FROM (SELECT {values}))"
+
+
+def _changed(term: Term) -> str | None:
+    """Whether an UPDATE changes a term; None when it cannot be told cheaply (an expression)."""
+    if term.kind == "expression":
+        return None
+    name = term.sql if term.kind == "rowid" else quote_ident(term.column or "")
+    return f"OLD.{name} IS NOT NEW.{name} COLLATE BINARY"
+
+
+def _update_guard(conflict: Conflict) -> str | None:
+    changes = [_changed(t) for t in conflict.terms]
+    return None if None in changes else " OR ".join(c for c in changes if c)
+
+
+def _log_victims(spec: TriggerSpec, c: Conflict, this_row: str, guard: str | None = None) -> str:
+    """Log the rows a REPLACE is about to delete through one constraint.
 
     SQLite fires no DELETE trigger for them unless recursive_triggers is on.
-    Over-logging is harmless: the pass reads each logged key's current state.
+    The match compares each term as the index does (its collation, its
+    partial condition), so the index serves the lookup; over-logging is
+    harmless, as the pass reads each logged key's current state.
     """
-    t = quote_ident(spec.table)
-    keys = [quote_ident(c) for c in spec.key] + ["NULL"] * (2 - len(spec.key))
-    match = " AND ".join(f"{quote_ident(c)} = NEW.{quote_ident(c)}" for c in columns)
-    same = " AND ".join(f"{quote_ident(c)} IS {exclude_row}.{quote_ident(c)}" for c in spec.key)
+    keys = [quote_ident(k) for k in spec.key] + ["NULL"] * (2 - len(spec.key))
+    match = [f"{t.sql} = {_new_value(spec, t)} {collate(t.collation)}" for t in c.terms]
+    if c.where:
+        match.append(f"({c.where})")
+    if guard:
+        match.insert(0, f"({guard})")
     return (
         f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) "
         f"SELECT {quote_literal(spec.table)}, '{OP_REPLACED}', {', '.join(keys)} "
-        f"FROM {t} WHERE {match} AND NOT ({same});"
+        f"FROM {quote_ident(spec.table)} "
+        f"WHERE {' AND '.join(match)} AND NOT ({_same_key(spec, this_row)});"
     )
+
+
+def _victim_triggers(spec: TriggerSpec) -> dict[str, str]:
+    t = quote_ident(spec.table)
+    on_insert = " ".join(_log_victims(spec, c, "NEW") for c in spec.conflicts)
+    guards = [_update_guard(c) for c in spec.conflicts]
+    on_update = " ".join(_log_victims(spec, c, "OLD", g) for c, g in zip(spec.conflicts, guards, strict=True))
+    plain = all(term.kind == "column" for c in spec.conflicts for term in c.terms)
+    if plain:  # cheapest: SQLite runs the trigger only when the SET list names these columns
+        cols = sorted({term.column or "" for c in spec.conflicts for term in c.terms})
+        when = f"OF {', '.join(quote_ident(c) for c in cols)} ON {t}"
+    elif None in guards:
+        when = f"ON {t}"
+    else:
+        when = f"ON {t} WHEN {' OR '.join(g for g in guards if g)}"
+    return {
+        trigger_name("rep", spec.table): (
+            f"CREATE TRIGGER {quote_ident(trigger_name('rep', spec.table))} BEFORE INSERT ON {t} "
+            f"BEGIN {on_insert} END"
+        ),
+        trigger_name("repu", spec.table): (
+            f"CREATE TRIGGER {quote_ident(trigger_name('repu', spec.table))} BEFORE UPDATE {when} "
+            f"BEGIN {on_update} END"
+        ),
+    }
 
 
 def trigger_sql(spec: TriggerSpec) -> dict[str, str]:
     """The capture triggers of one table, by trigger name.
 
-    They log only the key and call no SQL function, so they stay cheap and work
-    with trusted_schema=OFF on any SQLite build.
+    They log only the key, and call no SQL function unless an index
+    expression does, so they stay cheap and work with trusted_schema=OFF.
+    Key comparisons are exact (BINARY), as DynamoDB compares keys, whatever
+    the columns' own collation.
     """
     if not 1 <= len(spec.key) <= 2:
         raise ValueError("a key has one or two columns")
     t = quote_ident(spec.table)
     key_cols = ", ".join(quote_ident(c) for c in spec.key)
-    key_changed = " OR ".join(f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in spec.key)
+    key_changed = " OR ".join(
+        f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)} COLLATE BINARY" for c in spec.key
+    )
+    # UPDATE ... SET rowid = ... changes an INTEGER PRIMARY KEY without naming it.
+    key_update = f"UPDATE ON {t}" if spec.rowid_key else f"UPDATE OF {key_cols} ON {t}"
     triggers = {
         trigger_name("ins", spec.table): (
             f"CREATE TRIGGER {quote_ident(trigger_name('ins', spec.table))} AFTER INSERT ON {t} "
@@ -128,26 +217,16 @@ def trigger_sql(spec: TriggerSpec) -> dict[str, str]:
             f"BEGIN {_log(spec, OP_UPDATE, 'NEW')} END"
         ),
         trigger_name("key", spec.table): (
-            f"CREATE TRIGGER {quote_ident(trigger_name('key', spec.table))} AFTER UPDATE OF {key_cols} "
-            f"ON {t} WHEN {key_changed} BEGIN {_log(spec, OP_OLD_KEY, 'OLD')} END"
+            f"CREATE TRIGGER {quote_ident(trigger_name('key', spec.table))} AFTER {key_update} "
+            f"WHEN {key_changed} BEGIN {_log(spec, OP_OLD_KEY, 'OLD')} END"
         ),
         trigger_name("del", spec.table): (
             f"CREATE TRIGGER {quote_ident(trigger_name('del', spec.table))} AFTER DELETE ON {t} "
             f"BEGIN {_log(spec, OP_DELETE, 'OLD')} END"
         ),
     }
-    if spec.unique_indexes:
-        on_insert = " ".join(_log_victims(spec, cols, "NEW") for cols in spec.unique_indexes)
-        triggers[trigger_name("rep", spec.table)] = (
-            f"CREATE TRIGGER {quote_ident(trigger_name('rep', spec.table))} BEFORE INSERT ON {t} "
-            f"BEGIN {on_insert} END"
-        )
-        unique_cols = sorted({c for cols in spec.unique_indexes for c in cols})
-        on_update = " ".join(_log_victims(spec, cols, "OLD") for cols in spec.unique_indexes)
-        triggers[trigger_name("repu", spec.table)] = (
-            f"CREATE TRIGGER {quote_ident(trigger_name('repu', spec.table))} BEFORE UPDATE OF "
-            f"{', '.join(quote_ident(c) for c in unique_cols)} ON {t} BEGIN {on_update} END"
-        )
+    if spec.conflicts:
+        triggers.update(_victim_triggers(spec))
     return triggers
 
 
@@ -163,6 +242,14 @@ LIST_OWN_TRIGGERS = (
     "WHERE type = 'trigger' AND name LIKE '\\_dynasync\\_%' ESCAPE '\\'"
 )
 TABLE_SQL = "SELECT type, sql FROM sqlite_master WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE"
+INDEX_SQL = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?"
+TABLE_XINFO = "PRAGMA table_xinfo({table})"  # every column, generated ones too
+
+
+def select_rowid(table: str, rowid: str) -> str:
+    """A query that fails unless `rowid` names the table's rowid."""
+    return f"SELECT {rowid} FROM {quote_ident(table)} LIMIT 0"
+
 OWN_TABLES_PRESENT = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
     f"('{CHANGELOG}', '{STATE}', '{BACKFILL}', '{DEAD_LETTERS}')"
@@ -178,6 +265,9 @@ STATE_SET = (
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
 STATE_DELETE = f"DELETE FROM {STATE} WHERE name = ?"
+STATE_PREFIXED = (
+    f"SELECT substr(name, length(?1) + 1), value FROM {STATE} WHERE substr(name, 1, length(?1)) = ?1"
+)
 STATE_INIT = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
 # --- changelog -----------------------------------------------------------------
@@ -199,40 +289,58 @@ CHANGELOG_MARK = f"UPDATE {CHANGELOG} SET op = '{OP_MARK}' WHERE seq = ?"
 CHANGELOG_ENQUEUE = f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) VALUES (?, ?, ?, ?)"
 
 
-def _key_join(key: Sequence[str], left: str, right: str) -> str:
-    return " AND ".join(
-        f"{left}.{quote_ident(c)} = {right}.k{i}" for i, c in enumerate(key, start=1)
-    )
+def _exact(left: str, right: str, collation: str) -> str:
+    """`left` equals `right` as bytes, the way DynamoDB compares keys. Under a
+    non-BINARY key collation the first comparison lets SQLite use the key's
+    index, and the second rejects matches that differ in case or spaces."""
+    if collation.upper() == "BINARY":
+        return f"{left} = {right}"
+    return f"{left} = {right} {collate(collation)} AND {left} = {right} COLLATE BINARY"
 
 
-def slice_rows(table: str, key: Sequence[str]) -> str:
+def slice_rows(table: str, key: Sequence[str], collations: Sequence[str]) -> str:
     """Distinct keys of one table in a changelog slice, each with its current row
     (all NULL when the row is gone). Params: (low_seq, high_seq, table)."""
+    join = " AND ".join(
+        _exact(f"t.{quote_ident(c)}", f"c.k{i}", coll)
+        for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
+    )
     return (
         f"SELECT c.k1, c.k2, t.* FROM (SELECT DISTINCT k1, k2 FROM {CHANGELOG} "
         "WHERE seq > ? AND seq <= ? AND tbl = ?) AS c "
-        f"LEFT JOIN {quote_ident(table)} AS t ON {_key_join(key, 't', 'c')}"
+        f"LEFT JOIN {quote_ident(table)} AS t ON {join}"
     )
 
 
 # --- backfill and verify --------------------------------------------------------
 
 
-def chunk_after(table: str, key: Sequence[str], first: bool) -> str:
-    """Rows with a non-NULL key, in key order, after a key (params: the key
-    values unless first, then the limit). NULL keys sort first, so they are
-    excluded here and read by null_key_rows."""
-    cols = ", ".join(quote_ident(c) for c in key)
+def chunk_after(table: str, key: Sequence[str], collations: Sequence[str], first: bool) -> str:
+    """Rows with a non-NULL key, in primary-key order, after a key (params: the
+    key values unless first, then the limit). The order and the comparison use
+    the primary key's own collations, under which keys are unique, so paging
+    never skips a row. NULL keys are read by null_key_rows."""
+    cols = [f"{quote_ident(c)} {collate(coll)}" for c, coll in zip(key, collations, strict=True)]
     conds = [f"{quote_ident(c)} IS NOT NULL" for c in key]
-    if not first:
-        conds.insert(0, f"({cols}) > ({', '.join('?' for _ in key)})")
-    return f"SELECT * FROM {quote_ident(table)} WHERE {' AND '.join(conds)} ORDER BY {cols} LIMIT ?"
+    if not first and len(key) == 1:
+        conds.insert(0, f"{quote_ident(key[0])} > ?1 {collate(collations[0])}")
+    elif not first:
+        # (a, b) > (?, ?) spelled out: a row value with COLLATE cannot use the index.
+        a, b = (quote_ident(c) for c in key)
+        ca, cb = (collate(c) for c in collations)
+        conds.insert(0, f"{a} >= ?1 {ca} AND ({a} > ?1 {ca} OR {b} > ?2 {cb})")
+    limit = "?1" if first else f"?{len(key) + 1}"
+    where = " AND ".join(conds)
+    return f"SELECT * FROM {quote_ident(table)} WHERE {where} ORDER BY {', '.join(cols)} LIMIT {limit}"
 
 
-def row_exists(table: str, key: Sequence[str]) -> str:
-    """Whether a row with this key exists (params: the key values)."""
-    cond = " AND ".join(f"{quote_ident(c)} = ?" for c in key)
-    return f"SELECT 1 FROM {quote_ident(table)} WHERE {cond}"
+def rows_by_key(table: str, key: Sequence[str], collations: Sequence[str]) -> str:
+    """The key columns of the rows whose key is exactly these values (params: the key values)."""
+    cond = " AND ".join(
+        _exact(quote_ident(c), f"?{i}", coll)
+        for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
+    )
+    return f"SELECT {', '.join(quote_ident(c) for c in key)} FROM {quote_ident(table)} WHERE {cond}"
 
 
 def null_key_rows(table: str, key: Sequence[str], first: bool = False) -> str:

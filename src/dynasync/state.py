@@ -24,6 +24,8 @@ HWM = "high_water_mark"
 LAST_PASS = "last_pass_at"  # unix time the mark last moved
 APPLIED_AT = "applied_at:"  # + table: unix time that table's changes last landed
 VERSION = "schema_version"  # the layout of dynasync's tables (sql.SCHEMA_VERSION)
+TARGET = "target:"  # + DynamoDB table: its identity when dynasync last checked it
+TARGET_MISSING = "target_missing:"  # + DynamoDB table: unix time it was first found missing
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,37 @@ def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
     """Call inside a write transaction."""
     for table in tables:
         conn.execute(sql.STATE_DELETE, (_reconcile_key(table),))
+
+
+def record_targets(
+    conn: sqlite3.Connection, identities: Mapping[str, str], sources: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Remember which DynamoDB table each target is. A target that is not the
+    table dynasync wrote before (deleted and created again, or restored), or
+    one that was seen missing, lost its items: flag its source tables for
+    reconciling, which restores them. Returns those tables. Call inside a
+    write transaction."""
+    missing = missing_targets(conn)
+    restore: list[str] = []
+    for target, identity in identities.items():
+        row = conn.execute(sql.STATE_GET, (TARGET + target,)).fetchone()
+        if (row is not None and row[0] != identity) or target in missing:
+            restore.extend(sources.get(target, ()))
+        conn.execute(sql.STATE_SET, (TARGET + target, identity))
+        conn.execute(sql.STATE_DELETE, (TARGET_MISSING + target,))
+    flag_reconcile(conn, restore)
+    return restore
+
+
+def mark_target_missing(conn: sqlite3.Connection, target: str) -> None:
+    """Note that a target table was found missing (kept from the first time seen)."""
+    with write_txn(conn):
+        conn.execute(sql.STATE_INIT, (TARGET_MISSING + target, time.time()))
+
+
+def missing_targets(conn: sqlite3.Connection) -> dict[str, float]:
+    """Target tables last seen missing, with when that was first noticed."""
+    return {name: float(value) for name, value in conn.execute(sql.STATE_PREFIXED, (TARGET_MISSING,))}
 
 
 def timestamp(conn: sqlite3.Connection, name: str) -> float | None:

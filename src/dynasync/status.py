@@ -50,6 +50,7 @@ class Status:
     problems: list[str] = field(default_factory=list)
     exit_code: int = OK
     tables: dict[str, TableStatus] = field(default_factory=dict)
+    missing_targets: list[str] = field(default_factory=list)  # DynamoDB tables found missing
 
     def to_json(self) -> dict[str, Any]:
         """The fields of `status --json`."""
@@ -65,9 +66,11 @@ def _lag(pending: int, since: float | None, now: float) -> float | None:
 
 def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
     """Read the position and backlog (without the lock) and judge health."""
+    # Before opening the connection: see lock.py on closing descriptors.
+    running = is_held(app.config.database)
     conn = app.conn
     now = time.time()
-    result = Status(database=str(app.config.database), installed=False, running=is_held(app.config.database))
+    result = Status(database=str(app.config.database), installed=False, running=running)
     for t in app.config.tables:
         result.tables[t.source] = TableStatus()
     with read_txn(conn):
@@ -93,12 +96,19 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
         for table, ts in result.tables.items():
             ts.last_applied = state.timestamp(conn, state.APPLIED_AT + table)
             ts.lag_seconds = _lag(ts.pending, ts.last_applied or result.last_pass, now)
+        result.missing_targets = sorted(state.missing_targets(conn))
     result.lag_seconds = _lag(result.pending_changes, result.last_pass, now)
     _judge(result, max_lag)
     return result
 
 
 def _judge(s: Status, max_lag: float) -> None:
+    for target in s.missing_targets:
+        s.problems.append(
+            f"DynamoDB table {target!r} does not exist: its items are lost until it exists again "
+            "(create it, or set create_tables = true); dynasync then restores it"
+        )
+        s.exit_code = CRITICAL
     if s.lag_seconds is None:
         s.problems.append(f"{s.pending_changes} change(s) pending and no pass has applied anything yet")
         s.exit_code = WARNING

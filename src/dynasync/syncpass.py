@@ -16,6 +16,7 @@ from dynasync import changelog, state
 from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.drift import SchemaWatch
+from dynasync.exceptions import TableMissingError
 from dynasync.logs import fields
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
@@ -121,6 +122,16 @@ class Syncer:
         is read and planned. Its writes are only sent once the previous slice
         is acknowledged and committed, so the writes of a key never overtake.
         """
+        try:
+            return self._run(until, progress)
+        except TableMissingError as e:
+            # Status reports it; the next pass checks (and with create_tables
+            # recreates) the table, then restores its items.
+            state.mark_target_missing(self.app.conn, e.table)
+            self.schema.recheck_targets()
+            raise
+
+    def _run(self, until: int | None, progress: Progress | None) -> PassResult:
         started = time.monotonic()
         app, conn = self.app, self.app.conn
         result = PassResult()

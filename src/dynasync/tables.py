@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dynasync import items, schema, sql
@@ -24,7 +24,7 @@ from dynasync.exceptions import KeySchemaError, Poison, TableMissingError
 from dynasync.logs import fields
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import KeySchema, Target, delete, put
-from dynasync.values import Item
+from dynasync.values import Item, key_identity
 from dynasync.writes import Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,15 @@ class SyncedTable:
     def chunks(self, conn: sqlite3.Connection, size: int, after: RowRef | None = None) -> Iterator[Chunk]:
         """Rows with a non-NULL key in key order, each chunk read in its own short
         read transaction, so memory and reader lifetime stay bounded."""
-        key = self.schema.key
+        key, colls = self.schema.key, self.schema.key_collations
+        first = sql.chunk_after(self.name, key, colls, True)
+        rest = sql.chunk_after(self.name, key, colls, False)
         while True:
             with read_txn(conn):
                 if after is None:
-                    cur = conn.execute(sql.chunk_after(self.name, key, True), (size,))
+                    cur = conn.execute(first, (size,))
                 else:
-                    cur = conn.execute(sql.chunk_after(self.name, key, False), (*after.key[: len(key)], size))
+                    cur = conn.execute(rest, (*after.key[: len(key)], size))
                 columns = [d[0] for d in cur.description]
                 rows = cur.fetchall()
             if not rows:
@@ -134,56 +136,100 @@ class SyncedTable:
         """Whether an item in the target could have been written for this table."""
         return all(k in item for k in self.items.key_names) and self.items.owns(item)
 
-    def ref_of_key(self, key: Item) -> RowRef | None:
-        """The row a DynamoDB key was written for, or None when no row of this table maps to it."""
-        values = self.items.sqlite_key(key)
-        return None if values is None else RowRef.of(self.name, values)
+    def row_for_key(self, conn: sqlite3.Connection, key: Item) -> RowRef | None:
+        """The current row that produces exactly this DynamoDB key, if there is one.
 
-    def exists(self, conn: sqlite3.Connection, ref: RowRef) -> bool:
-        """Whether the referenced row exists now."""
-        key = self.schema.key
-        return conn.execute(sql.row_exists(self.name, key), ref.key[: len(key)]).fetchone() is not None
+        Exact as DynamoDB compares keys: a row whose key differs only in case
+        under a NOCASE key, or in trailing spaces under RTRIM, does not count.
+        """
+        want = key_identity(key)
+        s = self.schema
+        query = sql.rows_by_key(self.name, s.key, s.key_collations)
+        for values in self.items.key_candidates(key):
+            for found in conn.execute(query, values):
+                try:
+                    if key_identity(self.items.key(found)) == want:
+                        return RowRef.of(self.name, found)
+                except Poison:
+                    continue
+        return None
+
+    def ref_of_key(self, key: Item) -> RowRef | None:
+        """A reference for an item's key (the first row it could have come from), for dead letters."""
+        candidates = self.items.key_candidates(key)
+        return RowRef.of(self.name, candidates[0]) if candidates else None
+
+
+def inspect(
+    conn: sqlite3.Connection, config: Config, names: Sequence[str] | None = None
+) -> dict[str, schema.TableSchema]:
+    """The schemas of the configured tables (all, or the named ones), by name."""
+    entries = [config.table(n) for n in names] if names else list(config.tables)
+    return {t.source: schema.inspect(conn, t.source) for t in entries}
+
+
+def build(config: Config, schemas: Mapping[str, schema.TableSchema]) -> dict[str, SyncedTable]:
+    """The synced tables for these schemas: their mapping options checked against them."""
+    return {name: SyncedTable(config.table(name), s) for name, s in schemas.items()}
 
 
 def load(
     conn: sqlite3.Connection, config: Config, names: Sequence[str] | None = None
 ) -> dict[str, SyncedTable]:
     """The configured tables (all, or the named ones), inspected and mapped, by name."""
-    entries = [config.table(n) for n in names] if names else list(config.tables)
-    return {t.source: SyncedTable(t, schema.inspect(conn, t.source)) for t in entries}
+    return build(config, inspect(conn, config, names))
+
+
+def sources(found: Mapping[str, SyncedTable]) -> dict[str, list[str]]:
+    """The source tables of each target table."""
+    out: dict[str, list[str]] = {}
+    for name, t in found.items():
+        out.setdefault(t.target, []).append(name)
+    return out
+
+
+@dataclass
+class TargetCheck:
+    """What checking the target tables found."""
+
+    created: list[str] = field(default_factory=list)
+    identities: dict[str, str] = field(default_factory=dict)  # target table -> TableInfo.identity
 
 
 def ensure_targets(
     tables: Iterable[SyncedTable], target: Target, retrier: Retrier, create: bool = False
-) -> list[str]:
+) -> TargetCheck:
     """Each target table must exist with the key schema its source table
-    implies; with `create`, missing ones are created. Returns those created."""
-    created: list[str] = []
-    checked: set[str] = set()
+    implies; with `create`, missing ones are created."""
+    check = TargetCheck()
     stats = RequestStats()
     for t in tables:
-        if t.target in checked:
+        if t.target in check.identities:
             continue
         want = t.items.key_schema
-        have = retrier.call(functools.partial(target.key_schema, t.target), f"describing {t.target!r}", stats)
-        if have is None:
+        describe = functools.partial(target.describe, t.target)
+        info = retrier.call(describe, f"describing {t.target!r}", stats)
+        if info is None:
             if not create:
                 raise TableMissingError(
                     f"DynamoDB table {t.target!r} (target of {t.name!r}) does not exist: create it, "
-                    "or set create_tables = true and run 'dynasync init'"
+                    "or set create_tables = true",
+                    t.target,
                 )
             log.info("creating DynamoDB table", extra=fields(table=t.target))
             create_it = functools.partial(target.create_table, t.target, want)
             retrier.call(create_it, f"creating {t.target!r}", stats)
-            have = want
-            created.append(t.target)
-        if tuple(have) != want:
+            info = retrier.call(describe, f"describing {t.target!r}", stats)
+            if info is None:
+                raise TableMissingError(f"DynamoDB table {t.target!r} vanished after CreateTable", t.target)
+            check.created.append(t.target)
+        if tuple(info.key_schema) != want:
             raise KeySchemaError(
-                f"DynamoDB table {t.target!r} has key schema {_fmt(have)}, but SQLite table "
+                f"DynamoDB table {t.target!r} has key schema {_fmt(info.key_schema)}, but SQLite table "
                 f"{t.name!r} needs {_fmt(want)}"
             )
-        checked.add(t.target)
-    return created
+        check.identities[t.target] = info.identity
+    return check
 
 
 def _fmt(key: KeySchema) -> str:

@@ -10,6 +10,7 @@ ValidationError, TableMissingError, or TargetError for anything fatal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dynasync.values import Item
@@ -21,11 +22,21 @@ MAX_BATCH_WRITE = 25
 MAX_BATCH_GET = 100
 
 
+@dataclass(frozen=True)
+class TableInfo:
+    """What DescribeTable says of a target table."""
+
+    key_schema: KeySchema
+    # Which table this is: its TableId (or, where an endpoint has none, its
+    # creation time). A table deleted and created again has a new identity.
+    identity: str
+
+
 class Target(Protocol):
     """What dynasync needs from DynamoDB."""
 
-    def key_schema(self, table: str) -> KeySchema | None:
-        """The table's key schema, or None when the table does not exist."""
+    def describe(self, table: str) -> TableInfo | None:
+        """The table's key schema and identity, or None when the table does not exist."""
 
     def create_table(self, table: str, key: KeySchema) -> None:
         """Create an on-demand table with this key schema and wait until it is ACTIVE."""

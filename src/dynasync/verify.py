@@ -155,7 +155,7 @@ class _TableCheck:
                         continue  # written for another table sharing this target
                     key = t.items.key_of(it)
                     ref = t.ref_of_key(key)
-                    if ref is None or t.exists(conn, ref):
+                    if ref is None or t.row_for_key(conn, key) is not None:
                         continue
                     report.extra += 1
                     report.note(f"{t.name}: {t.target} has extra item {list(ref.key[: len(t.schema.key)])!r}")
