@@ -93,3 +93,79 @@ def measure(repeats: int = 5) -> list[dict[str, object]]:
 if __name__ == "__main__":
     for r in measure(3):
         print(r)
+
+
+# Capture cost for every index shape an application may have: the REPLACE
+# victim search must go through the index, so the cost must not depend on the
+# table's size or on the shape.
+SHAPE_COLUMNS = "email TEXT, qty INTEGER, note TEXT"
+SHAPES: list[tuple[str, list[str], bool]] = [
+    # name, DDL, text key
+    ("INTEGER PRIMARY KEY", [f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS})"], False),
+    ("TEXT key (rowid table)", [f"CREATE TABLE items (id TEXT PRIMARY KEY, {SHAPE_COLUMNS})"], True),
+    ("NOCASE TEXT key", [f"CREATE TABLE items (id TEXT PRIMARY KEY COLLATE NOCASE, {SHAPE_COLUMNS})"], True),
+    ("WITHOUT ROWID", [f"CREATE TABLE items (id TEXT PRIMARY KEY, {SHAPE_COLUMNS}) WITHOUT ROWID"], True),
+    ("UNIQUE (email)", [f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS})",
+                        "CREATE UNIQUE INDEX items_u ON items (email)"], False),
+    ("UNIQUE (email COLLATE NOCASE)", [f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS})",
+                                       "CREATE UNIQUE INDEX items_u ON items (email COLLATE NOCASE)"], False),
+    ("partial UNIQUE (email) WHERE qty >= 0", [f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS})",
+                                              "CREATE UNIQUE INDEX items_u ON items (email) WHERE qty >= 0"], False),
+    ("expression UNIQUE (lower(email))", [f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS})",
+                                          "CREATE UNIQUE INDEX items_u ON items (lower(email))"], False),
+    ("UNIQUE on a generated column", [
+        f"CREATE TABLE items (id INTEGER PRIMARY KEY, {SHAPE_COLUMNS}, norm TEXT AS (lower(email)) VIRTUAL)",
+        "CREATE UNIQUE INDEX items_u ON items (norm)"], False),
+]
+
+
+def _shape_db(path: Path, ddl: list[str], text_key: bool, preload: int, triggers: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    for stmt in ddl:
+        conn.execute(stmt)
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO items (id, email, qty, note) VALUES (?, ?, ?, 'n')",
+                     ((_key(i, text_key), f"user{i}@example.com", i % 100) for i in range(preload)))
+    conn.execute("COMMIT")
+    if triggers:
+        for stmt in sql.CREATE_OWN_TABLES:
+            conn.execute(stmt)
+        for stmt in sql.trigger_sql(inspect(conn, "items").trigger_spec).values():
+            conn.execute(stmt)
+    return conn
+
+
+def _key(i: int, text_key: bool) -> object:
+    return f"k{i:09d}" if text_key else i
+
+
+def _shape_work(conn: sqlite3.Connection, text_key: bool, preload: int, n: int) -> None:
+    for i in range(preload, preload + n):  # autocommit inserts into a large table
+        conn.execute("INSERT INTO items (id, email, qty, note) VALUES (?, ?, 1, 'n')",
+                     (_key(i, text_key), f"new{i}@example.com"))
+    conn.execute("BEGIN")
+    for i in range(n):  # updates of the indexed column
+        conn.execute("UPDATE items SET email = ? WHERE id = ?", (f"moved{i}@example.com", _key(i, text_key)))
+    conn.execute("COMMIT")
+
+
+def measure_shapes(quick: bool = False) -> list[dict[str, object]]:
+    """Per index shape: time of 2,000 autocommit inserts and 2,000 updates of the
+    indexed column on a 100k-row table, with dynasync's triggers / without."""
+    preload, n, repeats = (20_000, 500, 2) if quick else (100_000, 2_000, 3)
+    results = []
+    for name, ddl, text_key in SHAPES:
+        best = {False: float("inf"), True: float("inf")}
+        for _ in range(repeats):
+            for triggers in (False, True):
+                with tempfile.TemporaryDirectory() as d:
+                    conn = _shape_db(Path(d) / "shape.db", ddl, text_key, preload, triggers)
+                    start = time.perf_counter()
+                    _shape_work(conn, text_key, preload, n)
+                    best[triggers] = min(best[triggers], time.perf_counter() - start)
+                    conn.close()
+        results.append({"shape": name, "rows": preload, "writes": 2 * n, "none_s": best[False],
+                        "ratio": best[True] / best[False], "target": 2.0})
+    return results

@@ -214,6 +214,7 @@ def main() -> int:
     try:
         steps = [
             ("capture", lambda: capture.measure(2 if q else 5)),
+            ("capture_shapes", lambda: capture.measure_shapes(q)),
             ("replay", lambda: replay(ddb, tmp, 3000 if q else 30_000)),
             ("latency", lambda: latency(ddb, tmp, 2000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
             ("backfill", lambda: backfill(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),

@@ -3,7 +3,9 @@
 Each fault has a rate in [0, 1]: throttling errors, HTTP 500s, connections
 dropped after the upstream applied the write, partial BatchWriteItem results
 (UnprocessedItems), and added latency. `down` refuses everything, as an
-unreachable endpoint would. Listens on 127.0.0.1 only.
+unreachable endpoint would; `hang` holds the operations it names without ever
+answering; `item_error` answers a BatchWriteItem whose body contains its
+marker with the error code it names. Listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class FaultProxy:
         self.rates.update(rates)
         self.latency = 0.0
         self.down = False
+        self.hang: set[str] = set()
+        self.item_error: tuple[bytes, str] | None = None  # (marker in the body, error code)
+        self._released = threading.Event()
         self.counts: Counter[str] = Counter()
         # Called with (operation, request body, time the reply went out) after
         # every successful upstream call: benchmarks use it to time arrivals.
@@ -56,6 +61,7 @@ class FaultProxy:
         self._thread.start()
 
     def close(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -74,6 +80,17 @@ class FaultProxy:
         if self.down:
             h.close_connection = True
             return
+        if op in self.hang:
+            with self._lock:
+                self.counts["hung"] += 1
+            self._released.wait()
+            h.close_connection = True
+            return
+        if op == "BatchWriteItem" and self.item_error and self.item_error[0] in body:
+            with self._lock:
+                self.counts["item_error"] += 1
+            return self._reply(h, 400, {"__type": f"com.amazonaws.dynamodb.v20120810#{self.item_error[1]}",
+                                        "message": "injected"})
         if self.latency:
             time.sleep(self.latency)
         if self._roll("throttle"):

@@ -97,6 +97,7 @@ def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
         ('partition_key = { name = "PK", template = "U#{}" }', "[tables 1] partition_key template 'U#{}' has an empty"),
         ('partition_key = { name = "PK", template = "U#{id:>5}" }', "placeholders take no format spec"),
         ('partition_key = { name = "PK", template = "U#{id" }', "does not parse"),
+        ('partition_key = { name = "PK", template = "{id}-{id}" }', "names {id} twice"),
         ('partition_key = { name = "K", template = "{a}" }\nsort_key = { name = "K", template = "{b}" }',
          "[tables 1] sort_key partition and sort key need different names"),
         ('partition_key = { name = "PK", template = "{a}" }\nconstants = { PK = "x" }',

@@ -65,7 +65,7 @@ def test_key_templates_single_table_design() -> None:
     assert orders.key(["ann", 12]) == {"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}
     assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}) == [("ann", 12)]
     assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "PROFILE"}}) == []
-    assert orders.owns(item) and not orders.owns({**item, "type": {"S": "user"}})
+    assert orders.constants_match(item) and not orders.constants_match({**item, "type": {"S": "user"}})
 
 
 @pytest.mark.parametrize(

@@ -258,3 +258,17 @@ def test_victim_search_cost_does_not_grow_with_the_table(index: str) -> None:
     small, large = _vm_steps_per_insert(ddl, 1_000), _vm_steps_per_insert(ddl, 30_000)
     assert large < small * 1.5, (small, large)
 
+
+
+def test_capture_of_an_expression_index_never_blocks_dropping_another_column(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, \"Old Col\" TEXT, v TEXT)",
+          "CREATE UNIQUE INDEX t_lower ON t (lower(\"email\"))")
+    spec = schema.inspect(sqlite3.connect(env.db_path), "t").trigger_spec
+    assert [t.uses for c in spec.conflicts for t in c.terms if t.kind == "expression"] == [("email",)]
+    env.sql("INSERT INTO t VALUES (1, 'a', 'x', 'y')")
+    sync(env)
+    env.sql('ALTER TABLE t DROP COLUMN "Old Col"', "ALTER TABLE t DROP COLUMN v")  # the migration must not fail
+    env.sql("INSERT OR REPLACE INTO t VALUES (2, 'A')")  # and capture still follows the index
+    sync(env)
+    assert keys(env) == ["2"]
+    assert_in_sync(env, "t")

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -151,5 +152,93 @@ def test_one_daemon_per_database_file_through_links(env: Env, link: str) -> None
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
-    p = subprocess.run([DYNASYNC, "sync", "--config", str(second)], capture_output=True, text=True, timeout=60)
+    assert daemon.returncode == 0
+
+
+# --- 11. SIGTERM while DynamoDB hangs -------------------------------------------
+
+
+@pytest.fixture
+def proxy(ddb_local: Any) -> Any:
+    from faultproxy import FaultProxy
+
+    p = FaultProxy(ddb_local.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("hung", ["BatchWriteItem", "DescribeTable"])
+def test_sigterm_stops_within_10s_while_dynamodb_hangs(env: Env, proxy: Any, hung: str) -> None:
+    setup(env)
+    env.write_config(endpoint=proxy.endpoint, sync={"interval": 0.2})  # read_timeout stays 20 s
+    proxy.hang.add(hung)
+    env.sql("INSERT INTO t VALUES (1, 'a', NULL), (2, 'b', NULL)")
+    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: proxy.counts["hung"] > 0, timeout=30)
+        stopped = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, err
+    assert took < 10, f"stopped after {took:.1f}s"
+    (hwm,) = env.rows("SELECT value FROM _dynasync_state WHERE name = 'high_water_mark'")[0]
+    assert hwm == 0  # nothing acknowledged, nothing skipped
+    proxy.hang.clear()
+    env.write_config(endpoint=env.endpoint)
+    cli(env, "sync", check=True)  # the abandoned writes are replayed
+    assert_in_sync(env, "t")
+
+
+# --- 12. per-item errors other than ValidationException --------------------------
+
+
+def test_item_collection_size_limit_becomes_a_dead_letter(env: Env, proxy: Any) -> None:
+    setup(env)
+    env.write_config(endpoint=proxy.endpoint)
+    proxy.item_error = (b"collection-full", "ItemCollectionSizeLimitExceededException")
+    env.sql("INSERT INTO t VALUES (1, 'a', NULL), (2, 'collection-full', NULL), (3, 'c', NULL)")
+    r = env.run(syncpass.sync)
+    assert r.rejected == 1 and proxy.counts["item_error"] > 0
+    (dl,) = env.rows("SELECT k1, reason FROM _dynasync_dead_letters")
+    assert dl[0] == 2 and "ItemCollectionSizeLimitExceeded" in dl[1]
+    assert sorted(int(i["id"]["N"]) for i in env.items("t")) == [1, 3]
+    proxy.item_error = None
+    env.sql("UPDATE t SET v = 'trimmed' WHERE id = 2")  # retried when the row changes
+    env.run(syncpass.sync)
+    assert env.rows("SELECT count(*) FROM _dynasync_dead_letters") == [(0,)]
+    assert_in_sync(env, "t")
+
+
+# --- 14. two configs on one database ----------------------------------------------
+
+
+def test_a_second_config_on_one_database_is_refused_and_loses_nothing(env: Env) -> None:
+    env.table("a", "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)")
+    cli(env, "init", check=True)
+    env.sql("CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)")
+    other = env.dir / "other.toml"
+    text = env.config_path.read_text()
+    other.write_text(text[: text.index("[[tables]]")] + '[[tables]]\nsource = "b"\ntarget = "other-b"\n')
+    triggers = env.rows("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+    env.sql("INSERT INTO a VALUES (1, 'x')", "INSERT INTO b VALUES (1, 'y')")
+    for command in (["init"], ["sync"], ["backfill"], ["verify", "--repair"], ["dead-letters", "--retry"],
+                    ["uninstall"]):
+        p = subprocess.run([DYNASYNC, *command, "--config", str(other)], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "another config" in p.stderr and str(env.config_path) in p.stderr, p.stderr
+    # The first config's capture and changes are untouched.
+    assert env.rows("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name") == triggers
+    assert env.rows("SELECT count(*) FROM _dynasync_changelog WHERE tbl = 'a'") == [(1,)]
+    cli(env, "sync", check=True)
+    assert [i["id"]["N"] for i in env.items("a")] == ["1"]
+    # A config that was moved away is taken over by init with the new one.
+    moved = env.dir / "moved.toml"
+    env.config_path.rename(moved)
+    p = subprocess.run([DYNASYNC, "sync", "--config", str(other)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "no longer exists" in p.stderr
+    p = subprocess.run([DYNASYNC, "init", "--config", str(moved)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr

@@ -60,13 +60,13 @@ def test_pinned_sql_rowid_key_and_index_shapes() -> None:
     assert key.startswith('CREATE TRIGGER "_dynasync_key_t" AFTER UPDATE ON "t" WHEN OLD."id" IS NOT NEW."id" '
                           "COLLATE BINARY BEGIN")
     # A partial NOCASE expression index, compared as the index compares, evaluated over NEW.
-    expr = Conflict("t_lower", (Term("lower(e)", None, "NOCASE", "expression"),), where="d > 0")
+    expr = Conflict("t_lower", (Term("lower(e)", None, "NOCASE", "expression", ("e",)),), where="d > 0")
     rowid = Conflict("rowid", (Term("rowid", "rowid", "BINARY", "rowid"),))
-    out = trigger_sql(TriggerSpec("t", ("k",), (expr, rowid), ("k", "e", "d")))
+    out = trigger_sql(TriggerSpec("t", ("k",), (expr, rowid)))
     assert out["_dynasync_rep_t"] == (
         'CREATE TRIGGER "_dynasync_rep_t" BEFORE INSERT ON "t" BEGIN '
         "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
-        'lower(e) = (SELECT lower(e) FROM (SELECT NEW."k" AS "k", NEW."e" AS "e", NEW."d" AS "d")) COLLATE NOCASE '
+        'lower(e) = (SELECT lower(e) FROM (SELECT NEW."e" AS "e")) COLLATE NOCASE '
         'AND (d > 0) AND NOT ("k" IS NEW."k" COLLATE BINARY); '
         "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
         'rowid = NEW.rowid COLLATE BINARY AND NOT ("k" IS NEW."k" COLLATE BINARY); END'

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 from fakes import FakeTarget, throttle_then_succeed
 
-from dynasync.exceptions import RetryableError, TableMissingError, TargetUnavailableError
+from dynasync.exceptions import RetryableError, TableMissingError, TargetUnavailableError, ValidationError
 from dynasync.retry import Retrier, backoff
 from dynasync.target import WriteRequest, put
 from dynasync.writer import Writer
@@ -119,3 +119,26 @@ def test_retries_stop_when_asked() -> None:
     stop.set()
     with pytest.raises(TargetUnavailableError, match="stopped while retrying"):
         Writer(f, Retrier(60.0, stop), 1).write("t", writes(1))
+
+
+def test_narrowing_after_a_partial_batch_resends_only_what_was_left() -> None:
+    f = fake()
+    sent: list[list[int]] = []
+    calls = {"n": 0}
+
+    def first_partial(requests: Sequence[WriteRequest]) -> int:
+        calls["n"] += 1
+        ids = [int(r["PutRequest"]["Item"]["id"]["N"]) for r in requests]
+        sent.append(ids)
+        if calls["n"] == 1:
+            return 5  # DynamoDB takes 20 and hands 5 back
+        if 22 in ids:  # then item 22's collection is full: refused, per item
+            raise ValidationError("ItemCollectionSizeLimitExceededException: full")
+        return 0
+
+    f.fault = first_partial
+    r = writer(f).write("t", writes(25))
+    assert [x.ref.k1 for x in r.rejected] == [22]
+    assert sent[0] == list(range(25))
+    assert all(i >= 20 for batch in sent[1:] for i in batch), sent  # the 20 taken are never resent
+    assert len(f.items("t")) == 24

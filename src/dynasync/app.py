@@ -5,17 +5,17 @@ instance lock. It holds no sync logic of its own."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from dynasync import tables
+from dynasync import sql, state, tables
 from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.lock import InstanceLock
 from dynasync.retry import Retrier
 from dynasync.tables import SyncedTable
 from dynasync.target import Target
+from dynasync.workers import Stop
 from dynasync.writer import Writer
 
 TargetFactory = Callable[[Config], Target]
@@ -38,7 +38,7 @@ class App:
         heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
-        self.stop = threading.Event()
+        self.stop = Stop()
         # Called at every step of long work (slices, chunks, retry waits), so
         # only a stuck process misses the systemd watchdog.
         self.heartbeat: Callable[[], None] = heartbeat or (lambda: None)
@@ -79,13 +79,15 @@ class App:
         return self._target
 
     def lock(self) -> None:
-        """Take the single-writer lock (sync, run, backfill, repair)."""
+        """Take the single-writer lock (sync, run, backfill, repair), as the database's one config."""
         if self._lock is None:
             lock = InstanceLock(self.config.database)
             if not self.config.database.exists():
                 self.conn  # noqa: B018 - raises the clear "does not exist" error
             lock.acquire()
             self._lock = lock
+            if sql.STATE in state.installed_tables(self.conn):
+                state.check_owner(self.conn, self.config.path)
 
     def retrier(self) -> Retrier:
         """The retry loop, bounded by [dynamodb] max_retry_time and this app's stop event."""

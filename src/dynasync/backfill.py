@@ -9,20 +9,20 @@ their current state. Nothing is lost and nothing stays stale.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dynasync import state
 from dynasync.app import App
 from dynasync.exceptions import StateError
 from dynasync.logs import fields
+from dynasync.progress import Progress
 from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult, Syncer
 from dynasync.tables import SyncedTable
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int | None], None]  # (table, rows copied, rows in all)
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _copy(
 ) -> bool:
     """Copy one table from where it stopped; False when asked to stop first."""
     conn, writer = app.conn, app.writer()
-    total = table.count(conn)
+    total = table.count(conn) if progress else None
     for chunk in table.chunks(conn, app.config.backfill.chunk_size, saved.last):
         if app.stop.is_set():
             return False

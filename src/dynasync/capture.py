@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dynasync import sql, state, tables
 from dynasync.app import App
@@ -38,6 +39,8 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
     """Compare the installed tables and triggers with what `schemas` need."""
     result = CapturePlan()
     present = state.installed_tables(conn)
+    if sql.STATE in present:
+        state.check_version(conn)  # never rewrite capture another release installed
     result.statements.extend(
         stmt for stmt, table in zip(sql.CREATE_OWN_TABLES[:4], sql.OWN_TABLES, strict=True)
         if table not in present
@@ -71,15 +74,22 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
     return result
 
 
-def apply(conn: sqlite3.Connection, p: CapturePlan, schemas: Mapping[str, TableSchema]) -> None:
-    """Run a plan in one transaction; flag disarmed tables for reconciling."""
+def apply(
+    conn: sqlite3.Connection, p: CapturePlan, schemas: Mapping[str, TableSchema], owner: Path | None = None
+) -> None:
+    """Run a plan in one transaction; flag disarmed tables for reconciling.
+    With `owner` (the config file, at `init`), claim the database for it."""
     with write_txn(conn):
+        if owner is not None and sql.STATE in state.installed_tables(conn):
+            state.check_owner(conn, owner, taking_over=True)  # before touching another config's capture
         for stmt in p.statements:
             conn.execute(stmt)
         conn.execute(sql.STATE_INIT, (state.HWM, 0))
         conn.execute(sql.STATE_INIT, (state.VERSION, sql.SCHEMA_VERSION))
         state.save_shapes(conn, {name: s.shape for name, s in schemas.items()}, overwrite=False)
         state.flag_reconcile(conn, p.disarmed)
+        if owner is not None:
+            state.claim_owner(conn, owner)
 
 
 def init(app: App, dry_run: bool = False) -> InitResult:
@@ -89,7 +99,7 @@ def init(app: App, dry_run: bool = False) -> InitResult:
     p = plan(app.conn, schemas)
     if dry_run:
         return InitResult(plan=p)
-    apply(app.conn, p, schemas)
+    apply(app.conn, p, schemas, owner=app.config.path)
     journal = app.conn.execute(sql.JOURNAL_MODE).fetchone()[0]
     if str(journal).lower() != "wal":
         p.warnings.append(
@@ -119,6 +129,8 @@ def rearm(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> list[
 def uninstall(app: App) -> list[str]:
     """`dynasync uninstall`: drop every dynasync trigger and table; returns the statements run."""
     conn = app.conn
+    if sql.STATE in state.installed_tables(conn):
+        state.check_owner(conn, app.config.path)
     statements = [sql.drop_trigger(name) for name, _, _ in conn.execute(sql.LIST_OWN_TRIGGERS)]
     statements.extend(sql.DROP_OWN_TABLES)
     with write_txn(conn):

@@ -216,7 +216,7 @@ def _dead_letters(app: App, args: argparse.Namespace) -> int:
         print(json.dumps([_dead_json(d) for d in rows]))
         return 0
     for d in rows:
-        key = d.k1 if d.k2 is None else (d.k1, d.k2)
+        key = d.key[0] if len(d.key) == 1 else d.key
         print(f"{d.table}\t{key!r}\t{d.attempts} attempt(s)\t{d.reason}")
     print(f"dead-letters: {len(rows)}")
     return 0
@@ -228,7 +228,7 @@ def _dead_json(d: DeadLetter) -> dict[str, Any]:
 
     return {
         "table": d.table,
-        "key": [plain(d.k1)] if d.k2 is None else [plain(d.k1), plain(d.k2)],
+        "key": [plain(v) for v in d.key],
         "reason": d.reason,
         "attempts": d.attempts,
         "first_failed": d.first_failed,
@@ -280,7 +280,9 @@ def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = defa
         return config_check(args)
     try:
         cfg = config.load(args.config)
-        with App(cfg, target_factory, heartbeat=Notifier().watchdog) as app:
+        # Only the daemon runs under a systemd watchdog that long work must ping.
+        heartbeat = Notifier().watchdog if args.command == "run" else None
+        with App(cfg, target_factory, heartbeat=heartbeat) as app:
             return COMMANDS[args.command].handler(app, args)
     except DynasyncError as e:
         if args.verbose:

@@ -155,6 +155,11 @@ class Daemon:
         try:
             r = self.last_result = self.syncer.run_pass()
         except TRANSIENT as e:
+            if self.app.stop.is_set():
+                # Stopping: the pass in flight was cut short; the mark did not
+                # move, so its changes are applied on the next start.
+                log.info("stopping: the pass in flight is left to the next start", extra=fields(error=str(e)))
+                return
             if self.metrics is not None:
                 self.metrics.failures.inc()
             self._observe(started)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 
-from dynasync import state
+from dynasync import schema, state
 from dynasync.app import App
-from dynasync.exceptions import LockedError
+from dynasync.exceptions import LockedError, SourceError
+from dynasync.progress import Progress
 from dynasync.state import DeadLetter
 from dynasync.syncpass import PassResult, Syncer
 
@@ -22,18 +24,25 @@ class RetryResult:
 
 
 def list_dead_letters(app: App, table: str | None = None) -> list[DeadLetter]:
-    """Every dead letter, or one table's."""
+    """Every dead letter, or one table's, each with its table's key width."""
     state.require_installed(app.conn)
     if table:
         app.config.table(table)
-    return [d for d in state.dead_letters(app.conn) if table is None or d.table == table]
+    widths = {}
+    for t in app.config.tables:
+        with contextlib.suppress(SourceError):
+            widths[t.source] = len(schema.inspect(app.conn, t.source).key)
+    return [
+        dataclasses.replace(d, width=widths.get(d.table, 0))
+        for d in state.dead_letters(app.conn)
+        if table is None or d.table == table
+    ]
 
 
-def retry(
-    app: App, table: str | None = None, progress: Callable[[str, int, int | None], None] | None = None
-) -> RetryResult:
+def retry(app: App, table: str | None = None, progress: Progress | None = None) -> RetryResult:
     """Queue the dead letters again; apply them now unless a daemon holds the database."""
     state.require_installed(app.conn)
+    state.check_owner(app.conn, app.config.path)
     if table:
         app.config.table(table)
     queued = state.requeue_dead_letters(app.conn, table)

@@ -26,6 +26,9 @@ from dynasync.exceptions import (
 from dynasync.target import KeySchema, TableInfo, WriteRequest
 from dynasync.values import Item
 
+# Errors one item of a request can cause, which retrying it unchanged cannot
+# fix: the writer narrows the request down to that item, a dead letter.
+ITEM_CODES = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException"})
 # DynamoDB's answers to a caller that goes faster than the table allows.
 THROTTLE_CODES = frozenset(
     {
@@ -80,8 +83,9 @@ class DynamoTarget:
                 raise TableMissingError(f"DynamoDB table {table!r} does not exist", table) from e
             if code == "ResourceInUseException" and operation == "create_table":
                 raise TableExistsError(message) from e
-            if code == "ValidationException":
-                raise ValidationError(message) from e
+            if code in ITEM_CODES:
+                detail = message if code == "ValidationException" else f"{code}: {message}"
+                raise ValidationError(detail) from e
             if code in RETRYABLE_CODES or status >= 500:
                 raise RetryableError(code, message, throttle=code in THROTTLE_CODES) from e
             raise TargetError(f"DynamoDB {operation} on {table!r} failed: {code}: {message}") from e

@@ -75,7 +75,8 @@ class RetryableError(TargetError):
 
 
 class ValidationError(TargetError):
-    """DynamoDB rejected the request as invalid; retrying it unchanged cannot help."""
+    """DynamoDB refused something one item of the request caused (an invalid item,
+    an item collection over its size limit); retrying it unchanged cannot help."""
 
 
 class Poison(Exception):

@@ -161,9 +161,8 @@ class ItemMap:
             ]
         return list(itertools.product(*per_column))
 
-    def owns(self, item: Item) -> bool:
-        """Whether an item found in the target could have been written for this
-        table: its constants match (tables sharing a target tell themselves apart so)."""
+    def constants_match(self, item: Item) -> bool:
+        """Whether an item carries this table's constants, which tell apart tables sharing a target."""
         return all(item.get(k) == v for k, v in self.constants.items())
 
 
@@ -252,6 +251,8 @@ def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:
 
 def _check_templates(templates: Sequence[KeyTemplate], schema: TableSchema) -> None:
     table = schema.name
+    if len({t.name for t in templates}) < len(templates):
+        raise SourceError(f"table {table!r}: partition and sort key need different names")
     used = [f for t in templates for f in t.fields]
     for f in used:
         if f not in schema.key:

@@ -1,18 +1,20 @@
-"""Progress bars on stderr for the CLI, drawn by tqdm: count, rate and ETA.
+"""Progress: the callback the library reports through, and the bars on
+stderr the CLI draws with tqdm (count, rate and ETA).
 
-They appear only when stderr is a terminal, so logs under systemd and output
-through pipes stay clean. The library reports progress through a plain
-callback, (label, done, total or None), and never imports this module.
+Bars appear only when stderr is a terminal, so logs under systemd and output
+through pipes stay clean.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from tqdm import tqdm
+# (label: a table, or "changelog"; done; total, or None when unknown)
+Progress = Callable[[str, int, int | None], None]
 
 # "backfill users: [######        ] 500/1000 rows 2,431 rows/s ETA 00:00"
 FORMAT = "{desc}: [{bar:30}] {n_fmt}/{total_fmt} {unit} {rate_fmt} ETA {remaining}"
@@ -34,6 +36,8 @@ class Bars:
             return
         bar = self._bars.get(label)
         if bar is None:
+            from tqdm import tqdm  # only on a terminal: the library never pays for it
+
             # A terminal that reports no size (0x0, as a bare pty does) gets 100x24
             # rather than tqdm's own reading, which hides the bar altogether.
             size = shutil.get_terminal_size((100, 24))
@@ -50,6 +54,10 @@ class Bars:
         if total is not None and total != bar.total:
             bar.total = total
         bar.update(done - bar.n)
+
+    def __bool__(self) -> bool:
+        """False off a terminal, so callers skip the work (counting rows) a bar needs."""
+        return self.enabled
 
     def close(self) -> None:
         """Finish every bar, each on its own line."""

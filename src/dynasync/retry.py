@@ -4,10 +4,13 @@ A call is retried while it raises RetryableError (throttling, a 5xx, a broken
 connection) and, for batch calls, while DynamoDB hands part of the batch back
 unprocessed. Waits use exponential backoff with full jitter, bounded by
 [dynamodb] max_retry_time, and end early when the process is asked to stop.
+Each attempt runs on a daemon worker (dynasync.workers), so a stop never
+waits long for a request DynamoDB does not answer.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from dynasync import workers
 from dynasync.exceptions import RetryableError, TargetUnavailableError
 
 T = TypeVar("T")
@@ -58,7 +62,7 @@ class Retrier:
         heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.max_retry_time = max_retry_time
-        self.stop = stop or threading.Event()
+        self.stop = stop or workers.Stop()
         self._sleep = sleep
         self._heartbeat = heartbeat
 
@@ -86,7 +90,11 @@ class Retrier:
         while True:
             stats.requests += 1
             try:
-                results, rest = send(pending)
+                results, rest = workers.call(functools.partial(send, pending), self.stop)
+            except workers.Abandoned:
+                raise TargetUnavailableError(
+                    f"{what}: stopped, abandoning a request DynamoDB has not answered"
+                ) from None
             except RetryableError as e:
                 self._wait(attempt, started, what, stats, e.code, e.throttle)
             else:

@@ -46,7 +46,7 @@ class TableSchema:
     @property
     def trigger_spec(self) -> sql.TriggerSpec:
         """The input of the capture trigger generator."""
-        return sql.TriggerSpec(self.name, self.key, self.conflicts, self.columns, self.rowid_key)
+        return sql.TriggerSpec(self.name, self.key, self.conflicts, self.rowid_key)
 
 
 def affinity(declared: str) -> str:
@@ -91,7 +91,7 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
             )
     columns = tuple(c[1] for c in xinfo)
     generated = frozenset(c[1] for c in xinfo if c[6] in _GENERATED)
-    conflicts = _conflicts(conn, key, key_collations, generated, indexes, xindexes)
+    conflicts = _conflicts(conn, key, key_collations, columns, generated, indexes, xindexes)
     rowid = _rowid_name(conn, name, columns)
     if rowid is not None and pk_index is not None:
         # INSERT OR REPLACE ... (rowid, ...) can delete the row holding that rowid.
@@ -150,6 +150,7 @@ def _conflicts(
     conn: sqlite3.Connection,
     key: tuple[str, ...],
     key_collations: tuple[str, ...],
+    columns: tuple[str, ...],
     generated: frozenset[str],
     indexes: dict[str, Any],
     xindexes: dict[str, Any],
@@ -177,7 +178,7 @@ def _conflicts(
                 kind = "generated" if c.name in generated else "column"
                 terms.append(Term(sql.quote_ident(c.name), c.name, c.coll, kind))
             else:
-                terms.append(Term(exprs[i], None, c.coll, "expression"))
+                terms.append(Term(exprs[i], None, c.coll, "expression", _uses(exprs[i], columns)))
         out.append(Conflict(index_name, tuple(terms), where if index.partial else None))
     return out
 
@@ -202,6 +203,18 @@ def index_parts(ddl: str) -> tuple[list[str], str | None]:
             where = rest[5:].strip() if rest[:5].upper() == "WHERE" else None
             return terms, where or None
     raise ValueError(f"cannot parse index definition {ddl!r}")
+
+
+def _uses(expression: str, columns: Sequence[str]) -> tuple[str, ...]:
+    """The columns an expression names: every identifier token that is a column
+    (a function of the same name is harmless; a column is never missed)."""
+    names = set()
+    for tok, _ in _tokens(expression):
+        if tok[0] in "\"`[":
+            names.add(tok[1:-1].replace(tok[0] * 2, tok[0]).lower() if tok[0] != "[" else tok[1:-1].lower())
+        else:
+            names.add(tok.lower())
+    return tuple(c for c in columns if c.lower() in names)
 
 
 def _strip_order(term: str) -> str:

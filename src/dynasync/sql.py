@@ -76,6 +76,7 @@ class Term:
     column: str | None  # the column it names; None for an expression
     collation: str
     kind: str = "column"  # "column", "generated", "rowid" or "expression"
+    uses: tuple[str, ...] = ()  # the columns an expression refers to
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,6 @@ class TriggerSpec:
     table: str
     key: tuple[str, ...]
     conflicts: tuple[Conflict, ...] = ()
-    columns: tuple[str, ...] = ()  # every column, to evaluate index expressions over NEW
     rowid_key: bool = False  # the key is the rowid: UPDATE ... SET rowid changes it
 
 
@@ -125,8 +125,11 @@ def _new_value(spec: TriggerSpec, term: Term) -> str:
     """A term evaluated on the row being written (NEW)."""
     if term.kind != "expression":
         return f"NEW.{term.sql if term.kind == 'rowid' else quote_ident(term.column or '')}"
-    # Evaluate the expression over NEW's columns: the same SQL, so the index serves the lookup.
-    values = ", ".join(f"NEW.{quote_ident(c)} AS {quote_ident(c)}" for c in spec.columns)
+    # Evaluate the same SQL over NEW's values, so the index serves the lookup.
+    # Only the columns it uses are named, so the trigger never stops a DROP COLUMN of another.
+    if not term.uses:
+        return f"(SELECT {term.sql})"
+    values = ", ".join(f"NEW.{quote_ident(c)} AS {quote_ident(c)}" for c in term.uses)
     return f"(SELECT {term.sql} FROM (SELECT {values}))"
 
 

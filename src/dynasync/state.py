@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dynasync import sql
@@ -24,6 +25,7 @@ HWM = "high_water_mark"
 LAST_PASS = "last_pass_at"  # unix time the mark last moved
 APPLIED_AT = "applied_at:"  # + table: unix time that table's changes last landed
 VERSION = "schema_version"  # the layout of dynasync's tables (sql.SCHEMA_VERSION)
+OWNER = "config"  # the absolute path of the one config file that syncs this database
 TARGET = "target:"  # + DynamoDB table: its identity when dynasync last checked it
 TARGET_MISSING = "target_missing:"  # + DynamoDB table: unix time it was first found missing
 
@@ -40,6 +42,13 @@ class DeadLetter:
     first_failed: float
     last_failed: float
     attempts: int
+    width: int = 0  # columns in the table's key; 0 when unknown
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """The key values, one per key column (a NULL second column included)."""
+        width = self.width or (1 if self.k2 is None else 2)
+        return (self.k1, self.k2)[:width]
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,53 @@ def require_installed(conn: sqlite3.Connection) -> None:
             f"dynasync's state tables are damaged ({', '.join(missing)} missing): run 'dynasync init' "
             "to recreate them, then 'dynasync backfill' and 'dynasync verify --repair'"
         )
+    check_version(conn)
+
+
+def check_version(conn: sqlite3.Connection) -> None:
+    """StateError unless dynasync's tables have the layout this release reads."""
     row = conn.execute(sql.STATE_GET, (VERSION,)).fetchone()
     if row is not None and str(row[0]) != sql.SCHEMA_VERSION:
         raise StateError(
             f"dynasync's state in this database has layout version {row[0]!r}, but this dynasync "
             f"reads version {sql.SCHEMA_VERSION}: use the dynasync release that installed it"
         )
+
+
+def _config_id(path: Path | None) -> str:
+    return str(path.resolve()) if path is not None else ""
+
+
+def check_owner(conn: sqlite3.Connection, config_path: Path | None, taking_over: bool = False) -> None:
+    """One config per database: StateError when another config file syncs it.
+
+    Two configs on one database would share one changelog and one mark, and
+    each pass would move the mark past the other's changes. A config file that
+    no longer exists (moved or replaced) is taken over by the next `init`.
+    """
+    row = conn.execute(sql.STATE_GET, (OWNER,)).fetchone()
+    mine = _config_id(config_path)
+    if row is None or not row[0] or not mine or row[0] == mine:
+        return
+    if not Path(row[0]).exists():
+        if taking_over:
+            return
+        raise StateError(
+            f"this database was set up by the config {row[0]}, which no longer exists: run 'dynasync init' "
+            "with this config to take it over"
+        )
+    raise StateError(
+        f"this database is already synced by another config, {row[0]}: one config per database, so put "
+        "these [[tables]] into that config (two would skip each other's changes)"
+    )
+
+
+def claim_owner(conn: sqlite3.Connection, config_path: Path | None) -> None:
+    """Record this config as the database's one config (`init`). Call inside a
+    write transaction, after check_owner; a config that no longer exists is replaced."""
+    row = conn.execute(sql.STATE_GET, (OWNER,)).fetchone()
+    if row is None or not row[0] or not Path(row[0]).exists():
+        conn.execute(sql.STATE_SET, (OWNER, _config_id(config_path)))
 
 
 def high_water_mark(conn: sqlite3.Connection) -> int:

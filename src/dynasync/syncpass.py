@@ -18,6 +18,7 @@ from dynasync.changelog import Slice
 from dynasync.drift import SchemaWatch
 from dynasync.exceptions import TableMissingError
 from dynasync.logs import fields
+from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
 from dynasync.values import key_identity
@@ -26,7 +27,6 @@ from dynasync.writes import Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int | None], None]  # ("changelog", entries done, entries in all)
 
 
 @dataclass
@@ -75,15 +75,22 @@ def plan_slice(synced: dict[str, SyncedTable], sl: Slice) -> SlicePlan:
                 p.settled.append(ch.ref)
             elif isinstance(w, Rejected):
                 p.rejected.append(w)
+            elif (ident := key_identity(w.key)) in seen:
+                reason = f"maps to the same DynamoDB key as row {seen[ident].key!r} of {name!r}"
+                p.rejected.append(Rejected(ch.ref, reason))
             else:
-                ident = key_identity(w.key)
-                first = seen.setdefault(ident, ch.ref)
-                if first is ch.ref:
-                    writes.append(w)
-                else:
-                    reason = f"maps to the same DynamoDB key as row {first.key!r} of {name!r}"
-                    p.rejected.append(Rejected(ch.ref, reason))
+                seen[ident] = ch.ref
+                writes.append(w)
     return p
+
+
+@dataclass
+class _InFlight:
+    """A slice whose writes are being delivered."""
+
+    slice: Slice
+    plan: SlicePlan
+    delivery: Future[_Delivery]
 
 
 @dataclass
@@ -133,44 +140,58 @@ class Syncer:
 
     def _run(self, until: int | None, progress: Progress | None) -> PassResult:
         started = time.monotonic()
-        app, conn = self.app, self.app.conn
+        conn = self.app.conn
         result = PassResult()
         state.require_installed(conn)
         hwm = state.high_water_mark(conn)
         state.check_position(conn, hwm)
         refresh = self.schema.refresh()
         result.reconciled.extend(refresh.reconciled)
-        synced = refresh.tables
-        schemas = {name: t.schema for name, t in synced.items()}
         end = until if until is not None else changelog.last_seq(conn)
         total = changelog.pending(conn, hwm) if progress else None
+
+        def report() -> None:
+            if progress:
+                progress("changelog", result.entries, max(total or 0, result.entries))
+
+        self._pipeline(refresh.tables, hwm, end, result, report)
+        result.high_water_mark = state.high_water_mark(conn)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _pipeline(
+        self,
+        synced: dict[str, SyncedTable],
+        hwm: int,
+        end: int,
+        result: PassResult,
+        report: Callable[[], None],
+    ) -> None:
+        """Read and plan each slice while the previous one's writes are in flight."""
+        app, conn = self.app, self.app.conn
+        schemas = {name: t.schema for name, t in synced.items()}
         writer = app.writer()
         read_to = hwm
-        in_flight: tuple[Slice, SlicePlan, Future[_Delivery]] | None = None
+        in_flight: _InFlight | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynasync-deliver") as pipe:
             try:
                 while True:
                     app.heartbeat()
-                    sl = plan = None
+                    sl = None
                     if read_to < end and not app.stop.is_set():
                         sl = changelog.read_slice(conn, schemas, read_to, app.config.sync.batch_size)
-                    if sl is not None:
-                        plan = plan_slice(synced, sl)
-                        read_to = sl.high
+                    plan = plan_slice(synced, sl) if sl is not None else None
+                    read_to = sl.high if sl is not None else read_to
                     if in_flight is not None:
-                        self._commit(in_flight[0], in_flight[1], in_flight[2].result(), result)
+                        self._commit(in_flight.slice, in_flight.plan, in_flight.delivery.result(), result)
                         in_flight = None
-                        if progress:
-                            progress("changelog", result.entries, max(total or 0, result.entries))
+                        report()
                     if sl is None or plan is None:
-                        break
-                    in_flight = (sl, plan, pipe.submit(_deliver, writer, plan))
+                        return
+                    in_flight = _InFlight(sl, plan, pipe.submit(_deliver, writer, plan))
             finally:
                 if in_flight is not None:
-                    in_flight[2].cancel()
-        result.high_water_mark = state.high_water_mark(conn)
-        result.seconds = time.monotonic() - started
-        return result
+                    in_flight.delivery.cancel()
 
     def _commit(self, sl: Slice, plan: SlicePlan, delivery: _Delivery, result: PassResult) -> None:
         rejected = plan.rejected + delivery.rejected

@@ -77,13 +77,16 @@ class SyncedTable:
             item = self.items.item(columns, row)
         except Poison as e:
             return Rejected(ref, str(e))
+        except Exception as e:  # nothing a row holds may stop the daemon
+            log.warning("a row could not be mapped", exc_info=True, extra=fields(table=self.name))
+            return Rejected(ref, f"cannot be mapped: {type(e).__name__}: {e}")
         return Write(ref, put(item), self.items.key_of(item))
 
     def delete(self, ref: RowRef) -> Write | None:
         """The Delete of a gone row's item; None when its key cannot exist in DynamoDB."""
         try:
             key = self.items.key(ref.key)
-        except Poison:
+        except Exception:  # Poison or worse: no item can have this key
             return None
         return Write(ref, delete(key), key)
 
@@ -110,7 +113,7 @@ class SyncedTable:
                 if after is None:
                     cur = conn.execute(first, (size,))
                 else:
-                    cur = conn.execute(rest, (*after.key[: len(key)], size))
+                    cur = conn.execute(rest, (*after.values(len(key)), size))
                 columns = [d[0] for d in cur.description]
                 rows = cur.fetchall()
             if not rows:
@@ -134,7 +137,7 @@ class SyncedTable:
 
     def owns(self, item: Item) -> bool:
         """Whether an item in the target could have been written for this table."""
-        return all(k in item for k in self.items.key_names) and self.items.owns(item)
+        return all(k in item for k in self.items.key_names) and self.items.constants_match(item)
 
     def row_for_key(self, conn: sqlite3.Connection, key: Item) -> RowRef | None:
         """The current row that produces exactly this DynamoDB key, if there is one.
@@ -150,7 +153,7 @@ class SyncedTable:
                 try:
                     if key_identity(self.items.key(found)) == want:
                         return RowRef.of(self.name, found)
-                except Poison:
+                except Exception:  # Poison or worse: that row has no item
                     continue
         return None
 

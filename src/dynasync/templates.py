@@ -39,6 +39,8 @@ class KeyTemplate:
                 raise ValueError(f"template {template!r} has an empty {{}} placeholder")
             if spec or conversion:
                 raise ValueError(f"template {template!r}: placeholders take no format spec")
+            if field in fields:
+                raise ValueError(f"template {template!r} names {{{field}}} twice")
             fields.append(field)
             pattern += f"(?P<{group(field)}>.+?)"
         parts = tuple((literal, field or None) for literal, field, _, _ in parsed)

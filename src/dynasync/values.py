@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from dynasync.exceptions import Poison
@@ -20,12 +20,16 @@ AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
 MAX_ITEM_BYTES = 400 * 1024
+MAX_DEPTH = 32  # nesting levels of an item; the item is the first, so a value nests 31 maps or lists
+MAX_DIGITS = 38  # significant digits of a DynamoDB number
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_SORT_KEY_BYTES = 1024
 # Every double above the largest DynamoDB number is >= 1e126, and repr() of a
 # double at or above 1e-130 never falls below DynamoDB's smallest number.
 _MAX_FLOAT = float(Decimal("9.9999999999999999999999999999999999999E+125"))
 _MIN_FLOAT = 1e-130
+# Enough precision that normalizing a DynamoDB number (38 digits) never rounds it.
+_EXACT = Context(prec=80)
 
 
 class InvalidText(bytes):
@@ -123,28 +127,60 @@ def _value_size(av: AttributeValue) -> int:
 
 
 def json_value(v: Any, column: str) -> AttributeValue:
-    """A JSON document (TEXT) as a DynamoDB map, list or scalar."""
+    """A JSON document (TEXT) as a DynamoDB map, list or scalar, numbers kept exact."""
     if not isinstance(v, str) or isinstance(v, InvalidText):
         raise Poison(f"column {column!r} is a JSON column but holds {type(v).__name__}, not text")
     try:
-        doc = json.loads(v)
+        doc = json.loads(v, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constant)
     except ValueError as e:
         raise Poison(f"column {column!r} holds invalid JSON: {e}") from None
-    return _from_json(doc, column)
+    except RecursionError:
+        raise Poison(f"column {column!r} holds JSON nested too deeply for DynamoDB") from None
+    return _from_json(doc, column, 1)
 
 
-def _from_json(doc: Any, column: str) -> AttributeValue:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number DynamoDB can hold")
+
+
+def _from_json(doc: Any, column: str, depth: int) -> AttributeValue:
     if doc is None:
         return {"NULL": True}
     if isinstance(doc, bool):
         return {"BOOL": doc}
-    if isinstance(doc, int | float):
-        return {"N": number(doc, column)}
+    if isinstance(doc, Decimal):
+        return {"N": decimal_number(doc, column)}
     if isinstance(doc, str):
-        return {"S": doc}
+        return {"S": _unicode(doc, column)}
+    if depth >= MAX_DEPTH:
+        raise Poison(f"column {column!r} holds JSON nested deeper than DynamoDB's {MAX_DEPTH} levels")
     if isinstance(doc, list):
-        return {"L": [_from_json(x, column) for x in doc]}
-    return {"M": {str(k): _from_json(x, column) for k, x in doc.items()}}
+        return {"L": [_from_json(x, column, depth + 1) for x in doc]}
+    return {"M": {_unicode(k, column): _from_json(x, column, depth + 1) for k, x in doc.items()}}
+
+
+def _unicode(text: str, column: str) -> str:
+    """JSON text must be valid Unicode: a lone surrogate escape ("\\ud800") is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Poison(f"column {column!r} holds JSON text with a lone surrogate, not valid Unicode") from None
+    return text
+
+
+def decimal_number(d: Decimal, column: str) -> str:
+    """An exact decimal's DynamoDB text, or Poison when DynamoDB cannot hold it
+    (38 significant digits, magnitudes from 1E-130 to below 1E+126)."""
+    if not d.is_finite():
+        raise Poison(f"column {column!r}: {d} cannot be stored in DynamoDB (not a finite number)")
+    if d.is_zero():
+        return "0"
+    significant = len("".join(map(str, d.as_tuple().digits)).strip("0"))
+    if significant > MAX_DIGITS:
+        raise Poison(f"column {column!r}: {d} has more than {MAX_DIGITS} significant digits")
+    if not -130 <= d.adjusted() <= 125:
+        raise Poison(f"column {column!r}: {d} is outside DynamoDB's number range (1E-130 to 1E+126)")
+    return str(d)
 
 
 def constant(v: str | int | float | bool) -> AttributeValue:
@@ -164,10 +200,10 @@ def ttl_value(v: Any, column: str) -> AttributeValue:
 
 
 def normalize(av: AttributeValue) -> tuple[str, Any]:
-    """A comparable form, so '1.50' and '1.5' are the same number."""
+    """A comparable form, so '1.50' and '1.5' are the same number (exactly: no rounding)."""
     ((kind, v),) = av.items()
     if kind == "N":
-        return kind, Decimal(v).normalize()
+        return kind, Decimal(v).normalize(_EXACT)
     if kind == "B":
         return kind, bytes(v)
     if kind == "L":

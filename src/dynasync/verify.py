@@ -8,13 +8,14 @@ DynamoDB, each item's key looked up in SQLite (extra items).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynasync import state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
+from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
 from dynasync.target import MAX_BATCH_GET, delete
@@ -22,7 +23,6 @@ from dynasync.values import Item, key_identity, same_item
 from dynasync.writes import Rejected, Write
 
 EXAMPLES = 5
-Progress = Callable[[str, int, int | None], None]  # (table, rows done, rows in all)
 
 
 @dataclass
@@ -158,7 +158,8 @@ class _TableCheck:
                     if ref is None or t.row_for_key(conn, key) is not None:
                         continue
                     report.extra += 1
-                    report.note(f"{t.name}: {t.target} has extra item {list(ref.key[: len(t.schema.key)])!r}")
+                    values = list(ref.values(len(t.schema.key)))
+                    report.note(f"{t.name}: {t.target} has extra item {values!r}")
                     extras.append(Write(ref, delete(key), key))
             self._fix(extras, [])
             if start is None:

@@ -54,21 +54,22 @@ class Writer:
 
     def _send(self, table: str, writes: list[Write]) -> WriteResult:
         result = WriteResult()
+        last = [writes]  # what the failing attempt sent: DynamoDB took the rest already
+
+        def send(pending: list[Write]) -> tuple[list[None], list[Write]]:
+            last[0] = pending
+            return [], self._batch(table, pending)
+
         try:
-            self.retrier.drain(
-                lambda pending: ([], self._batch(table, pending)),
-                writes,
-                f"writing to {table!r}",
-                result.stats,
-                "UnprocessedItems",
-            )
+            self.retrier.drain(send, writes, f"writing to {table!r}", result.stats, "UnprocessedItems")
         except ValidationError as e:
-            if len(writes) == 1:
-                result.rejected.append(Rejected(writes[0].ref, f"DynamoDB rejected the item: {e}"))
+            pending = last[0]
+            if len(pending) == 1:
+                result.rejected.append(Rejected(pending[0].ref, f"DynamoDB rejected the item: {e}"))
                 return result
             # One bad item fails the whole batch: bisect to find it.
-            half = len(writes) // 2
-            for part in (writes[:half], writes[half:]):
+            half = len(pending) // 2
+            for part in (pending[:half], pending[half:]):
                 result.add(self._send(table, part))
         return result
 

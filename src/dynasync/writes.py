@@ -33,6 +33,10 @@ class RowRef(NamedTuple):
         """The key as dynasync's tables store it: (k1, k2)."""
         return (self.k1, self.k2)
 
+    def values(self, width: int) -> tuple[Any, ...]:
+        """The key values without the padding, for a key of `width` columns."""
+        return (self.k1, self.k2)[:width]
+
 
 @dataclass(frozen=True, slots=True)
 class Write:
