@@ -101,7 +101,7 @@ def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
         ('partition_key = { name = "K", template = "{a}" }\nsort_key = { name = "K", template = "{b}" }',
          "[tables 1] sort_key partition and sort key need different names"),
         ('partition_key = { name = "PK", template = "{a}" }\nconstants = { PK = "x" }',
-         "[tables 1] constants constant 'PK' would overwrite a key attribute"),
+         "[tables 1] constants constant 'PK' would overwrite the partition_key"),
     ],
 )
 def test_config_check_reports_template_problems_without_a_database(tmp_path: Path, entry: str, message: str) -> None:

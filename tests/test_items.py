@@ -63,17 +63,20 @@ def test_key_templates_single_table_design() -> None:
                     "no": {"N": "12"}, "total": {"N": "9.5"}, "type": {"S": "order"}}
     assert orders.key_schema == (("PK", "S"), ("SK", "S"))
     assert orders.key(["ann", 12]) == {"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}
-    assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "ORDER#12"}}) == [("ann", 12)]
-    assert orders.key_candidates({"PK": {"S": "CUSTOMER#ann"}, "SK": {"S": "PROFILE"}}) == []
-    assert orders.constants_match(item) and not orders.constants_match({**item, "type": {"S": "user"}})
+    # Which items of a shared target this mapping could have written: templates and constants must fit.
+    assert orders.could_own(item)
+    assert not orders.could_own({**item, "SK": {"S": "PROFILE"}})
+    assert not orders.could_own({**item, "type": {"S": "user"}})
+    assert orders.key_from_primary_key
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"partition_key": {"name": "PK", "template": "U#{email}"}}, "not a primary-key column"),
-        ({"partition_key": {"name": "PK", "template": "USERS"}}, "must name every primary-key column"),
-        ({"columns": ["nope"]}, "columns names column 'nope'"),
+        # Templates may name any column (issue 10), but one that exists.
+        ({"partition_key": {"name": "PK", "template": "U#{nope}"}}, "names column 'nope'"),
+        ({"partition_key": {"name": "PK", "template": "USERS"}}, "name no column"),
+        ({"columns": ["nope"]}, "columns: names column 'nope'"),
         ({"json_columns": ["id"]}, "key column cannot be a JSON column"),
         ({"constants": {"id": 1}}, "overwrite a key attribute"),
     ],

@@ -19,8 +19,8 @@ def test_many_changes_to_one_key_collapse_to_one_write(tmp_path: Path) -> None:
     c.execute("INSERT INTO t VALUES (1, 'a')")
     for i in range(50):
         c.execute("UPDATE t SET v = ? WHERE id = 1", (f"v{i}",))
-    schemas = {name: t.schema for name, t in tables.load(app.conn, app.config).items()}
-    batch = changelog.read_slice(app.conn, schemas, 0, 1000)
+    reads = {name: t.read for name, t in tables.load(app.conn, app.config).items()}
+    batch = changelog.read_slice(app.conn, reads, 0, 1000)
     assert batch is not None and batch.entries == 51 and batch.keys == 1
     r = syncpass.Syncer(app).run_pass()
     assert r.applied == 1 and fake.requests == 1

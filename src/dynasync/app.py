@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from dynasync import sql, state, tables
+from dynasync import provision, sql, state, tables
 from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.lock import InstanceLock
@@ -100,5 +100,5 @@ class App:
     def tables(self, names: Sequence[str] | None = None) -> dict[str, SyncedTable]:
         """The configured tables (or the named ones), with their DynamoDB tables checked."""
         found = tables.load(self.conn, self.config, names)
-        tables.ensure_targets(found.values(), self.target, self.retrier())
+        provision.ensure_targets(found.values(), self.target, self.retrier())
         return found

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dynasync import state
+from dynasync import owners, state
 from dynasync.app import App
 from dynasync.exceptions import StateError
 from dynasync.logs import fields
@@ -50,13 +50,13 @@ def backfill(
     app.lock()
     conn = app.conn
     state.require_installed(conn)
-    for name in tables or ():
-        app.config.table(name)
+    names = [app.config.table(n).source for n in tables] if tables else [t.source for t in app.config.tables]
     _check_position(app, restrict=bool(tables))
-    synced = app.tables(tables)
-    progress_by_table = _start(app, list(synced))
+    synced = app.tables()  # all of them: rows of another table may own an item this one renders
+    progress_by_table = _start(app, names)
     result = BackfillResult()
-    for name, table in synced.items():
+    for name in names:
+        table = synced[name]
         saved = progress_by_table[name]
         tb = TableBackfill(name, rows=saved.rows, resumed=saved.last is not None and not saved.done)
         result.tables.append(tb)
@@ -64,7 +64,7 @@ def backfill(
             continue
         if tb.resumed:
             log.info("resuming backfill", extra=fields(table=name, rows_done=saved.rows))
-        if not _copy(app, table, saved, tb, progress):
+        if not _copy(app, table, synced, saved, tb, progress):
             return result
     result.catch_up = Syncer(app).run_pass()
     return result
@@ -93,7 +93,12 @@ def _start(app: App, names: list[str]) -> dict[str, BackfillProgress]:
 
 
 def _copy(
-    app: App, table: SyncedTable, saved: BackfillProgress, tb: TableBackfill, progress: Progress | None
+    app: App,
+    table: SyncedTable,
+    synced: dict[str, SyncedTable],
+    saved: BackfillProgress,
+    tb: TableBackfill,
+    progress: Progress | None,
 ) -> bool:
     """Copy one table from where it stopped; False when asked to stop first."""
     conn, writer = app.conn, app.writer()
@@ -102,10 +107,18 @@ def _copy(
         if app.stop.is_set():
             return False
         app.heartbeat()
-        writes, rejected = table.puts(chunk)
-        out = writer.write(table.target, writes)
-        rejected.extend(out.rejected)
-        state.save_backfill_chunk(conn, chunk.refs[-1], len(chunk.rows), rejected)
+        old = table.old_keys(conn, chunk.refs)
+        rows = zip(chunk.refs, chunk.rows, strict=True)
+        changes = [table.change(ref, chunk.columns, row, old.get(ref)) for ref, row in rows]
+        plan = owners.plan_target(conn, table.target, changes, synced)
+        out = writer.write(table.target, plan.writes)
+        refused = {id(r.write) for r in out.rejected}
+        delivered = [w for w in plan.writes if id(w) not in refused]
+        rejected = plan.rejected + out.rejected
+        state.save_backfill_chunk(
+            conn, chunk.refs[-1], len(chunk.rows), rejected,
+            records=lambda c: owners.commit(c, delivered, [plan], synced),  # noqa: B023 - called at once
+        )
         tb.rows += len(chunk.rows)
         tb.rejected += len(rejected)
         if progress:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynasync import sql, state, tables
+from dynasync import provision, sql, state, tables
 from dynasync.app import App
 from dynasync.database import write_txn
 from dynasync.schema import TableSchema
@@ -41,12 +41,9 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
     present = state.installed_tables(conn)
     if sql.STATE in present:
         state.check_version(conn)  # never rewrite capture another release installed
-    result.statements.extend(
-        stmt for stmt, table in zip(sql.CREATE_OWN_TABLES[:4], sql.OWN_TABLES, strict=True)
-        if table not in present
-    )
-    if sql.DEAD_LETTERS not in present:
-        result.statements.append(sql.CREATE_OWN_TABLES[4])
+    for table, ddl in sql.OWN_TABLE_DDL.items():
+        if table not in present:
+            result.statements.extend(ddl)
     existing = {name: (table, text) for name, table, text in conn.execute(sql.LIST_OWN_TRIGGERS)}
     wanted: dict[str, str] = {}
     for name, schema in schemas.items():
@@ -107,9 +104,9 @@ def init(app: App, dry_run: bool = False) -> InitResult:
             "reads never block the application's writes (PRAGMA journal_mode=WAL)"
         )
     create = app.config.dynamodb.create_tables
-    check = tables.ensure_targets(found.values(), app.target, app.retrier(), create)
+    check = provision.ensure_targets(found.values(), app.target, app.retrier(), create)
     with write_txn(app.conn):
-        state.record_targets(app.conn, check.identities, tables.sources(found))
+        state.record_targets(app.conn, check.identities, provision.sources(found))
     for w in p.warnings:
         log.warning(w)
     return InitResult(plan=p, created_tables=check.created)

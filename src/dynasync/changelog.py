@@ -18,10 +18,21 @@ from dynasync.writes import RowRef
 
 @dataclass
 class KeyChange:
-    """A key the slice names, with its row as it is now (None when the row is gone)."""
+    """A key the slice names, with its row as it is now (None when it is gone or
+    no longer matches the filter) and the item key it last wrote (tracked tables)."""
 
     ref: RowRef
     row: tuple[Any, ...] | None
+    old: str | None = None
+
+
+@dataclass(frozen=True)
+class TableRead:
+    """What reading one table's rows for a slice needs."""
+
+    schema: TableSchema
+    where: str | None = None
+    tracked: bool = False
 
 
 @dataclass
@@ -56,38 +67,41 @@ def last_seq(conn: sqlite3.Connection) -> int:
 
 
 def read_slice(
-    conn: sqlite3.Connection, schemas: Mapping[str, TableSchema], hwm: int, limit: int
+    conn: sqlite3.Connection, tables: Mapping[str, TableRead], hwm: int, limit: int
 ) -> Slice | None:
     """The next slice after `hwm`, at most `limit` changelog rows; None when
-    nothing is pending. Rows of tables not in `schemas` are skipped."""
+    nothing is pending. Rows of tables not in `tables` are skipped."""
     with read_txn(conn):
         high, entries = conn.execute(sql.CHANGELOG_SLICE_END, (hwm, limit)).fetchone()
         if not entries:
             return None
         result = Slice(high=high, entries=entries)
-        tables = sorted(t for (t,) in conn.execute(sql.CHANGELOG_SLICE_TABLES, (hwm, high)))
-        for table in tables:
-            schema = schemas.get(table)
-            if schema is not None:
-                _read_table(conn, schema, hwm, high, result)
+        names = sorted(t for (t,) in conn.execute(sql.CHANGELOG_SLICE_TABLES, (hwm, high)))
+        for name in names:
+            read = tables.get(name)
+            if read is not None:
+                _read_table(conn, name, read, hwm, high, result)
     return result
 
 
-def _read_table(conn: sqlite3.Connection, schema: TableSchema, hwm: int, high: int, out: Slice) -> None:
-    table = schema.name
-    cur = conn.execute(sql.slice_rows(table, schema.key, schema.key_collations), (hwm, high, table))
-    names = [d[0] for d in cur.description][2:]
-    key_pos = [names.index(c) for c in schema.key]
+def _read_table(
+    conn: sqlite3.Connection, table: str, read: TableRead, hwm: int, high: int, out: Slice
+) -> None:
+    key = read.schema.key
+    query = sql.slice_rows(table, key, read.schema.key_collations, read.where, read.tracked)
+    cur = conn.execute(query, (hwm, high, table))
+    names = [d[0] for d in cur.description][3:]
+    key_pos = [3 + names.index(c) for c in key]
     changes = []
     for r in cur.fetchall():
-        row: tuple[Any, ...] | None = tuple(r[2:])
-        if r[0] is None or (len(schema.key) == 2 and r[1] is None):
+        row: tuple[Any, ...] | None = tuple(r[3:])
+        if r[0] is None or (len(key) == 2 and r[1] is None):
             # NULL never joins: fetch a NULL-keyed row directly, so it
             # becomes a dead letter while it exists and clears once gone.
-            found = conn.execute(sql.null_key_rows(table, schema.key, first=True)).fetchone()
+            found = conn.execute(sql.null_key_rows(table, key, first=True, where=read.where)).fetchone()
             row = tuple(found) if found is not None else None
-        elif any(r[2 + i] is None for i in key_pos):
+        elif any(r[i] is None for i in key_pos):
             row = None
-        changes.append(KeyChange(RowRef(table, r[0], r[1]), row))
+        changes.append(KeyChange(RowRef(table, r[0], r[1]), row, r[2]))
     out.changes[table] = changes
     out.columns[table] = names

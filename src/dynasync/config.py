@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from dynasync.exceptions import ConfigError
-from dynasync.templates import KeyTemplate
+from dynasync.tableconfig import TABLE_KEYS, TableConfig, parse_tables
+
+__all__ = ["TABLE_KEYS", "Config", "TableConfig", "check", "load", "parse"]
 
 CONFIG_ENV = "DYNASYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "dynasync.toml"
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _LISTEN = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}")
 
 Check = tuple[Callable[[Any], bool], str]
@@ -100,37 +101,6 @@ SECTIONS: dict[str, type] = {
 DEFAULTS: dict[str, dict[str, Any]] = {
     name: {f.name: f.default for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()
 }
-
-# The keys of a [[tables]] entry, with what each holds.
-TABLE_KEYS = {
-    "source": "SQLite table",
-    "target": "DynamoDB table",
-    "columns": "list of columns to write (default: all)",
-    "exclude_columns": "list of columns never to write",
-    "rename": "{ sqlite_column = \"attributeName\" }",
-    "json_columns": "TEXT columns holding JSON, written as maps and lists",
-    "partition_key": "{ name = \"PK\", template = \"USER#{id}\" }",
-    "sort_key": "{ name = \"SK\", template = \"PROFILE\" }",
-    "constants": "{ attribute = value } written on every item",
-    "ttl_column": "INTEGER/REAL epoch-seconds column written as the TTL attribute",
-}
-
-
-@dataclass(frozen=True)
-class TableConfig:
-    """One [[tables]] entry: a source table, its target and its mapping options."""
-
-    source: str
-    target: str
-    columns: tuple[str, ...] | None = None
-    exclude_columns: tuple[str, ...] = ()
-    rename: tuple[tuple[str, str], ...] = ()
-    json_columns: tuple[str, ...] = ()
-    partition_key: KeyTemplate | None = None
-    sort_key: KeyTemplate | None = None
-    constants: tuple[tuple[str, Any], ...] = ()
-    ttl_column: str | None = None
-
 
 @dataclass(frozen=True)
 class Config:
@@ -234,7 +204,7 @@ def parse(data: dict[str, Any], path: Path | None = None, text: str | None = Non
     # Type problems first, then range problems, each in section order.
     typed = {name: _typed_section(data, name, cls, problems) for name, cls in SECTIONS.items()}
     sections = {name: _checked(name, cls, typed[name], problems) for name, cls in SECTIONS.items()}
-    tables = _tables(data.get("tables"), problems)
+    tables = parse_tables(data.get("tables"), problems)
     problems.raise_if_any()
     return Config(database=database, tables=tables, path=path, **sections)
 
@@ -306,118 +276,6 @@ def _typed(value: Any, hint: Any) -> tuple[bool, str, Any]:
         ok = isinstance(value, int | float)
         return ok, "a number", float(value) if ok else value
     return isinstance(value, str), "a string", value
-
-
-def _tables(value: Any, problems: Problems) -> tuple[TableConfig, ...]:
-    if value is None:
-        problems.add("tables", None, "no [[tables]] configured")
-        return ()
-    if not isinstance(value, list) or not value:
-        problems.add("tables", None, "[[tables]] must be a non-empty array of tables")
-        return ()
-    tables: list[TableConfig] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(value, start=1):
-        name = f"tables {i}"
-        if not isinstance(entry, dict):
-            problems.add(name, None, "must be a table")
-            continue
-        _no_unknown(entry, set(TABLE_KEYS), name, problems)
-        source, target = entry.get("source"), entry.get("target")
-        if not isinstance(source, str) or not source:
-            problems.add(name, "source", "must be the SQLite table name")
-            continue
-        if not isinstance(target, str) or not target:
-            problems.add(name, "target", "must be the DynamoDB table name")
-            continue
-        _check_names(source, target, seen, name, problems)
-        tables.append(TableConfig(source=source, target=target, **_mapping_options(entry, name, problems)))
-    return tuple(tables)
-
-
-def _check_names(source: str, target: str, seen: set[str], name: str, problems: Problems) -> None:
-    if not _TABLE_NAME.fullmatch(target):
-        problems.add(name, "target", f"{target!r} is not a valid DynamoDB table name (3-255 characters: "
-                                     "a-z, A-Z, 0-9, '_', '-', '.')")
-    lowered = source.lower()
-    if "\x00" in source:
-        problems.add(name, "source", "contains a NUL character")
-    elif lowered.startswith(("_dynasync_", "sqlite_")):
-        problems.add(name, "source", f"{source!r} is an internal table and cannot be synced")
-    elif lowered in seen:
-        problems.add(name, "source", f"table {source!r} is configured twice")
-    seen.add(lowered)
-
-
-def _names(entry: dict[str, Any], key: str, section: str, problems: Problems) -> tuple[str, ...] | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        problems.add(section, key, "must be a list of column names")
-        return None
-    return tuple(value)
-
-
-def _template(entry: dict[str, Any], key: str, section: str, problems: Problems) -> KeyTemplate | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if (
-        not isinstance(value, dict)
-        or set(value) != {"name", "template"}
-        or not all(isinstance(v, str) and v for v in value.values())
-    ):
-        problems.add(section, key, 'must be { name = "PK", template = "PREFIX#{column}" }')
-        return None
-    try:
-        return KeyTemplate.parse(value["name"], value["template"])
-    except ValueError as e:
-        problems.add(section, key, str(e))
-        return None
-
-
-def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "columns": _names(entry, "columns", section, problems),
-        "exclude_columns": _names(entry, "exclude_columns", section, problems) or (),
-        "json_columns": _names(entry, "json_columns", section, problems) or (),
-        "partition_key": _template(entry, "partition_key", section, problems),
-        "sort_key": _template(entry, "sort_key", section, problems),
-    }
-    rename = entry.get("rename", {})
-    if not isinstance(rename, dict) or not all(isinstance(v, str) and v for v in rename.values()):
-        problems.add(section, "rename", 'must be { sqlite_column = "attributeName" }')
-        rename = {}
-    out["rename"] = tuple(rename.items())
-    constants = entry.get("constants", {})
-    if not isinstance(constants, dict) or not all(
-        isinstance(v, str | int | float | bool) for v in constants.values()
-    ):
-        problems.add(section, "constants", "must map attribute names to strings, numbers or booleans")
-        constants = {}
-    out["constants"] = tuple(constants.items())
-    ttl = entry.get("ttl_column")
-    if ttl is not None and (not isinstance(ttl, str) or not ttl):
-        problems.add(section, "ttl_column", "must be a column name")
-        ttl = None
-    out["ttl_column"] = ttl
-    _check_key_templates(out, section, problems)
-    return out
-
-
-def _check_key_templates(out: dict[str, Any], section: str, problems: Problems) -> None:
-    """What can be said of the key templates without the table's schema."""
-    pk: KeyTemplate | None = out["partition_key"]
-    sk: KeyTemplate | None = out["sort_key"]
-    if sk is not None and pk is None:
-        problems.add(section, "sort_key", "needs a partition_key template too")
-    if pk is not None and sk is not None and pk.name == sk.name:
-        problems.add(section, "sort_key", "partition and sort key need different names")
-    names = {t.name for t in (pk, sk) if t is not None}
-    for name, _ in out["constants"]:
-        if name in names:
-            problems.add(section, "constants", f"constant {name!r} would overwrite a key attribute")
 
 
 def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[str]]:

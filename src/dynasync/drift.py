@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from dynasync import capture, sql, state, tables
+from dynasync import capture, provision, sql, state, tables
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
 from dynasync.logs import fields
@@ -82,7 +82,7 @@ class SchemaWatch:
         """verify --repair the stale tables, then save the new shapes and clear the flags."""
         if stale:
             log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=stale))
-            verify_tables(self.app, [found[n] for n in stale], repair=True)
+            verify_tables(self.app, [found[n] for n in stale], repair=True, synced=found)
         if stale or reshapes:
             with write_txn(self.app.conn):
                 state.save_shapes(self.app.conn, {n: found[n].schema.shape for n in reshapes})
@@ -93,10 +93,10 @@ class SchemaWatch:
         """Check (or create) the targets; the source tables whose target must be restored."""
         app = self.app
         create = app.config.dynamodb.create_tables
-        check = tables.ensure_targets(found.values(), app.target, app.retrier(), create)
+        check = provision.ensure_targets(found.values(), app.target, app.retrier(), create)
         self._targets_checked = time.monotonic()
         with write_txn(app.conn):
-            restore = state.record_targets(app.conn, check.identities, tables.sources(found))
+            restore = state.record_targets(app.conn, check.identities, provision.sources(found))
         for target in sorted({found[n].target for n in restore}):
             log.warning("DynamoDB table lost its items (deleted or replaced): restoring it",
                         extra=fields(table=target))

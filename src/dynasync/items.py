@@ -1,9 +1,11 @@
 """How the rows of one table become DynamoDB items: the table's mapping
-options (columns, rename, JSON columns, key templates, constants, TTL)
-checked against its schema once, then applied to every row.
+options (columns, rename, JSON columns, key templates, computed attributes,
+constants, TTL) checked against its schema once, then applied to every row.
 
-A key template may only name primary-key columns: a deleted row is known by
-its key alone, and its DynamoDB key must still be computable.
+Key templates and computed attributes may name any column. When the key
+depends on more than the primary key, a row's item can move, and a deleted
+row's item cannot be computed from its key: dynasync.owners remembers the
+key each row last wrote.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ from typing import Any
 from dynasync.config import TableConfig
 from dynasync.exceptions import Poison, SourceError
 from dynasync.schema import TableSchema
-from dynasync.templates import KeyTemplate, group
+from dynasync.templates import Template
 from dynasync.values import (
     MAX_ITEM_BYTES,
     MAX_PARTITION_KEY_BYTES,
     MAX_SORT_KEY_BYTES,
     AttributeValue,
+    InvalidText,
     Item,
     constant,
     item_size,
     json_value,
     key_value,
+    normalize,
     number,
     ttl_value,
     value,
@@ -43,7 +47,8 @@ class ItemMap:
     schema: TableSchema
     key_names: tuple[str, ...]  # DynamoDB key attributes, partition key first
     key_types: tuple[str, ...]
-    templates: tuple[KeyTemplate, ...]  # empty: the key columns are the key attributes
+    templates: tuple[Template, ...]  # key templates; empty: the key columns are the key attributes
+    attributes: tuple[Template, ...]  # computed string attributes
     include: frozenset[str] | None  # columns written as attributes; None: all
     exclude: frozenset[str]
     rename: dict[str, str]
@@ -57,26 +62,27 @@ class ItemMap:
         """The DynamoDB key schema this mapping needs: ((name, type), ...)."""
         return tuple(zip(self.key_names, self.key_types, strict=True))
 
+    @property
+    def key_from_primary_key(self) -> bool:
+        """Whether the DynamoDB key is a function of the primary key alone (so a gone row's key is known)."""
+        return all(f in self.schema.key for t in self.templates for f in t.fields)
+
     def key(self, values: Sequence[Any]) -> Item:
-        """The DynamoDB key for primary-key values (as logged in the changelog)."""
+        """The DynamoDB key for primary-key values (as logged in the changelog);
+        only when key_from_primary_key."""
         s = self.schema
         if not self.templates:
             return {
                 name: key_value(values[i], s.key[i], s.key_types[i], LIMITS[i])
                 for i, name in enumerate(self.key_names)
             }
-        by_column = dict(zip(s.key, values, strict=False))
+        return self._render_key(dict(zip(s.key, values, strict=False)))
+
+    def _render_key(self, by_column: dict[str, Any]) -> Item:
         out: Item = {}
         for i, t in enumerate(self.templates):
-            parts = {}
-            for f in t.fields:
-                v = by_column[f]
-                if v is None:
-                    raise Poison(f"key column {f!r} is NULL")
-                if isinstance(v, bytes):
-                    raise Poison(f"key column {f!r} holds a BLOB, which a key template cannot render")
-                parts[f] = number(v, f) if isinstance(v, int | float) else v
-            out[t.name] = key_value(t.render(parts), t.name, "S", LIMITS[i])
+            text = t.render({f: _text(by_column[f], f, "key") for f in t.fields})
+            out[t.name] = key_value(text, t.name, "S", LIMITS[i])
         return out
 
     def key_of(self, item: Item) -> Item:
@@ -116,12 +122,28 @@ class ItemMap:
         if self.constants:
             result.update(self.constants)
             bound += 64 * len(self.constants)
-        result.update(self.key([row[columns.index(c)] for c in keycols]))
+        if self.templates or self.attributes:
+            by_column = dict(zip(columns, row, strict=True))
+            bound += self._computed(result, by_column)
+            result.update(self._render_key(by_column) if self.templates else {})
+        if not self.templates:
+            result.update(self.key([row[columns.index(c)] for c in keycols]))
         if bound * 4 + 4096 > MAX_ITEM_BYTES:
             size = item_size(result)
             if size > MAX_ITEM_BYTES:
                 raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
         return result
+
+    def _computed(self, result: Item, by_column: dict[str, Any]) -> int:
+        """The computed attributes; one with a NULL placeholder is left out (sparse indexes)."""
+        bound = 0
+        for t in self.attributes:
+            if any(by_column[f] is None for f in t.fields):
+                continue
+            text = t.render({f: _text(by_column[f], f, "attribute") for f in t.fields})
+            result[t.name] = {"S": text}
+            bound += len(t.name) + len(text)
+        return bound
 
     def _optional(self, result: Item, col: str, v: Any) -> int:
         """Map one column under the table's options; returns its share of the size bound."""
@@ -138,32 +160,39 @@ class ItemMap:
         return len(name) + (len(v) if isinstance(v, str | bytes) else 11)
 
     def key_candidates(self, key: Item) -> list[tuple[Any, ...]]:
-        """Every primary-key value a row could hold to produce this DynamoDB key
-        (empty when no row of this table can: another table sharing the target).
+        """Every primary-key value a row could hold to produce this DynamoDB key,
+        for a table whose key attributes are its key columns (no templates).
 
         A B key can come from a BLOB or from TEXT in a column with no declared
         type, so both are candidates; callers keep the rows whose own key maps
         back to exactly this one.
         """
-        if not self.templates:
-            per_column = [_sqlite_values(key[name]) for name in self.key_names]
-        else:
-            found: dict[str, str] = {}
-            for t in self.templates:
-                av = key.get(t.name, {})
-                groups = t.match(av["S"]) if "S" in av else None
-                if groups is None:
-                    return []
-                found.update(groups)
-            per_column = [
-                _template_values(found[group(col)], kt)
-                for col, kt in zip(self.schema.key, self.schema.key_types, strict=True)
-            ]
-        return list(itertools.product(*per_column))
+        if self.templates or not all(name in key for name in self.key_names):
+            return []
+        return list(itertools.product(*(_sqlite_values(key[name]) for name in self.key_names)))
 
-    def constants_match(self, item: Item) -> bool:
-        """Whether an item carries this table's constants, which tell apart tables sharing a target."""
-        return all(item.get(k) == v for k, v in self.constants.items())
+    def could_own(self, item: Item) -> bool:
+        """Whether an item found in the target could have been written under
+        this mapping: its key attributes have this mapping's types and match
+        its templates, and it carries its constants (compared as DynamoDB does)."""
+        for i, (name, kind) in enumerate(self.key_schema):
+            av = item.get(name)
+            if av is None or kind not in av:
+                return False
+            if self.templates and not self.templates[i].matches(av["S"]):
+                return False
+        return all(k in item and normalize(item[k]) == normalize(v) for k, v in self.constants.items())
+
+
+def _text(v: Any, column: str, what: str) -> str:
+    """A column value as template text."""
+    if v is None:
+        raise Poison(f"{what} template column {column!r} is NULL")
+    if isinstance(v, InvalidText):
+        raise Poison(f"column {column!r} holds text that is not valid UTF-8")
+    if isinstance(v, bytes):
+        raise Poison(f"{what} template column {column!r} holds a BLOB, which a template cannot render")
+    return number(v, column) if isinstance(v, int | float) else str(v)
 
 
 def _sqlite_values(av: AttributeValue) -> list[Any]:
@@ -183,35 +212,19 @@ def _sqlite_values(av: AttributeValue) -> list[Any]:
     return [v]
 
 
-def _template_values(text: str, key_type: str) -> list[Any]:
-    """The values a key column can hold to render as `text` in a template."""
-    if key_type != "N":
-        return [text]
-    try:
-        d = Decimal(text)
-    except ArithmeticError:
-        return []
-    return [int(d) if d == d.to_integral_value() and "." not in text else float(d)]
-
-
 def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
     """Check a table's mapping options against its schema; SourceError names the problem."""
     _check_columns(cfg, schema)
     rename = dict(cfg.rename)
     templates = tuple(t for t in (cfg.partition_key, cfg.sort_key) if t is not None)
     if templates:
-        _check_templates(templates, schema)
         key_names = tuple(t.name for t in templates)
         key_types = tuple("S" for _ in templates)
     else:
         key_names = tuple(rename.get(c, c) for c in schema.key)
         key_types = schema.key_types
     constants = {name: constant(v) for name, v in cfg.constants}
-    clash = set(constants) & set(key_names)
-    if clash:
-        raise SourceError(
-            f"table {schema.name!r}: constant {sorted(clash)[0]!r} would overwrite a key attribute"
-        )
+    _check_names(cfg, schema, key_names)
     plain = not (
         cfg.columns is not None or cfg.exclude_columns or rename or cfg.json_columns or cfg.ttl_column
     )
@@ -220,6 +233,7 @@ def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
         key_names=key_names,
         key_types=key_types,
         templates=templates,
+        attributes=cfg.attributes,
         include=frozenset(cfg.columns) if cfg.columns is not None else None,
         exclude=frozenset(cfg.exclude_columns),
         rename=rename,
@@ -230,40 +244,61 @@ def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
     )
 
 
+class MappingError(SourceError):
+    """A mapping option that does not fit the table; `option` is the config key at fault."""
+
+    def __init__(self, table: str, option: str, message: str) -> None:
+        super().__init__(f"table {table!r}: {option}: {message}" if option else f"table {table!r}: {message}")
+        self.option = option
+
+
 def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:
-    known = set(schema.key) | {name for name, _ in schema.shape}
+    known = set(schema.columns) or set(schema.key) | {name for name, _ in schema.shape}
     named = [
         ("columns", cfg.columns or ()),
         ("exclude_columns", cfg.exclude_columns),
         ("json_columns", cfg.json_columns),
         ("rename", [c for c, _ in cfg.rename]),
         ("ttl_column", [cfg.ttl_column] if cfg.ttl_column else []),
+        ("partition_key", cfg.partition_key.fields if cfg.partition_key else ()),
+        ("sort_key", cfg.sort_key.fields if cfg.sort_key else ()),
+        ("attributes", [f for t in cfg.attributes for f in t.fields]),
     ]
     for option, names in named:
         for n in names:
             if n not in known:
-                raise SourceError(
-                    f"table {schema.name!r}: {option} names column {n!r}, which it does not have"
-                )
+                raise MappingError(schema.name, option, f"names column {n!r}, which the table does not have")
     if set(cfg.json_columns) & set(schema.key):
-        raise SourceError(f"table {schema.name!r}: a key column cannot be a JSON column")
+        raise MappingError(schema.name, "json_columns", "a key column cannot be a JSON column")
+    templates = [t for t in (cfg.partition_key, cfg.sort_key) if t is not None]
+    if templates and not any(t.fields for t in templates):
+        raise MappingError(schema.name, "partition_key", "the key templates name no column, so every row "
+                                                         "would map to the same item")
 
 
-def _check_templates(templates: Sequence[KeyTemplate], schema: TableSchema) -> None:
-    table = schema.name
-    if len({t.name for t in templates}) < len(templates):
-        raise SourceError(f"table {table!r}: partition and sort key need different names")
-    used = [f for t in templates for f in t.fields]
-    for f in used:
-        if f not in schema.key:
-            raise SourceError(
-                f"table {table!r}: key template placeholder {{{f}}} is not a primary-key column "
-                f"(primary key: {', '.join(schema.key)})"
-            )
-        if schema.key_types[schema.key.index(f)] == "B":
-            raise SourceError(f"table {table!r}: BLOB key column {f!r} cannot appear in a key template")
-    if set(used) != set(schema.key):
-        raise SourceError(
-            f"table {table!r}: the key templates must name every primary-key column "
-            f"({', '.join(schema.key)}), or rows would collide"
-        )
+def _check_names(cfg: TableConfig, schema: TableSchema, key_names: tuple[str, ...]) -> None:
+    """No two sources of one attribute: a column (renamed or not), a key, a computed attribute, a constant."""
+    written = set(schema.columns) or {c for c, _ in schema.shape} | set(schema.key)
+    if cfg.columns is not None:
+        written &= set(cfg.columns) | (set(schema.key) if not cfg.partition_key else set())
+    written -= set(cfg.exclude_columns)
+    if not cfg.partition_key:
+        written -= set(schema.key)  # written as the key attributes below
+    rename = dict(cfg.rename)
+    owners: dict[str, str] = {name: "a key attribute" for name in key_names}
+    for col in sorted(written):
+        name = rename.get(col, col)
+        option = "rename" if col in rename else "columns"
+        if name in owners:
+            raise MappingError(schema.name, option, f"column {col!r} would be written as {name!r}, "
+                                                    f"which is already {owners[name]}")
+        owners[name] = f"column {col!r}"
+    for t in cfg.attributes:
+        if t.name in owners:
+            clash = f"attribute {t.name!r} would overwrite {owners[t.name]}"
+            raise MappingError(schema.name, "attributes", clash)
+        owners[t.name] = f"computed attribute {t.name!r}"
+    for name, _ in cfg.constants:
+        if name in owners:
+            what = "a key attribute" if name in key_names else owners[name]
+            raise MappingError(schema.name, "constants", f"constant {name!r} would overwrite {what}")

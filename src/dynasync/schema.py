@@ -186,7 +186,7 @@ def _conflicts(
 def index_parts(ddl: str) -> tuple[list[str], str | None]:
     """The terms of CREATE INDEX ... ON t (term, ...) WHERE cond, as SQL text
     (ASC/DESC removed), and the condition of a partial index."""
-    tokens = list(_tokens(ddl))
+    tokens = list(sql_tokens(ddl))
     start = next(i for i, (t, _) in enumerate(tokens) if t == "(")
     depth, terms, begin = 0, [], tokens[start][1] + 1
     for i in range(start, len(tokens)):
@@ -209,7 +209,7 @@ def _uses(expression: str, columns: Sequence[str]) -> tuple[str, ...]:
     """The columns an expression names: every identifier token that is a column
     (a function of the same name is harmless; a column is never missed)."""
     names = set()
-    for tok, _ in _tokens(expression):
+    for tok, _ in sql_tokens(expression):
         if tok[0] in "\"`[":
             names.add(tok[1:-1].replace(tok[0] * 2, tok[0]).lower() if tok[0] != "[" else tok[1:-1].lower())
         else:
@@ -228,7 +228,8 @@ _TOKEN = re.compile(
 )
 
 
-def _tokens(text: str) -> Any:
+def sql_tokens(text: str) -> Any:
+    """SQL tokens with their offsets: quoted strings and identifiers whole, comments, (),, and words."""
     for m in _TOKEN.finditer(text):
         yield m.group(0), m.start()
 

@@ -13,7 +13,8 @@ CHANGELOG = "_dynasync_changelog"
 STATE = "_dynasync_state"
 BACKFILL = "_dynasync_backfill"
 DEAD_LETTERS = "_dynasync_dead_letters"
-OWN_TABLES = (CHANGELOG, STATE, BACKFILL, DEAD_LETTERS)
+KEYS = "_dynasync_keys"
+OWN_TABLES = (CHANGELOG, STATE, BACKFILL, DEAD_LETTERS)  # a pass needs these; init adds KEYS too
 SCHEMA_VERSION = "1"
 
 # Op codes written by the triggers, for people reading the changelog: what a
@@ -35,37 +36,58 @@ def quote_literal(value: str) -> str:
 # seq is a plain INTEGER PRIMARY KEY (cheaper per row than AUTOINCREMENT). It
 # never goes back because a pass keeps the row at the high-water mark when it
 # prunes: max(seq) therefore never drops below the mark.
-CREATE_OWN_TABLES = (
-    f"CREATE TABLE IF NOT EXISTS {CHANGELOG} (\n"
-    "  seq INTEGER PRIMARY KEY,\n"
-    "  tbl TEXT NOT NULL,\n"
-    "  op TEXT NOT NULL,\n"
-    "  k1,\n"
-    "  k2\n"
-    ")",
-    f"CREATE TABLE IF NOT EXISTS {STATE} (name TEXT PRIMARY KEY, value)",
-    f"CREATE TABLE IF NOT EXISTS {BACKFILL} (\n"
-    "  tbl TEXT PRIMARY KEY,\n"
-    "  k1,\n"
-    "  k2,\n"
-    "  started INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows INTEGER NOT NULL DEFAULT 0,\n"
-    "  done INTEGER NOT NULL DEFAULT 0\n"
-    ")",
-    f"CREATE TABLE IF NOT EXISTS {DEAD_LETTERS} (\n"
-    "  tbl TEXT NOT NULL,\n"
-    "  k1,\n"
-    "  k2,\n"
-    "  reason TEXT NOT NULL,\n"
-    "  seq INTEGER,\n"
-    "  first_failed REAL NOT NULL,\n"
-    "  last_failed REAL NOT NULL,\n"
-    "  attempts INTEGER NOT NULL DEFAULT 1\n"
-    ")",
-    f"CREATE INDEX IF NOT EXISTS {PREFIX}dead_letters_key ON {DEAD_LETTERS} (tbl, k1, k2)",
-)
+OWN_TABLE_DDL: dict[str, tuple[str, ...]] = {
+    CHANGELOG: (
+        f"CREATE TABLE IF NOT EXISTS {CHANGELOG} (\n"
+        "  seq INTEGER PRIMARY KEY,\n"
+        "  tbl TEXT NOT NULL,\n"
+        "  op TEXT NOT NULL,\n"
+        "  k1,\n"
+        "  k2\n"
+        ")",
+    ),
+    STATE: (f"CREATE TABLE IF NOT EXISTS {STATE} (name TEXT PRIMARY KEY, value)",),
+    BACKFILL: (
+        f"CREATE TABLE IF NOT EXISTS {BACKFILL} (\n"
+        "  tbl TEXT PRIMARY KEY,\n"
+        "  k1,\n"
+        "  k2,\n"
+        "  started INTEGER NOT NULL DEFAULT 0,\n"
+        "  rows INTEGER NOT NULL DEFAULT 0,\n"
+        "  done INTEGER NOT NULL DEFAULT 0\n"
+        ")",
+    ),
+    DEAD_LETTERS: (
+        f"CREATE TABLE IF NOT EXISTS {DEAD_LETTERS} (\n"
+        "  tbl TEXT NOT NULL,\n"
+        "  k1,\n"
+        "  k2,\n"
+        "  reason TEXT NOT NULL,\n"
+        "  seq INTEGER,\n"
+        "  first_failed REAL NOT NULL,\n"
+        "  last_failed REAL NOT NULL,\n"
+        "  attempts INTEGER NOT NULL DEFAULT 1\n"
+        ")",
+        f"CREATE INDEX IF NOT EXISTS {PREFIX}dead_letters_key ON {DEAD_LETTERS} (tbl, k1, k2)",
+    ),
+    # The DynamoDB key each row of a key-templated (or target-sharing) table
+    # last wrote: a row whose key moved, or that is gone, still finds its old
+    # item, and two rows can never claim one item. `item` is values.key_text().
+    KEYS: (
+        f"CREATE TABLE IF NOT EXISTS {KEYS} (\n"
+        "  tbl TEXT NOT NULL,\n"
+        "  k1,\n"
+        "  k2,\n"
+        "  target TEXT NOT NULL,\n"
+        "  item TEXT NOT NULL\n"
+        ")",
+        f"CREATE INDEX IF NOT EXISTS {PREFIX}keys_row ON {KEYS} (tbl, k1, k2)",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {PREFIX}keys_item ON {KEYS} (target, item)",
+    ),
+}
+CREATE_OWN_TABLES = tuple(stmt for stmts in OWN_TABLE_DDL.values() for stmt in stmts)
 
-DROP_OWN_TABLES = tuple(f"DROP TABLE IF EXISTS {t}" for t in OWN_TABLES)
+DROP_OWN_TABLES = tuple(f"DROP TABLE IF EXISTS {t}" for t in OWN_TABLE_DDL)
 
 
 @dataclass(frozen=True)
@@ -255,7 +277,7 @@ def select_rowid(table: str, rowid: str) -> str:
 
 OWN_TABLES_PRESENT = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-    f"('{CHANGELOG}', '{STATE}', '{BACKFILL}', '{DEAD_LETTERS}')"
+    f"('{CHANGELOG}', '{STATE}', '{BACKFILL}', '{DEAD_LETTERS}', '{KEYS}')"
 )
 SCHEMA_COOKIE = "PRAGMA schema_version"
 JOURNAL_MODE = "PRAGMA journal_mode"
@@ -301,28 +323,43 @@ def _exact(left: str, right: str, collation: str) -> str:
     return f"{left} = {right} {collate(collation)} AND {left} = {right} COLLATE BINARY"
 
 
-def slice_rows(table: str, key: Sequence[str], collations: Sequence[str]) -> str:
-    """Distinct keys of one table in a changelog slice, each with its current row
-    (all NULL when the row is gone). Params: (low_seq, high_seq, table)."""
+def _source(table: str, where: str | None) -> str:
+    """The table, or only its rows that match the filter (only its columns are in scope)."""
+    if where is None:
+        return quote_ident(table)
+    return f"(SELECT * FROM {quote_ident(table)} WHERE ({where}))"
+
+
+def slice_rows(
+    table: str, key: Sequence[str], collations: Sequence[str], where: str | None = None, tracked: bool = False
+) -> str:
+    """Distinct keys of one table in a changelog slice, each with the key its row
+    last wrote (tracked tables) and its current row, all NULL when the row is
+    gone or no longer matches the filter. Params: (low_seq, high_seq, table)."""
     join = " AND ".join(
         _exact(f"t.{quote_ident(c)}", f"c.k{i}", coll)
         for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
     )
+    old = "r.item" if tracked else "NULL"
+    record = f" LEFT JOIN {KEYS} AS r ON r.tbl = ?3 AND r.k1 IS c.k1 AND r.k2 IS c.k2" if tracked else ""
     return (
-        f"SELECT c.k1, c.k2, t.* FROM (SELECT DISTINCT k1, k2 FROM {CHANGELOG} "
-        "WHERE seq > ? AND seq <= ? AND tbl = ?) AS c "
-        f"LEFT JOIN {quote_ident(table)} AS t ON {join}"
+        f"SELECT c.k1, c.k2, {old}, t.* FROM (SELECT DISTINCT k1, k2 FROM {CHANGELOG} "
+        "WHERE seq > ?1 AND seq <= ?2 AND tbl = ?3) AS c "
+        f"LEFT JOIN {_source(table, where)} AS t ON {join}{record}"
     )
 
 
 # --- backfill and verify --------------------------------------------------------
 
 
-def chunk_after(table: str, key: Sequence[str], collations: Sequence[str], first: bool) -> str:
-    """Rows with a non-NULL key, in primary-key order, after a key (params: the
-    key values unless first, then the limit). The order and the comparison use
-    the primary key's own collations, under which keys are unique, so paging
-    never skips a row. NULL keys are read by null_key_rows."""
+def chunk_after(
+    table: str, key: Sequence[str], collations: Sequence[str], first: bool, where: str | None = None
+) -> str:
+    """Rows with a non-NULL key that match the filter, in primary-key order,
+    after a key (params: the key values unless first, then the limit). The
+    order and the comparison use the primary key's own collations, under
+    which keys are unique, so paging never skips a row. NULL keys are read by
+    null_key_rows."""
     cols = [f"{quote_ident(c)} {collate(coll)}" for c, coll in zip(key, collations, strict=True)]
     conds = [f"{quote_ident(c)} IS NOT NULL" for c in key]
     if not first and len(key) == 1:
@@ -332,29 +369,48 @@ def chunk_after(table: str, key: Sequence[str], collations: Sequence[str], first
         a, b = (quote_ident(c) for c in key)
         ca, cb = (collate(c) for c in collations)
         conds.insert(0, f"{a} >= ?1 {ca} AND ({a} > ?1 {ca} OR {b} > ?2 {cb})")
+    if where is not None:
+        conds.append(f"({where})")
     limit = "?1" if first else f"?{len(key) + 1}"
-    where = " AND ".join(conds)
-    return f"SELECT * FROM {quote_ident(table)} WHERE {where} ORDER BY {', '.join(cols)} LIMIT {limit}"
+    cond = " AND ".join(conds)
+    return f"SELECT * FROM {quote_ident(table)} WHERE {cond} ORDER BY {', '.join(cols)} LIMIT {limit}"
 
 
-def rows_by_key(table: str, key: Sequence[str], collations: Sequence[str]) -> str:
-    """The key columns of the rows whose key is exactly these values (params: the key values)."""
+def rows_by_key(
+    table: str,
+    key: Sequence[str],
+    collations: Sequence[str],
+    select: str | None = None,
+    where: str | None = None,
+) -> str:
+    """The rows (or with `select=None`, their key columns) whose key is exactly
+    these values and that match the filter (params: the key values)."""
     cond = " AND ".join(
         _exact(quote_ident(c), f"?{i}", coll)
         for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
     )
-    return f"SELECT {', '.join(quote_ident(c) for c in key)} FROM {quote_ident(table)} WHERE {cond}"
+    if where is not None:
+        cond += f" AND ({where})"
+    what = select or ", ".join(quote_ident(c) for c in key)
+    return f"SELECT {what} FROM {quote_ident(table)} WHERE {cond}"
 
 
-def null_key_rows(table: str, key: Sequence[str], first: bool = False) -> str:
-    """Rows with a NULL key column: they can never become items."""
+def null_key_rows(table: str, key: Sequence[str], first: bool = False, where: str | None = None) -> str:
+    """Rows with a NULL key column (that match the filter): they can never become items."""
     cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in key)
+    if where is not None:
+        cond = f"({cond}) AND ({where})"
     return f"SELECT * FROM {quote_ident(table)} WHERE {cond}" + (" LIMIT 1" if first else "")
 
 
-def count_rows(table: str) -> str:
-    """How many rows a table has."""
-    return f"SELECT count(*) FROM {quote_ident(table)}"
+def count_rows(table: str, where: str | None = None) -> str:
+    """How many rows a table has (that match the filter)."""
+    return f"SELECT count(*) FROM {_source(table, where)}"
+
+
+def filter_probe(table: str, where: str) -> str:
+    """Compiles a row filter against its table without reading a row."""
+    return f"SELECT 1 FROM {quote_ident(table)} WHERE ({where}) LIMIT 0"
 
 
 BACKFILL_GET = f"SELECT tbl, k1, k2, started, rows, done FROM {BACKFILL}"
@@ -380,3 +436,21 @@ DEAD_INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 DEAD_KEYS = f"SELECT tbl, k1, k2 FROM {DEAD_LETTERS}"
+DEAD_WITH_REASON = (
+    f"SELECT k1, k2 FROM {DEAD_LETTERS} WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2"
+)
+
+# --- which row owns which item (owners.py) ----------------------------------------
+
+# verify's record of the items current rows produce: TEMP, outside the application's file.
+PRODUCED_CREATE = "CREATE TEMP TABLE IF NOT EXISTS _dynasync_produced (item TEXT PRIMARY KEY, tbl, k1, k2)"
+PRODUCED_CLEAR = "DELETE FROM temp._dynasync_produced"
+PRODUCED_CLAIM = "INSERT OR IGNORE INTO temp._dynasync_produced (item, tbl, k1, k2) VALUES (?, ?, ?, ?)"
+PRODUCED_OWNER = "SELECT tbl, k1, k2 FROM temp._dynasync_produced WHERE item = ?"
+
+KEYS_OWNER = f"SELECT tbl, k1, k2 FROM {KEYS} WHERE target = ? AND item = ?"
+KEYS_OF_ROW = f"SELECT item FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
+KEYS_RELEASE = f"DELETE FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
+KEYS_CLAIM_DROP = f"DELETE FROM {KEYS} WHERE target = ? AND item = ?"
+KEYS_CLAIM = f"INSERT INTO {KEYS} (tbl, k1, k2, target, item) VALUES (?, ?, ?, ?, ?)"
+KEYS_COUNT = f"SELECT count(*) FROM {KEYS} WHERE tbl = ?"

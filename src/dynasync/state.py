@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,9 +171,11 @@ def commit_pass(
     rejected: Sequence[Rejected],
     delivered: Iterable[RowRef],
     tables: Iterable[str] = (),
+    records: Callable[[sqlite3.Connection], object] | None = None,
 ) -> None:
     """Advance the mark to `high`, prune the applied changelog rows, update
-    dead letters and date the progress of `tables`, all at once."""
+    the item owners (`records`) and dead letters, and date the progress of
+    `tables`, all at once."""
     now = time.time()
     with write_txn(conn):
         conn.execute(sql.STATE_SET, (HWM, high))
@@ -182,6 +184,8 @@ def commit_pass(
             conn.execute(sql.STATE_SET, (APPLIED_AT + table, now))
         conn.execute(sql.CHANGELOG_PRUNE, (high,))
         conn.execute(sql.CHANGELOG_MARK, (high,))
+        if records is not None:
+            records(conn)
         record_dead_letters(conn, rejected, high, delivered)
 
 
@@ -304,11 +308,18 @@ def start_backfill(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
 
 
 def save_backfill_chunk(
-    conn: sqlite3.Connection, last: RowRef, rows: int, rejected: Sequence[Rejected]
+    conn: sqlite3.Connection,
+    last: RowRef,
+    rows: int,
+    rejected: Sequence[Rejected],
+    records: Callable[[sqlite3.Connection], object] | None = None,
 ) -> None:
-    """Record an acknowledged chunk: the last key copied, and its dead letters."""
+    """Record an acknowledged chunk: the last key copied, the item owners
+    (`records`), and its dead letters."""
     with write_txn(conn):
         conn.execute(sql.BACKFILL_PROGRESS, (last.k1, last.k2, rows, last.table))
+        if records is not None:
+            records(conn)
         record_dead_letters(conn, rejected, None)
 
 
@@ -327,6 +338,14 @@ def dead_letter_count(conn: sqlite3.Connection) -> int:
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
     """Every dead letter, by table."""
     return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
+
+
+def requeue_collisions(conn: sqlite3.Connection, tables: Sequence[str], prefix: str) -> None:
+    """Log again the dead letters of these tables whose reason starts with
+    `prefix` (rows refused an item another row held). Call inside a write transaction."""
+    for table in tables:
+        for k1, k2 in conn.execute(sql.DEAD_WITH_REASON, (table, prefix)).fetchall():
+            conn.execute(sql.CHANGELOG_ENQUEUE, (table, sql.OP_UPDATE, k1, k2))
 
 
 def requeue_dead_letters(conn: sqlite3.Connection, table: str | None = None) -> int:

@@ -5,14 +5,14 @@ reaches the end of the changelog as it was when the pass started."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from dynasync import changelog, state
+from dynasync import changelog, owners, state
 from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.drift import SchemaWatch
@@ -21,7 +21,6 @@ from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
-from dynasync.values import key_identity
 from dynasync.writer import Writer
 from dynasync.writes import Rejected, RowRef, Write
 
@@ -51,36 +50,31 @@ class PassResult:
 
 @dataclass
 class SlicePlan:
-    """The writes one slice needs, by target table, and the rows that need none."""
+    """The writes one slice needs, by target table, and what becomes of the rest."""
 
     writes: dict[str, list[Write]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     # Gone rows whose key DynamoDB could never hold: nothing to delete.
     settled: list[RowRef] = field(default_factory=list)
+    targets: list[owners.TargetPlan] = field(default_factory=list)
 
 
-def plan_slice(synced: dict[str, SyncedTable], sl: Slice) -> SlicePlan:
-    """One write per changed key; a second row mapping to the same DynamoDB key is a dead letter."""
-    p = SlicePlan()
-    # One write per DynamoDB key per request batch, even when two rows (or two
-    # tables sharing a target) map to the same key.
-    seen_by_target: dict[str, dict[tuple[Any, ...], RowRef]] = {}
+def plan_slice(conn: sqlite3.Connection, synced: dict[str, SyncedTable], sl: Slice) -> SlicePlan:
+    """One write per DynamoDB key: each changed row's Put or Delete, and the
+    Delete of an item a row left; a row claiming an item another row holds is
+    a dead letter (dynasync.owners)."""
+    by_target: dict[str, list[owners.Change]] = {}
     for name, changes in sl.changes.items():
         table, columns = synced[name], sl.columns[name]
-        writes = p.writes.setdefault(table.target, [])
-        seen = seen_by_target.setdefault(table.target, {})
-        for ch in changes:
-            w = table.write(ch.ref, columns, ch.row)
-            if w is None:
-                p.settled.append(ch.ref)
-            elif isinstance(w, Rejected):
-                p.rejected.append(w)
-            elif (ident := key_identity(w.key)) in seen:
-                reason = f"maps to the same DynamoDB key as row {seen[ident].key!r} of {name!r}"
-                p.rejected.append(Rejected(ch.ref, reason))
-            else:
-                seen[ident] = ch.ref
-                writes.append(w)
+        planned = by_target.setdefault(table.target, [])
+        planned.extend(table.change(ch.ref, columns, ch.row, ch.old) for ch in changes)
+    p = SlicePlan()
+    for target, planned in by_target.items():
+        tp = owners.plan_target(conn, target, planned, synced)
+        p.writes[target] = tp.writes
+        p.rejected.extend(tp.rejected)
+        p.settled.extend(tp.settled)
+        p.targets.append(tp)
     return p
 
 
@@ -110,8 +104,8 @@ def _deliver(writer: Writer, plan: SlicePlan) -> _Delivery:
         res = writer.write(target, writes)
         out.stats.add(res.stats)
         out.rejected.extend(res.rejected)
-        bad = {r.ref for r in res.rejected}
-        out.delivered.extend(w for w in writes if w.ref not in bad)
+        bad = {id(r.write) for r in res.rejected}
+        out.delivered.extend(w for w in writes if id(w) not in bad)
     return out
 
 
@@ -169,7 +163,7 @@ class Syncer:
     ) -> None:
         """Read and plan each slice while the previous one's writes are in flight."""
         app, conn = self.app, self.app.conn
-        schemas = {name: t.schema for name, t in synced.items()}
+        reads = {name: t.read for name, t in synced.items()}
         writer = app.writer()
         read_to = hwm
         in_flight: _InFlight | None = None
@@ -179,11 +173,12 @@ class Syncer:
                     app.heartbeat()
                     sl = None
                     if read_to < end and not app.stop.is_set():
-                        sl = changelog.read_slice(conn, schemas, read_to, app.config.sync.batch_size)
-                    plan = plan_slice(synced, sl) if sl is not None else None
+                        sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
+                    plan = plan_slice(conn, synced, sl) if sl is not None else None
                     read_to = sl.high if sl is not None else read_to
                     if in_flight is not None:
-                        self._commit(in_flight.slice, in_flight.plan, in_flight.delivery.result(), result)
+                        delivery = in_flight.delivery.result()
+                        self._commit(synced, in_flight.slice, in_flight.plan, delivery, result)
                         in_flight = None
                         report()
                     if sl is None or plan is None:
@@ -193,11 +188,25 @@ class Syncer:
                 if in_flight is not None:
                     in_flight.delivery.cancel()
 
-    def _commit(self, sl: Slice, plan: SlicePlan, delivery: _Delivery, result: PassResult) -> None:
+    def _commit(
+        self,
+        synced: dict[str, SyncedTable],
+        sl: Slice,
+        plan: SlicePlan,
+        delivery: _Delivery,
+        result: PassResult,
+    ) -> None:
         rejected = plan.rejected + delivery.rejected
         delivered = plan.settled + [w.ref for w in delivery.delivered]
         tables = {ref.table for ref in delivered} | {r.ref.table for r in rejected}
-        state.commit_pass(self.app.conn, sl.high, rejected, delivered, tables=tables)
+
+        def records(conn: sqlite3.Connection) -> None:
+            released = owners.commit(conn, delivery.delivered, plan.targets, synced)
+            # A freed item may end a collision: retry the rows that were refused one.
+            freed = [n for n, t in synced.items() if t.target in released]
+            state.requeue_collisions(conn, freed, owners.COLLISION)
+
+        state.commit_pass(self.app.conn, sl.high, rejected, delivered, tables=tables, records=records)
         for r in rejected:
             log.warning("dead letter", extra=fields(table=r.ref.table, key=list(r.ref.key), reason=r.reason))
         for w in delivery.delivered:

@@ -1,30 +1,32 @@
 """One object per synced table: the one place that knows how a source table
 becomes DynamoDB writes.
 
-A SyncedTable owns its config entry, its schema, its item mapping and its
-target table. It turns a row as it is now, or a row that is gone, into a Write
-or a dead letter (Rejected), reads its rows in key order, and maps a DynamoDB
-key back to the row that produced it. Sync, backfill, verify and dead-letter
-retry all go through it.
+A SyncedTable owns its config entry, its schema, its item mapping, its row
+filter and its target table. It turns a row as it is now, or a row that is
+gone (or no longer matches the filter), into a change for dynasync.owners to
+plan: a Put, a Delete, or a dead letter (Rejected). It reads its rows in key
+order, and finds the row that produces a DynamoDB key. Sync, backfill,
+verify and dead-letter retry all go through it.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dynasync import items, schema, sql
+from dynasync.changelog import TableRead
 from dynasync.config import Config, TableConfig
 from dynasync.database import read_txn
-from dynasync.exceptions import KeySchemaError, Poison, TableMissingError
+from dynasync.exceptions import Poison
+from dynasync.items import MappingError
 from dynasync.logs import fields
-from dynasync.retry import RequestStats, Retrier
-from dynasync.target import KeySchema, Target, delete, put
-from dynasync.values import Item, key_identity
+from dynasync.owners import Change
+from dynasync.target import delete, put
+from dynasync.values import Item, key_identity, key_text
 from dynasync.writes import Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,14 @@ class Chunk:
 class SyncedTable:
     """A configured source table, its schema, its mapping and its DynamoDB target."""
 
-    def __init__(self, config: TableConfig, table_schema: schema.TableSchema) -> None:
+    def __init__(self, config: TableConfig, table_schema: schema.TableSchema, tracked: bool = False) -> None:
         self.config = config
         self.schema = table_schema
         self.items = items.build(config, table_schema)
+        # Whether dynasync.owners records the key each row wrote: needed when the
+        # key is more than the primary key, or when rows of several tables (or
+        # TEXT and BLOB twins of one key) could claim one item.
+        self.tracked = tracked or bool(self.items.templates) or "B" in table_schema.key_types
 
     @property
     def name(self) -> str:
@@ -57,19 +63,32 @@ class SyncedTable:
         """The DynamoDB table."""
         return self.config.target
 
+    @property
+    def where(self) -> str | None:
+        """The row filter: only rows matching it are synced."""
+        return self.config.where
+
+    @property
+    def read(self) -> TableRead:
+        """What a changelog slice needs to read this table's rows."""
+        return TableRead(self.schema, self.where, self.tracked)
+
     def ref(self, columns: Sequence[str], row: Sequence[Any]) -> RowRef:
         """The reference of a row read with these columns."""
         return RowRef.of(self.name, [row[columns.index(c)] for c in self.schema.key])
 
-    def write(
-        self, ref: RowRef, columns: Sequence[str], row: Sequence[Any] | None
-    ) -> Write | Rejected | None:
-        """What brings DynamoDB in line with the row as it is now: a Put, a
-        Delete when the row is gone, a dead letter, or None when the row is gone
-        and its key could never have been written."""
-        if row is None:
-            return self.delete(ref)
-        return self.put(ref, columns, row)
+    def change(
+        self, ref: RowRef, columns: Sequence[str], row: Sequence[Any] | None, old: str | None = None
+    ) -> Change:
+        """What the row as it is now asks of DynamoDB, given the item it last wrote
+        (`old`, recorded for tracked tables): a Put, or a dead letter; for a gone
+        row, the Delete of its item, which the plan finds from `old` when the key
+        is more than the primary key."""
+        if row is not None:
+            return Change(ref, self.put(ref, columns, row), old)
+        if old is not None or (self.tracked and not self.items.key_from_primary_key):
+            return Change(ref, None, old)
+        return Change(ref, self.delete(ref), old)
 
     def put(self, ref: RowRef, columns: Sequence[str], row: Sequence[Any]) -> Write | Rejected:
         """The Put of a row's whole item, or a dead letter saying why it cannot be stored."""
@@ -83,31 +102,19 @@ class SyncedTable:
         return Write(ref, put(item), self.items.key_of(item))
 
     def delete(self, ref: RowRef) -> Write | None:
-        """The Delete of a gone row's item; None when its key cannot exist in DynamoDB."""
+        """The Delete of a gone row's item by its primary key; None when no item can have that key."""
         try:
             key = self.items.key(ref.key)
         except Exception:  # Poison or worse: no item can have this key
             return None
         return Write(ref, delete(key), key)
 
-    def puts(self, chunk: Chunk) -> tuple[list[Write], list[Rejected]]:
-        """The Puts of a chunk of rows, and the rows that become dead letters."""
-        writes: list[Write] = []
-        rejected: list[Rejected] = []
-        for ref, row in zip(chunk.refs, chunk.rows, strict=True):
-            w = self.put(ref, chunk.columns, row)
-            if isinstance(w, Write):
-                writes.append(w)
-            else:
-                rejected.append(w)
-        return writes, rejected
-
     def chunks(self, conn: sqlite3.Connection, size: int, after: RowRef | None = None) -> Iterator[Chunk]:
-        """Rows with a non-NULL key in key order, each chunk read in its own short
-        read transaction, so memory and reader lifetime stay bounded."""
+        """Rows with a non-NULL key (matching the filter) in key order, each chunk
+        read in its own short read transaction, so memory and reader lifetime stay bounded."""
         key, colls = self.schema.key, self.schema.key_collations
-        first = sql.chunk_after(self.name, key, colls, True)
-        rest = sql.chunk_after(self.name, key, colls, False)
+        first = sql.chunk_after(self.name, key, colls, True, self.where)
+        rest = sql.chunk_after(self.name, key, colls, False, self.where)
         while True:
             with read_txn(conn):
                 if after is None:
@@ -125,29 +132,54 @@ class SyncedTable:
                 return
 
     def null_keyed(self, conn: sqlite3.Connection) -> list[Rejected]:
-        """Rows with a NULL key column, which can never become items, as dead letters."""
+        """Rows with a NULL key column (matching the filter): dead letters, never items."""
         with read_txn(conn):
-            cur = conn.execute(sql.null_key_rows(self.name, self.schema.key))
+            cur = conn.execute(sql.null_key_rows(self.name, self.schema.key, where=self.where))
             columns = [d[0] for d in cur.description]
             return [Rejected(self.ref(columns, r), "a key column is NULL") for r in cur]
 
     def count(self, conn: sqlite3.Connection) -> int:
-        """How many rows the table has."""
-        return int(conn.execute(sql.count_rows(self.name)).fetchone()[0])
+        """How many rows the table has (that match the filter)."""
+        return int(conn.execute(sql.count_rows(self.name, self.where)).fetchone()[0])
 
-    def owns(self, item: Item) -> bool:
+    def old_keys(self, conn: sqlite3.Connection, refs: Sequence[RowRef]) -> dict[RowRef, str]:
+        """The recorded item key of each of these rows that has one (tracked tables)."""
+        if not self.tracked:
+            return {}
+        out = {}
+        for ref in refs:
+            row = conn.execute(sql.KEYS_OF_ROW, ref).fetchone()
+            if row is not None:
+                out[ref] = row[0]
+        return out
+
+    def current_key_text(self, conn: sqlite3.Connection, ref: RowRef) -> str | None:
+        """The key of the item the row produces now (key_text), or None when it
+        is gone, filtered out, or cannot be stored."""
+        s = self.schema
+        query = sql.rows_by_key(self.name, s.key, s.key_collations, "*", self.where)
+        cur = conn.execute(query, ref.values(len(s.key)))
+        columns = [d[0] for d in cur.description]
+        for row in cur:
+            w = self.put(ref, columns, row)
+            if isinstance(w, Write):
+                return key_text(w.key)
+        return None
+
+    def could_own(self, item: Item) -> bool:
         """Whether an item in the target could have been written for this table."""
-        return all(k in item for k in self.items.key_names) and self.items.constants_match(item)
+        return self.items.could_own(item)
 
     def row_for_key(self, conn: sqlite3.Connection, key: Item) -> RowRef | None:
-        """The current row that produces exactly this DynamoDB key, if there is one.
+        """The current row that produces exactly this DynamoDB key, for a table
+        whose key attributes are its key columns (untracked tables).
 
         Exact as DynamoDB compares keys: a row whose key differs only in case
         under a NOCASE key, or in trailing spaces under RTRIM, does not count.
         """
         want = key_identity(key)
         s = self.schema
-        query = sql.rows_by_key(self.name, s.key, s.key_collations)
+        query = sql.rows_by_key(self.name, s.key, s.key_collations, None, self.where)
         for values in self.items.key_candidates(key):
             for found in conn.execute(query, values):
                 try:
@@ -157,23 +189,35 @@ class SyncedTable:
                     continue
         return None
 
-    def ref_of_key(self, key: Item) -> RowRef | None:
+    def ref_of_key(self, key: Item) -> RowRef:
         """A reference for an item's key (the first row it could have come from), for dead letters."""
         candidates = self.items.key_candidates(key)
-        return RowRef.of(self.name, candidates[0]) if candidates else None
+        return RowRef.of(self.name, candidates[0]) if candidates else RowRef(self.name, key_text(key))
 
 
 def inspect(
     conn: sqlite3.Connection, config: Config, names: Sequence[str] | None = None
 ) -> dict[str, schema.TableSchema]:
-    """The schemas of the configured tables (all, or the named ones), by name."""
+    """The schemas of the configured tables (all, or the named ones), by name;
+    each row filter is checked against its table."""
     entries = [config.table(n) for n in names] if names else list(config.tables)
-    return {t.source: schema.inspect(conn, t.source) for t in entries}
+    found = {}
+    for t in entries:
+        found[t.source] = schema.inspect(conn, t.source)
+        if t.where:
+            check_filter(conn, t.source, t.where)
+    return found
 
 
 def build(config: Config, schemas: Mapping[str, schema.TableSchema]) -> dict[str, SyncedTable]:
     """The synced tables for these schemas: their mapping options checked against them."""
-    return {name: SyncedTable(config.table(name), s) for name, s in schemas.items()}
+    per_target: dict[str, int] = {}
+    for t in config.tables:
+        per_target[t.target] = per_target.get(t.target, 0) + 1
+    return {
+        name: SyncedTable(config.table(name), s, tracked=per_target[config.table(name).target] > 1)
+        for name, s in schemas.items()
+    }
 
 
 def load(
@@ -183,57 +227,29 @@ def load(
     return build(config, inspect(conn, config, names))
 
 
-def sources(found: Mapping[str, SyncedTable]) -> dict[str, list[str]]:
-    """The source tables of each target table."""
-    out: dict[str, list[str]] = {}
-    for name, t in found.items():
-        out.setdefault(t.target, []).append(name)
-    return out
+def check_filter(conn: sqlite3.Connection, table: str, where: str) -> None:
+    """A row filter must be one SQL expression that reads only this table's
+    columns: SQLite's authorizer refuses anything else while it is compiled."""
+    depth = 0
+    for tok, _ in schema.sql_tokens(where):
+        depth += {"(": 1, ")": -1}.get(tok, 0)
+        if depth < 0 or (";" in tok and tok[0] not in "'\"`["):
+            raise MappingError(table, "where", f"{where!r} is not a single SQL expression")
+    if depth:
+        raise MappingError(table, "where", f"{where!r} has unbalanced parentheses")
 
+    def authorize(action: int, arg1: str | None, *_: str | None) -> int:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ and (arg1 or "").lower() == table.lower():
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
 
-@dataclass
-class TargetCheck:
-    """What checking the target tables found."""
-
-    created: list[str] = field(default_factory=list)
-    identities: dict[str, str] = field(default_factory=dict)  # target table -> TableInfo.identity
-
-
-def ensure_targets(
-    tables: Iterable[SyncedTable], target: Target, retrier: Retrier, create: bool = False
-) -> TargetCheck:
-    """Each target table must exist with the key schema its source table
-    implies; with `create`, missing ones are created."""
-    check = TargetCheck()
-    stats = RequestStats()
-    for t in tables:
-        if t.target in check.identities:
-            continue
-        want = t.items.key_schema
-        describe = functools.partial(target.describe, t.target)
-        info = retrier.call(describe, f"describing {t.target!r}", stats)
-        if info is None:
-            if not create:
-                raise TableMissingError(
-                    f"DynamoDB table {t.target!r} (target of {t.name!r}) does not exist: create it, "
-                    "or set create_tables = true",
-                    t.target,
-                )
-            log.info("creating DynamoDB table", extra=fields(table=t.target))
-            create_it = functools.partial(target.create_table, t.target, want)
-            retrier.call(create_it, f"creating {t.target!r}", stats)
-            info = retrier.call(describe, f"describing {t.target!r}", stats)
-            if info is None:
-                raise TableMissingError(f"DynamoDB table {t.target!r} vanished after CreateTable", t.target)
-            check.created.append(t.target)
-        if tuple(info.key_schema) != want:
-            raise KeySchemaError(
-                f"DynamoDB table {t.target!r} has key schema {_fmt(info.key_schema)}, but SQLite table "
-                f"{t.name!r} needs {_fmt(want)}"
-            )
-        check.identities[t.target] = info.identity
-    return check
-
-
-def _fmt(key: KeySchema) -> str:
-    return "(" + ", ".join(f"{n} {t}" for n, t in key) + ")"
+    conn.set_authorizer(authorize)
+    try:
+        conn.execute(sql.filter_probe(table, where)).fetchall()
+    except sqlite3.DatabaseError as e:
+        message = f"{where!r} is not an expression over the table's columns: {e}"
+        raise MappingError(table, "where", message) from None
+    finally:
+        conn.set_authorizer(None)

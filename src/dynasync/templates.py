@@ -1,5 +1,5 @@
-"""Key templates for single-table design: "USER#{id}" renders a string key
-from column values, and parses back into them for `verify`.
+"""String templates over a row's columns, for single-table design:
+`PK = "USER#{user_id}"` renders a key or an attribute from column values.
 
 Parsing needs no schema, so template syntax is checked with the config.
 """
@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class KeyTemplate:
-    """A key attribute built from columns: `name = "PK", template = "USER#{id}"`."""
+class Template:
+    """An attribute built from columns: `name = "PK", template = "USER#{id}"`."""
 
     name: str  # the DynamoDB attribute
     template: str
     fields: tuple[str, ...]  # the columns it names, in order
-    pattern: re.Pattern[str]  # matches a rendered key, one named group per field
+    pattern: re.Pattern[str]  # matches any text the template can render
     parts: tuple[tuple[str, str | None], ...]  # (literal text, field after it or None)
 
     @classmethod
-    def parse(cls, name: str, template: str) -> KeyTemplate:
+    def parse(cls, name: str, template: str) -> Template:
         """Parse a template; ValueError says what is wrong with it."""
         fields: list[str] = []
         pattern = ""
@@ -42,20 +42,20 @@ class KeyTemplate:
             if field in fields:
                 raise ValueError(f"template {template!r} names {{{field}}} twice")
             fields.append(field)
-            pattern += f"(?P<{group(field)}>.+?)"
+            pattern += ".+?"
         parts = tuple((literal, field or None) for literal, field, _, _ in parsed)
-        return cls(name, template, tuple(fields), re.compile(pattern), parts)
+        return cls(name, template, tuple(fields), re.compile(pattern, re.S), parts)
+
+    @property
+    def separable(self) -> bool:
+        """Whether literal text stands between every two placeholders: `A#{x}{y}`
+        cannot tell `x="1", y="23"` from `x="12", y="3"`."""
+        return all(literal for literal, field in self.parts[1:] if field is not None)
 
     def render(self, values: Mapping[str, str]) -> str:
-        """The key text for the fields' values (placed literally: no format() lookups)."""
+        """The text for the fields' values (placed literally: no format() lookups)."""
         return "".join(literal + (values[field] if field else "") for literal, field in self.parts)
 
-    def match(self, text: str) -> dict[str, str] | None:
-        """The field values a rendered key was made from (by regex group name), or None."""
-        m = self.pattern.fullmatch(text)
-        return m.groupdict() if m else None
-
-
-def group(field: str) -> str:
-    """A regex group name for a column name (any text)."""
-    return field if field.isidentifier() else "c" + "".join(f"{ord(c):x}" for c in field)
+    def matches(self, text: str) -> bool:
+        """Whether this template could have rendered `text`."""
+        return self.pattern.fullmatch(text) is not None

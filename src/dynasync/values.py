@@ -9,6 +9,7 @@ items in dynasync.items, which applies a table's mapping options.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from decimal import Context, Decimal
@@ -216,6 +217,29 @@ def normalize(av: AttributeValue) -> tuple[str, Any]:
 def key_identity(key: Item) -> tuple[Any, ...]:
     """A hashable form of a key under which equal DynamoDB keys collide."""
     return tuple(sorted((name, normalize(av)) for name, av in key.items()))
+
+
+def key_text(key: Item) -> str:
+    """A key as text, equal for keys DynamoDB treats as one (numbers normalized,
+    binary as base64): how dynasync's own tables store an item's key."""
+    out: dict[str, dict[str, str]] = {}
+    for name, av in key.items():
+        ((kind, v),) = av.items()
+        if kind == "N":
+            v = format(Decimal(v).normalize(_EXACT), "f") if Decimal(v) else "0"
+        elif kind == "B":
+            v = base64.b64encode(bytes(v)).decode("ascii")
+        out[name] = {kind: v}
+    return json.dumps(out, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def key_from_text(text: str) -> Item:
+    """The key that key_text() wrote."""
+    out: Item = {}
+    for name, av in json.loads(text).items():
+        ((kind, v),) = av.items()
+        out[name] = {kind: base64.b64decode(v) if kind == "B" else v}
+    return out
 
 
 def same_item(a: Item, b: Item) -> bool:

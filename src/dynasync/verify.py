@@ -8,19 +8,21 @@ DynamoDB, each item's key looked up in SQLite (extra items).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import state
+from dynasync import owners, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
+from dynasync.exceptions import TargetUnavailableError
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
-from dynasync.tables import SyncedTable
+from dynasync.tables import Chunk, SyncedTable
 from dynasync.target import MAX_BATCH_GET, delete
-from dynasync.values import Item, key_identity, same_item
-from dynasync.writes import Rejected, Write
+from dynasync.values import Item, key_identity, key_text, same_item
+from dynasync.writes import Rejected, RowRef, Write
 
 EXAMPLES = 5
 
@@ -82,41 +84,89 @@ def verify(
     """`dynasync verify`: compare the configured (or named) tables; --repair fixes what differs."""
     if repair:
         app.lock()
-    return verify_tables(app, list(app.tables(tables).values()), repair, progress)
+    synced = app.tables()  # all of them: tables sharing a target decide together what is extra
+    names = [app.config.table(n).source for n in tables] if tables else list(synced)
+    return verify_tables(app, [synced[n] for n in names], repair, progress, synced)
 
 
 def verify_tables(
-    app: App, tables: Sequence[SyncedTable], repair: bool, progress: Progress | None = None
+    app: App,
+    tables: Sequence[SyncedTable],
+    repair: bool,
+    progress: Progress | None = None,
+    synced: Mapping[str, SyncedTable] | None = None,
 ) -> VerifyResult:
-    """Compare these tables with DynamoDB, repairing when asked."""
+    """Compare these tables with DynamoDB, repairing when asked. `synced` are all
+    the configured tables: an item is extra only if no row of any table writing
+    to its target produces it."""
+    everyone = synced if synced is not None else {t.name: t for t in tables}
     result = VerifyResult(repair=repair)
-    for t in tables:
-        result.tables.append(_TableCheck(app, t, repair, progress).run())
+    for target in dict.fromkeys(t.target for t in tables):
+        requested = [t for t in tables if t.target == target]
+        neighbours = [t for t in everyone.values() if t.target == target and t not in requested]
+        result.tables.extend(_TargetCheck(app, target, requested, neighbours, repair, progress).run())
     return result
 
 
-class _TableCheck:
-    """One table's two sweeps."""
+class _Produced:
+    """The item keys the current rows produce, in a TEMP table (outside the
+    application's file): which row claimed each, so a second one is a collision."""
 
-    def __init__(self, app: App, table: SyncedTable, repair: bool, progress: Progress | None) -> None:
-        self.app, self.table, self.repair, self.progress = app, table, repair, progress
-        self.report = TableReport(table.name, table.target)
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        conn.execute(sql.PRODUCED_CREATE)
+        conn.execute(sql.PRODUCED_CLEAR)
+
+    def claim(self, item: str, ref: RowRef) -> RowRef | None:
+        """Record that `ref` produces `item`; the row that claimed it first, if another."""
+        if self.conn.execute(sql.PRODUCED_CLAIM, (item, *ref)).rowcount:
+            return None
+        owner = RowRef(*self.conn.execute(sql.PRODUCED_OWNER, (item,)).fetchone())
+        return None if owner == ref else owner
+
+    def has(self, item: str) -> bool:
+        """Whether some current row produces `item`."""
+        return self.conn.execute(sql.PRODUCED_OWNER, (item,)).fetchone() is not None
+
+
+class _TargetCheck:
+    """The two sweeps over one target: its tables' rows, then its items."""
+
+    def __init__(
+        self,
+        app: App,
+        target: str,
+        requested: list[SyncedTable],
+        neighbours: list[SyncedTable],
+        repair: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.app, self.target, self.repair, self.progress = app, target, repair, progress
+        self.requested, self.neighbours = requested, neighbours
+        self.reports = {t.name: TableReport(t.name, target) for t in requested}
         self.stats = RequestStats()
         self.writer = app.writer() if repair else None
+        tracked = any(t.tracked for t in requested + neighbours)
+        self.produced = _Produced(app.conn) if tracked else None
 
-    def run(self) -> TableReport:
-        """Both sweeps; the report."""
-        self._rows()
+    def run(self) -> list[TableReport]:
+        """Both sweeps; a report per requested table."""
+        for t in self.requested:
+            self._rows(t)
+        for t in self.neighbours:
+            self._produce(t)
         self._items()
-        return self.report
+        return list(self.reports.values())
 
-    def _rows(self) -> None:
+    def _rows(self, t: SyncedTable) -> None:
         """Every row's item must be in DynamoDB as the row maps it."""
-        t, report, conn = self.table, self.report, self.app.conn
+        report, conn = self.reports[t.name], self.app.conn
         total = t.count(conn) if self.progress else None
         for chunk in t.chunks(conn, MAX_BATCH_GET):
+            if self.app.stop.is_set():
+                raise TargetUnavailableError(f"verifying {t.name!r}: stopped")
             self.app.heartbeat()
-            expected, rejected = t.puts(chunk)
+            expected, rejected = self._expected(t, chunk)
             for r in rejected:
                 report.unsyncable += 1
                 report.note(f"{t.name} key {r.ref.key!r}: cannot be stored: {r.reason}")
@@ -134,54 +184,99 @@ class _TableCheck:
                 else:
                     continue
                 writes.append(w)
-            self._fix(writes, rejected)
+            self._fix(report, writes, rejected, claims=expected if t.tracked else [])
             if self.progress:
                 self.progress(t.name, report.rows, total)
 
+    def _expected(self, t: SyncedTable, chunk: Chunk) -> tuple[list[Write], list[Rejected]]:
+        """The Puts a chunk's rows need, and the rows that cannot have an item."""
+        writes: list[Write] = []
+        rejected: list[Rejected] = []
+        for ref, row in zip(chunk.refs, chunk.rows, strict=True):
+            w = t.put(ref, chunk.columns, row)
+            other = None
+            if self.produced is not None and isinstance(w, Write):
+                other = self.produced.claim(key_text(w.key), ref)
+            if other is not None:
+                w = Rejected(ref, f"{owners.COLLISION} row {list(other.key)!r} of table {other.table!r}")
+            (writes if isinstance(w, Write) else rejected).append(w)  # type: ignore[arg-type]
+        return writes, rejected
+
+    def _produce(self, t: SyncedTable) -> None:
+        """Note the items a neighbour table's rows produce (it is not being verified)."""
+        assert self.produced is not None
+        for chunk in t.chunks(self.app.conn, MAX_BATCH_GET * 10):
+            for ref, row in zip(chunk.refs, chunk.rows, strict=True):
+                w = t.put(ref, chunk.columns, row)
+                if isinstance(w, Write):
+                    self.produced.claim(key_text(w.key), ref)
+
     def _items(self) -> None:
-        """Every item of this table in DynamoDB must have its row in SQLite."""
-        t, report, conn = self.table, self.report, self.app.conn
+        """Every item a verified table could own must be produced by a current row."""
         start: Item | None = None
         while True:
-            page, start = self.app.retrier().call(
-                functools.partial(self.app.target.scan, t.target, start), f"scanning {t.target!r}", self.stats
-            )
+            scan = functools.partial(self.app.target.scan, self.target, start)
+            page, start = self.app.retrier().call(scan, f"scanning {self.target!r}", self.stats)
             self.app.heartbeat()
-            extras: list[Write] = []
-            with read_txn(conn):
+            extras: dict[str, list[Write]] = {}
+            with read_txn(self.app.conn):
                 for it in page:
-                    report.items += 1
-                    if not t.owns(it):
-                        continue  # written for another table sharing this target
+                    t = next((t for t in self.requested if t.could_own(it)), None)
+                    if t is None:
+                        continue  # another table's, or not dynasync's
+                    self.reports[t.name].items += 1
                     key = t.items.key_of(it)
-                    ref = t.ref_of_key(key)
-                    if ref is None or t.row_for_key(conn, key) is not None:
+                    if self._produced(t, key):
                         continue
-                    report.extra += 1
-                    values = list(ref.values(len(t.schema.key)))
-                    report.note(f"{t.name}: {t.target} has extra item {values!r}")
-                    extras.append(Write(ref, delete(key), key))
-            self._fix(extras, [])
+                    self.reports[t.name].extra += 1
+                    self.reports[t.name].note(f"{t.name}: {self.target} has extra item {_show(key)}")
+                    extras.setdefault(t.name, []).append(Write(t.ref_of_key(key), delete(key), key))
+            for name, writes in extras.items():
+                self._fix(self.reports[name], writes, [], releases=writes)
             if start is None:
                 return
 
+    def _produced(self, t: SyncedTable, key: Item) -> bool:
+        if self.produced is not None:
+            return self.produced.has(key_text(key))
+        return t.row_for_key(self.app.conn, key) is not None
+
     def _fetch(self, keys: list[Item]) -> dict[tuple[Any, ...], Item]:
         """The items DynamoDB holds for these keys, by key identity."""
-        target, names = self.table.target, list(keys[0])
+        names = list(keys[0])
         items = self.app.retrier().drain(
-            functools.partial(self.app.target.batch_get, target),
+            functools.partial(self.app.target.batch_get, self.target),
             keys,
-            f"reading {target!r}",
+            f"reading {self.target!r}",
             self.stats,
             "UnprocessedKeys",
         )
         return {key_identity({k: it[k] for k in names}): it for it in items}
 
-    def _fix(self, writes: list[Write], rejected: list[Rejected]) -> None:
+    def _fix(
+        self,
+        report: TableReport,
+        writes: list[Write],
+        rejected: list[Rejected],
+        claims: Sequence[Write] = (),
+        releases: Sequence[Write] = (),
+    ) -> None:
+        """Repair: send the writes; record dead letters, and which row owns which item."""
         if self.writer is None:
             return
-        out = self.writer.write(self.table.target, writes) if writes else None
+        out = self.writer.write(self.target, writes) if writes else None
         bad = out.rejected if out else []
+        refused = {id(r.write) for r in bad}
         with write_txn(self.app.conn):
+            for w in claims:
+                if id(w) not in refused:
+                    owners.record(self.app.conn, w.ref, self.target, key_text(w.key))
+            for w in releases:
+                if id(w) not in refused:
+                    owners.forget(self.app.conn, self.target, key_text(w.key))
             state.record_dead_letters(self.app.conn, rejected + bad, None)
-        self.report.repaired += len(writes) - len(bad)
+        report.repaired += len(writes) - len(bad)
+
+
+def _show(key: Item) -> str:
+    return repr([next(iter(av.values())) for av in key.values()])

@@ -65,7 +65,8 @@ class Writer:
         except ValidationError as e:
             pending = last[0]
             if len(pending) == 1:
-                result.rejected.append(Rejected(pending[0].ref, f"DynamoDB rejected the item: {e}"))
+                reason = f"DynamoDB rejected the item: {e}"
+                result.rejected.append(Rejected(pending[0].ref, reason, pending[0]))
                 return result
             # One bad item fails the whole batch: bisect to find it.
             half = len(pending) // 2

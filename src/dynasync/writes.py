@@ -58,4 +58,5 @@ class Rejected:
 
     ref: RowRef
     reason: str
+    write: Write | None = None  # the write DynamoDB refused, when it was one
 
