@@ -215,7 +215,9 @@ def test_generated_columns_are_in_the_shape(tmp_path: Any) -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a, g AS (a + 1), s AS (a * 2) STORED)")
     s = schema.inspect(conn, "t")
-    assert dict(s.shape) == {"a": None, "g": "GENERATED VIRTUAL", "s": "GENERATED STORED"}
+    # A generated column's shape is its definition: defined anew, it is a reshape.
+    assert dict(s.shape) == {"a": None, "g": "GENERATED VIRTUAL: g AS (a + 1)",
+                             "s": "GENERATED STORED: s AS (a * 2) STORED"}
     assert s.columns == ("id", "a", "g", "s") and s.rowid_key
 
 
@@ -272,3 +274,98 @@ def test_capture_of_an_expression_index_never_blocks_dropping_another_column(env
     sync(env)
     assert keys(env) == ["2"]
     assert_in_sync(env, "t")
+
+
+# --- found by review: index and column SQL read exactly ---------------------------
+
+
+def test_partial_expression_index_never_fails_the_applications_write(env: Env) -> None:
+    setup(env, "CREATE TABLE t (k TEXT PRIMARY KEY, d TEXT, n INTEGER)",
+          "CREATE UNIQUE INDEX t_j ON t (json_extract(d, '$.id')) WHERE json_valid(d)")
+    env.sql("INSERT INTO t VALUES ('x', 'not json', 0)",  # SQLite never evaluates the index expression here
+            "UPDATE t SET n = 1 WHERE k = 'x'",
+            "INSERT INTO t VALUES ('a', '{\"id\": 1}', 0)")
+    sync(env)
+    env.sql("INSERT OR REPLACE INTO t VALUES ('b', '{\"id\": 1}', 0)")  # deletes 'a' through the index
+    sync(env)
+    assert keys(env, "k") == ["b", "x"]
+
+
+def test_column_collation_under_a_binary_primary_key(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id TEXT COLLATE NOCASE, v TEXT, PRIMARY KEY (id COLLATE BINARY))")
+    env.sql("INSERT INTO t VALUES ('a', '1'), ('A', '2')")
+    assert sync(env).rejected == 0
+    env.sql("DELETE FROM t WHERE id = 'a' COLLATE BINARY")
+    sync(env)
+    assert keys(env) == ["A"]
+    assert env.run(verify.verify).in_sync
+
+
+@pytest.mark.parametrize(("index", "rows", "replace", "left"), [
+    ("lower(a)||b", [("x", "ab", "c")], ("y", "a", "bc"), ["y"]),
+    ("CASE WHEN b>0 THEN a ELSE k END", [("v", "X", 1)], ("X", "zzz", 0), ["X"]),
+    ("+a", [("p", "q", 0)], ("r", "q", 1), ["r"]),
+])
+def test_every_column_an_index_expression_uses_is_found(
+    env: Env, index: str, rows: list[tuple[Any, ...]], replace: tuple[Any, ...], left: list[str]
+) -> None:
+    setup(env, "CREATE TABLE t (k TEXT PRIMARY KEY, a TEXT, b)", f"CREATE UNIQUE INDEX t_e ON t ({index})")
+    conn = env.app_conn()
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    conn.close()
+    sync(env)
+    conn = env.app_conn()
+    conn.execute("INSERT OR REPLACE INTO t VALUES (?, ?, ?)", replace)
+    conn.close()
+    sync(env)
+    assert keys(env, "k") == left
+    # Only the victims are logged, never every row.
+    assert env.rows("SELECT count(*) FROM _dynasync_changelog WHERE op = 'R'")[0][0] <= 1
+
+
+def test_victim_with_id_minus_one_in_an_integer_primary_key_table(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id INTEGER PRIMARY KEY, b TEXT UNIQUE)")
+    env.sql("INSERT INTO t VALUES (-1, 'x')")
+    sync(env)
+    env.sql("INSERT OR REPLACE INTO t (b) VALUES ('x')")  # NEW.id reads -1 in the BEFORE trigger
+    sync(env)
+    assert keys(env) == [str(r[0]) for r in env.rows("SELECT id FROM t")]
+
+
+def test_generated_column_defined_anew_is_reconciled(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, g TEXT AS (lower(a)))")
+    env.sql("INSERT INTO t (id, a) VALUES (1, 'Hello')")
+    sync(env)
+    env.sql("ALTER TABLE t DROP COLUMN g", "ALTER TABLE t ADD COLUMN g TEXT AS (upper(a))")
+    assert sync(env).reconciled == ["t"]
+    assert env.items("t")[0]["g"] == {"S": "HELLO"}
+
+
+def test_comments_in_an_index_definition(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)",
+          "CREATE UNIQUE INDEX t_a ON t (a) -- one per live row\n WHERE b > 0 -- live")
+    env.sql("INSERT INTO t VALUES (1, 'x', 1)")
+    sync(env)
+    env.sql("INSERT OR REPLACE INTO t VALUES (2, 'x', 1)")
+    sync(env)
+    assert keys(env) == ["2"]
+    (trigger,) = env.rows("SELECT sql FROM sqlite_master WHERE name = '_dynasync_rep_t'")
+    assert "--" not in trigger[0] and "(b > 0)" in trigger[0]
+
+
+def test_dropping_a_column_named_like_a_function_the_index_calls(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id INTEGER PRIMARY KEY, created TEXT, date TEXT, lower TEXT)",
+          "CREATE UNIQUE INDEX t_d ON t (date(created), CAST(lower(created) AS text))")
+    env.sql("INSERT INTO t VALUES (1, '2026-01-01', 'x', 'y')")
+    sync(env)
+    env.sql("ALTER TABLE t DROP COLUMN date", "ALTER TABLE t DROP COLUMN lower")  # works without dynasync
+    sync(env)
+    assert_in_sync(env, "t")
+
+
+@pytest.mark.parametrize("expression", ["a || ''", "+a", "a + b", "coalesce(a, b)"])
+def test_expression_shapes_search_through_the_index(expression: str) -> None:
+    ddl = ["CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, live INTEGER, a TEXT, b INTEGER, "
+           "norm TEXT AS (lower(email)))", f"CREATE UNIQUE INDEX t_e ON t ({expression}, email)"]
+    small, large = _vm_steps_per_insert(ddl, 1_000), _vm_steps_per_insert(ddl, 30_000)
+    assert large < small * 1.5, (small, large)

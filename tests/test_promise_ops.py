@@ -16,7 +16,7 @@ from equality import assert_in_sync
 from test_cli import DYNASYNC, cli, wait_until
 
 from dynasync import backfill, capture, drift, status, syncpass
-from dynasync.exceptions import TableMissingError
+from dynasync.exceptions import TableGoneError, TableMissingError
 
 
 def setup(env: Env, ddl: str = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, extra TEXT)") -> None:
@@ -242,3 +242,105 @@ def test_a_second_config_on_one_database_is_refused_and_loses_nothing(env: Env) 
     assert p.returncode != 0 and "no longer exists" in p.stderr
     p = subprocess.run([DYNASYNC, "init", "--config", str(moved)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+# --- found by review: migrations, stops, deploys and odd keys ----------------------
+
+
+def test_table_renamed_with_legacy_alter_table_leaves_no_trigger_behind(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT, extra TEXT)")
+    env.sql("INSERT INTO t VALUES ('a', 'x', NULL)")
+    with env.app() as app:
+        syncer = syncpass.Syncer(app)
+        syncer.run_pass()
+        env.sql("PRAGMA legacy_alter_table = ON", "ALTER TABLE t RENAME TO t2")
+        with pytest.raises(TableGoneError):
+            syncer.run_pass()  # reported, and a daemon retries it: t may come back
+    env.sql("INSERT INTO t2 VALUES ('b', 'y', NULL)")  # the application's writes work again
+    assert env.rows("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'") == [(0,)]
+
+
+def test_rearm_holds_the_write_lock_from_inspection_to_triggers(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    setup(env)
+    env.sql("INSERT INTO t VALUES (1, 'a', NULL)")
+    env.run(backfill.backfill)
+    env.sql("CREATE UNIQUE INDEX t_v ON t (v)")  # a schema change: the next pass re-arms
+    real = capture.plan
+    seen: list[str] = []
+
+    def migration_in_the_middle(*args: Any, **kw: Any) -> Any:
+        other = sqlite3.connect(env.db_path, timeout=0, isolation_level=None)
+        try:
+            other.execute("DROP INDEX t_v")
+        except sqlite3.OperationalError as e:
+            seen.append(str(e))  # it must wait: capture is planned and installed atomically
+        finally:
+            other.close()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(capture, "plan", migration_in_the_middle)
+    env.run(syncpass.sync)
+    assert seen and "locked" in seen[0]
+
+
+def test_sigterm_during_a_long_reconcile_stops_promptly(env: Env) -> None:
+    setup(env)
+    conn = env.app_conn()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?, 'v', NULL)", [(i,) for i in range(20_000)])
+    conn.execute("COMMIT")
+    conn.close()
+    env.run(backfill.backfill)
+    env.sql("ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 0")  # every item changes: a reconcile
+    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "reconciling" not in (daemon.stderr.readline() if daemon.stderr else ""):
+            assert time.monotonic() < deadline
+        stopped = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0 and took < 10, took
+    cli(env, "sync", check=True)  # the reconcile is still owed, and done now
+    assert_in_sync(env, "t")
+
+
+def test_owner_survives_a_symlinked_deploy_and_takeover_is_explicit(env: Env) -> None:
+    setup(env)
+    releases = env.dir / "releases"
+    (releases / "v1").mkdir(parents=True)
+    (releases / "v1" / "dynasync.toml").write_text(env.config_path.read_text())
+    current = env.dir / "current"
+    current.symlink_to(releases / "v1")
+    deployed = current / "dynasync.toml"
+    p = subprocess.run([DYNASYNC, "init", "--takeover", "--config", str(deployed)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    (releases / "v2").mkdir()
+    (releases / "v2" / "dynasync.toml").write_text(env.config_path.read_text())
+    current.unlink()
+    current.symlink_to(releases / "v2")  # v1 stays, for a rollback
+    p = subprocess.run([DYNASYNC, "sync", "--config", str(deployed)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([DYNASYNC, "sync", "--config", str(env.config_path)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and "--takeover" in p.stderr
+
+
+def test_dead_letter_of_a_key_that_is_not_utf8_survives_a_retry(env: Env) -> None:
+    setup(env, "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT, extra TEXT)")
+    env.sql("INSERT INTO t VALUES (CAST(x'ff61' AS TEXT), 'v', NULL)", "INSERT INTO t VALUES ('ok', 'v', NULL)")
+    env.run(syncpass.sync)
+    assert env.rows("SELECT typeof(k1) FROM _dynasync_dead_letters") == [("text",)]
+    p = cli(env, "dead-letters", "--retry", check=True)
+    assert "1 remain" in p.stdout
+    env.sql("DELETE FROM t WHERE id = CAST(x'ff61' AS TEXT)")
+    env.run(syncpass.sync)
+    assert env.rows("SELECT count(*) FROM _dynasync_dead_letters") == [(0,)]

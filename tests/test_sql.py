@@ -34,13 +34,12 @@ PINNED_REPLACE = {
     "_dynasync_rep_users": (
         'CREATE TRIGGER "_dynasync_rep_users" BEFORE INSERT ON "users" BEGIN INSERT INTO '
         "_dynasync_changelog (tbl, op, k1, k2) SELECT 'users', 'R', \"id\", NULL FROM \"users\" "
-        'WHERE "email" = NEW."email" COLLATE BINARY AND NOT ("id" IS NEW."id" COLLATE BINARY); END'
+        'WHERE "email" = NEW."email" COLLATE BINARY; END'
     ),
     "_dynasync_repu_users": (
         'CREATE TRIGGER "_dynasync_repu_users" BEFORE UPDATE OF "email" ON "users" BEGIN INSERT INTO '
         "_dynasync_changelog (tbl, op, k1, k2) SELECT 'users', 'R', \"id\", NULL FROM \"users\" "
-        'WHERE (OLD."email" IS NOT NEW."email" COLLATE BINARY) AND "email" = NEW."email" COLLATE BINARY '
-        'AND NOT ("id" IS OLD."id" COLLATE BINARY); END'
+        'WHERE (OLD."email" IS NOT NEW."email" COLLATE BINARY) AND "email" = NEW."email" COLLATE BINARY; END'
     ),
 }
 
@@ -60,16 +59,16 @@ def test_pinned_sql_rowid_key_and_index_shapes() -> None:
     assert key.startswith('CREATE TRIGGER "_dynasync_key_t" AFTER UPDATE ON "t" WHEN OLD."id" IS NOT NEW."id" '
                           "COLLATE BINARY BEGIN")
     # A partial NOCASE expression index, compared as the index compares, evaluated over NEW.
-    expr = Conflict("t_lower", (Term("lower(e)", None, "NOCASE", "expression", ("e",)),), where="d > 0")
+    expr = Conflict("t_lower", (Term("lower(e)", None, "NOCASE", "expression", ("e",)),), "d > 0", ("d",))
     rowid = Conflict("rowid", (Term("rowid", "rowid", "BINARY", "rowid"),))
     out = trigger_sql(TriggerSpec("t", ("k",), (expr, rowid)))
     assert out["_dynasync_rep_t"] == (
         'CREATE TRIGGER "_dynasync_rep_t" BEFORE INSERT ON "t" BEGIN '
         "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
-        'lower(e) = (SELECT lower(e) FROM (SELECT NEW."e" AS "e")) COLLATE NOCASE '
-        'AND (d > 0) AND NOT ("k" IS NEW."k" COLLATE BINARY); '
+        'lower(e) = (CASE WHEN (SELECT (d > 0) FROM (SELECT NEW."d" AS "d")) THEN '
+        '(SELECT lower(e) FROM (SELECT NEW."e" AS "e")) END) COLLATE NOCASE AND (d > 0); '
         "INSERT INTO _dynasync_changelog (tbl, op, k1, k2) SELECT 't', 'R', \"k\", NULL FROM \"t\" WHERE "
-        'rowid = NEW.rowid COLLATE BINARY AND NOT ("k" IS NEW."k" COLLATE BINARY); END'
+        'rowid = NEW.rowid COLLATE BINARY; END'
     )
     # An expression cannot be told unchanged cheaply, so the UPDATE trigger has no WHEN.
     assert out["_dynasync_repu_t"].startswith('CREATE TRIGGER "_dynasync_repu_t" BEFORE UPDATE ON "t" BEGIN ')

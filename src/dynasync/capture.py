@@ -11,7 +11,10 @@ from pathlib import Path
 
 from dynasync import provision, sql, state, tables
 from dynasync.app import App
+from dynasync.config import Config
 from dynasync.database import write_txn
+from dynasync.exceptions import SourceError, TableGoneError
+from dynasync.logs import fields
 from dynasync.schema import TableSchema
 
 log = logging.getLogger(__name__)
@@ -72,31 +75,42 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
 
 
 def apply(
-    conn: sqlite3.Connection, p: CapturePlan, schemas: Mapping[str, TableSchema], owner: Path | None = None
+    conn: sqlite3.Connection,
+    p: CapturePlan,
+    schemas: Mapping[str, TableSchema],
+    owner: Path | None = None,
+    takeover: bool = False,
 ) -> None:
     """Run a plan in one transaction; flag disarmed tables for reconciling.
     With `owner` (the config file, at `init`), claim the database for it."""
     with write_txn(conn):
-        if owner is not None and sql.STATE in state.installed_tables(conn):
+        if owner is not None and not takeover and sql.STATE in state.installed_tables(conn):
             state.check_owner(conn, owner, taking_over=True)  # before touching another config's capture
-        for stmt in p.statements:
-            conn.execute(stmt)
-        conn.execute(sql.STATE_INIT, (state.HWM, 0))
-        conn.execute(sql.STATE_INIT, (state.VERSION, sql.SCHEMA_VERSION))
-        state.save_shapes(conn, {name: s.shape for name, s in schemas.items()}, overwrite=False)
-        state.flag_reconcile(conn, p.disarmed)
+        _apply(conn, p, schemas)
         if owner is not None:
-            state.claim_owner(conn, owner)
+            state.claim_owner(conn, owner, takeover)
 
 
-def init(app: App, dry_run: bool = False) -> InitResult:
-    """`dynasync init`: install capture, then check (or create) the DynamoDB tables."""
+def _apply(conn: sqlite3.Connection, p: CapturePlan, schemas: Mapping[str, TableSchema]) -> None:
+    for stmt in p.statements:
+        conn.execute(stmt)
+    conn.execute(sql.STATE_INIT, (state.HWM, 0))
+    conn.execute(sql.STATE_INIT, (state.VERSION, sql.SCHEMA_VERSION))
+    state.save_shapes(conn, {name: s.shape for name, s in schemas.items()}, overwrite=False)
+    state.flag_reconcile(conn, p.disarmed)
+
+
+def init(app: App, dry_run: bool = False, takeover: bool = False) -> InitResult:
+    """`dynasync init`: install capture, then check (or create) the DynamoDB tables.
+    With `takeover`, this config replaces the one that set the database up."""
     found = tables.load(app.conn, app.config)
     schemas = {name: t.schema for name, t in found.items()}
     p = plan(app.conn, schemas)
     if dry_run:
         return InitResult(plan=p)
-    apply(app.conn, p, schemas, owner=app.config.path)
+    if takeover:
+        log.warning("taking the database over for this config", extra=fields(config=str(app.config.path)))
+    apply(app.conn, p, schemas, owner=app.config.path, takeover=takeover)
     journal = app.conn.execute(sql.JOURNAL_MODE).fetchone()[0]
     if str(journal).lower() != "wal":
         p.warnings.append(
@@ -112,15 +126,41 @@ def init(app: App, dry_run: bool = False) -> InitResult:
     return InitResult(plan=p, created_tables=check.created)
 
 
-def rearm(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> list[str]:
-    """Reinstall capture where it was removed or is out of date (a table
-    rebuilt by a migration loses its triggers). Returns the tables that were
-    left without row triggers, which need reconciling."""
-    p = plan(conn, schemas)
-    if p.statements:
-        apply(conn, p, schemas)
-        log.warning("capture triggers were missing or outdated; reinstalled them")
-    return p.disarmed
+@dataclass
+class Rearm:
+    """The schemas as re-armed, the tables owing a reconcile, and the schema cookie they go with."""
+
+    schemas: dict[str, TableSchema]
+    disarmed: list[str]
+    owed: list[str]  # tables flagged for a reconcile earlier, not yet done
+    cookie: int
+
+
+def rearm(conn: sqlite3.Connection, config: Config) -> Rearm:
+    """Inspect the tables and reinstall capture where it was removed or is out
+    of date, in one write transaction: a migration cannot slip between what
+    was inspected and the triggers installed, and the cookie read at the end
+    is exactly this schema's.
+
+    A configured table that is missing (dropped, or renamed away) loses its
+    triggers too, so none is left behind on another table, then the error is raised."""
+    with write_txn(conn):
+        owed = state.flagged_for_reconcile(conn, [t.source for t in config.tables])
+        missing: SourceError | None = None
+        schemas: dict[str, TableSchema] = {}
+        for t in config.tables:
+            try:
+                schemas.update(tables.inspect(conn, config, [t.source]))
+            except TableGoneError as e:
+                missing = missing or e
+        p = plan(conn, schemas)
+        if p.statements:
+            _apply(conn, p, schemas)
+            log.warning("capture triggers were missing or outdated; reinstalled them")
+        cookie = int(conn.execute(sql.SCHEMA_COOKIE).fetchone()[0])
+    if missing is not None:
+        raise missing
+    return Rearm(schemas, p.disarmed, owed, cookie)
 
 
 def uninstall(app: App) -> list[str]:

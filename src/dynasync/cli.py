@@ -69,11 +69,12 @@ def command(name: str, help_text: str, *flags: Flag) -> Callable[[Handler], Hand
     "init",
     "install the changelog, state tables and capture triggers; create DynamoDB tables",
     flag("--dry-run", "print the SQL instead of running it"),
+    flag("--takeover", "this config replaces the one that set the database up"),
 )
 def _init(app: App, args: argparse.Namespace) -> int:
     from dynasync.capture import init
 
-    result = init(app, dry_run=args.dry_run)
+    result = init(app, dry_run=args.dry_run, takeover=args.takeover)
     if args.dry_run:
         for stmt in result.plan.statements:
             print(stmt + ";")

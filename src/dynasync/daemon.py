@@ -25,7 +25,7 @@ from watchdog.observers import Observer
 from dynasync import changelog, state
 from dynasync.app import App
 from dynasync.database import read_txn
-from dynasync.exceptions import DynasyncError, TargetError
+from dynasync.exceptions import DynasyncError, TableGoneError, TargetError
 from dynasync.logs import fields
 from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
@@ -33,7 +33,9 @@ from dynasync.syncpass import PassResult, Syncer
 
 log = logging.getLogger(__name__)
 
-TRANSIENT: tuple[type[BaseException], ...] = (TargetError, sqlite3.OperationalError)
+# What a later pass may get past: DynamoDB failing, the database busy, a table
+# gone for a moment (a migration between dropping and creating it).
+TRANSIENT: tuple[type[BaseException], ...] = (TargetError, sqlite3.OperationalError, TableGoneError)
 
 
 class _DatabaseEvents(FileSystemEventHandler):

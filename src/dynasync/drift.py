@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from dynasync import capture, provision, sql, state, tables
 from dynasync.app import App
-from dynasync.database import read_txn, write_txn
+from dynasync.database import write_txn
 from dynasync.logs import fields
 from dynasync.schema import reshaped
 from dynasync.tables import SyncedTable
@@ -57,20 +57,20 @@ class SchemaWatch:
     def refresh(self) -> Refresh:
         """The current tables, after re-arming and reconciling whatever changed unseen."""
         conn = self.app.conn
-        with read_txn(conn):
-            # Read before inspecting: a migration that lands while this refresh
-            # (or its reconcile) runs moves the cookie past it, and is seen next time.
-            cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
-            schemas = tables.inspect(conn, self.app.config) if cookie != self._cookie else None
-        if schemas is None and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
+        cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
+        changed = cookie != self._cookie
+        if not changed and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
             return Refresh(self._tables)
         found, stale, reshapes = self._tables, set[str](), dict[str, bool]()
-        if schemas is not None:
-            owed = state.flagged_for_reconcile(conn, schemas)
-            disarmed = capture.rearm(conn, schemas)
-            found = tables.build(self.app.config, schemas)
+        if changed:
+            # The cookie recorded is the one read with the schema, under the write
+            # lock: a migration that lands later (even during the reconcile
+            # below) moves it on, and is seen next time.
+            armed = capture.rearm(conn, self.app.config)
+            cookie = armed.cookie
+            found = tables.build(self.app.config, armed.schemas)
             reshapes = _reshapes(self.app, found)
-            stale = set(owed) | set(disarmed) | {n for n, r in reshapes.items() if r}
+            stale = set(armed.owed) | set(armed.disarmed) | {n for n, r in reshapes.items() if r}
         stale |= set(self._check_targets(found))
         reconciled = self._reconcile(found, sorted(stale), reshapes)
         self._tables, self._cookie = found, cookie

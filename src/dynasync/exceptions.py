@@ -29,6 +29,10 @@ class SourceError(DynasyncError):
     """The SQLite database or one of its tables cannot be used."""
 
 
+class TableGoneError(SourceError):
+    """A configured table does not exist (dropped, or renamed away by a migration): maybe for a moment."""
+
+
 class StateError(DynasyncError):
     """dynasync's own tables are missing, damaged or inconsistent."""
 

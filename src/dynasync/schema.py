@@ -10,7 +10,6 @@ from SQLite's own pragmas and the index's CREATE statement.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Any
 
 import sqlite_utils
 
-from dynasync import sql
-from dynasync.exceptions import SourceError
+from dynasync import ddl, sql
+from dynasync.exceptions import SourceError, TableGoneError
 from dynasync.sql import Conflict, Term
 
 BUILTIN_COLLATIONS = frozenset({"BINARY", "NOCASE", "RTRIM"})
@@ -71,7 +70,8 @@ def key_type(declared: str) -> str:
 def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
     """Introspect one source table; SourceError says why it cannot be synced."""
     _check_kind(conn, name)
-    table = sqlite_utils.Database(conn).table(name)
+    # Never let sqlite-utils turn recursive_triggers on for dynasync's connection.
+    table = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False).table(name)
     xinfo = conn.execute(sql.TABLE_XINFO.format(table=sql.quote_ident(name))).fetchall()
     # (cid, name, type, notnull, default, pk, hidden)
     pk = sorted((c for c in xinfo if c[5]), key=lambda c: c[5])
@@ -92,6 +92,7 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
     columns = tuple(c[1] for c in xinfo)
     generated = frozenset(c[1] for c in xinfo if c[6] in _GENERATED)
     conflicts = _conflicts(conn, key, key_collations, columns, generated, indexes, xindexes)
+    definitions = ddl.column_definitions(conn.execute(sql.TABLE_SQL, (name,)).fetchone()[1] or "")
     rowid = _rowid_name(conn, name, columns)
     if rowid is not None and pk_index is not None:
         # INSERT OR REPLACE ... (rowid, ...) can delete the row holding that rowid.
@@ -104,19 +105,27 @@ def inspect(conn: sqlite3.Connection, name: str) -> TableSchema:
         rowid_key=rowid is not None and pk_index is None,
         conflicts=tuple(conflicts),
         columns=columns,
-        shape=tuple(sorted((c[1], _GENERATED.get(c[6], c[4])) for c in xinfo if not c[5])),
+        shape=tuple(sorted((c[1], _shape_value(c, definitions)) for c in xinfo if not c[5])),
     )
+
+
+def _shape_value(column: tuple[Any, ...], definitions: dict[str, str]) -> str | None:
+    """A column's DEFAULT text; for a generated column, its whole definition
+    (so a column generated anew under the same name is a reshape)."""
+    if column[6] not in _GENERATED:
+        return column[4]  # type: ignore[no-any-return]
+    return f"{_GENERATED[column[6]]}: {definitions.get(column[1].lower(), '')}"
 
 
 def _check_kind(conn: sqlite3.Connection, name: str) -> None:
     """That `name` is an ordinary table."""
     row = conn.execute(sql.TABLE_SQL, (name,)).fetchone()
     if row is None:
-        raise SourceError(f"table {name!r} does not exist in the database")
-    kind, ddl = row
+        raise TableGoneError(f"table {name!r} does not exist in the database")
+    kind, text = row
     if kind == "view":
         raise SourceError(f"{name!r} is a view; only tables can be synced")
-    if ddl and ddl.lstrip().upper().startswith("CREATE VIRTUAL"):
+    if text and text.lstrip().upper().startswith("CREATE VIRTUAL"):
         raise SourceError(f"table {name!r} is a virtual table; only ordinary tables can be synced")
 
 
@@ -146,6 +155,18 @@ def _check_key(name: str, key: Sequence[str]) -> None:
         )
 
 
+def _uses(conn: sqlite3.Connection, expression: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns an index expression refers to, proven by SQLite compiling it
+    over those columns alone; all columns if that fails (safe, but then the
+    capture trigger names them all)."""
+    uses = ddl.names_used(expression, columns)
+    try:
+        conn.execute(sql.expression_probe(expression, uses)).fetchall()
+    except sqlite3.DatabaseError:
+        return columns
+    return uses
+
+
 def _conflicts(
     conn: sqlite3.Connection,
     key: tuple[str, ...],
@@ -170,76 +191,32 @@ def _conflicts(
         same_key = dict(zip(key, key_collations, strict=True))
         if all(any(c.name == k and c.coll == coll for c in cols) for k, coll in same_key.items()):
             continue  # it contains the key: only the row itself can conflict
-        ddl = conn.execute(sql.INDEX_SQL, (index_name,)).fetchone()
-        exprs, where = index_parts(ddl[0]) if ddl and ddl[0] else ([], None)
+        text = conn.execute(sql.INDEX_SQL, (index_name,)).fetchone()
+        exprs, where = ddl.index_parts(text[0]) if text and text[0] else ([], None)
         terms: list[Term] = []
         for i, c in enumerate(cols):
             if c.cid >= 0:
                 kind = "generated" if c.name in generated else "column"
                 terms.append(Term(sql.quote_ident(c.name), c.name, c.coll, kind))
             else:
-                terms.append(Term(exprs[i], None, c.coll, "expression", _uses(exprs[i], columns)))
-        out.append(Conflict(index_name, tuple(terms), where if index.partial else None))
+                terms.append(Term(exprs[i], None, c.coll, "expression", _uses(conn, exprs[i], columns)))
+        where = where if index.partial else None
+        out.append(Conflict(index_name, tuple(terms), where, _uses(conn, where, columns) if where else ()))
     return out
-
-
-def index_parts(ddl: str) -> tuple[list[str], str | None]:
-    """The terms of CREATE INDEX ... ON t (term, ...) WHERE cond, as SQL text
-    (ASC/DESC removed), and the condition of a partial index."""
-    tokens = list(sql_tokens(ddl))
-    start = next(i for i, (t, _) in enumerate(tokens) if t == "(")
-    depth, terms, begin = 0, [], tokens[start][1] + 1
-    for i in range(start, len(tokens)):
-        tok, pos = tokens[i]
-        if tok == "(":
-            depth += 1
-        elif tok == ")":
-            depth -= 1
-        if (tok == "," and depth == 1) or (tok == ")" and depth == 0):
-            terms.append(_strip_order(ddl[begin:pos]))
-            begin = pos + 1
-        if tok == ")" and depth == 0:
-            rest = ddl[pos + 1 :].strip().rstrip(";").strip()
-            where = rest[5:].strip() if rest[:5].upper() == "WHERE" else None
-            return terms, where or None
-    raise ValueError(f"cannot parse index definition {ddl!r}")
-
-
-def _uses(expression: str, columns: Sequence[str]) -> tuple[str, ...]:
-    """The columns an expression names: every identifier token that is a column
-    (a function of the same name is harmless; a column is never missed)."""
-    names = set()
-    for tok, _ in sql_tokens(expression):
-        if tok[0] in "\"`[":
-            names.add(tok[1:-1].replace(tok[0] * 2, tok[0]).lower() if tok[0] != "[" else tok[1:-1].lower())
-        else:
-            names.add(tok.lower())
-    return tuple(c for c in columns if c.lower() in names)
-
-
-def _strip_order(term: str) -> str:
-    return re.sub(r"\s+(ASC|DESC)\s*$", "", term.strip(), flags=re.I)
-
-
-# SQL tokens: quoted strings and identifiers whole, comments, parentheses and commas, words.
-_TOKEN = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[(),]|[^\s'"`\[(),]+""",
-    re.S,
-)
-
-
-def sql_tokens(text: str) -> Any:
-    """SQL tokens with their offsets: quoted strings and identifiers whole, comments, (),, and words."""
-    for m in _TOKEN.finditer(text):
-        yield m.group(0), m.start()
 
 
 def reshaped(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> bool:
     """Whether existing rows now map to different items although no trigger
-    fired: a column dropped or renamed, or one added with a non-NULL default
-    (or generated)."""
+    fired: a column dropped or renamed, one added with a non-NULL default or
+    generated, or a generated column defined anew."""
     before = {name: default for name, default in old}
     after = {name: default for name, default in new}
     if any(name not in after for name in before):
         return True
-    return any(after[name] is not None for name in after if name not in before)
+    if any(after[name] is not None for name in after if name not in before):
+        return True
+    return any(
+        before[name] != after[name] and str(after[name] or before[name]).startswith("GENERATED")
+        for name in after
+        if name in before
+    )

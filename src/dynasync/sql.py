@@ -108,6 +108,7 @@ class Conflict:
     name: str  # the index, "PRIMARY KEY" or "rowid"
     terms: tuple[Term, ...]
     where: str | None = None  # a partial index's condition
+    where_uses: tuple[str, ...] = ()  # the columns the condition refers to
 
 
 @dataclass(frozen=True)
@@ -138,21 +139,26 @@ def _log(spec: TriggerSpec, op: str, row: str) -> str:
     )
 
 
-def _same_key(spec: TriggerSpec, row: str) -> str:
-    """The row whose key is exactly (as bytes, like DynamoDB) the key of NEW or OLD."""
-    return " AND ".join(f"{quote_ident(c)} IS {row}.{quote_ident(c)} COLLATE BINARY" for c in spec.key)
+def _over_new(expression: str, uses: Sequence[str]) -> str:
+    """An expression over the table's columns, evaluated on NEW's values. Only
+    the columns it uses are named, so the trigger never stops a DROP COLUMN of another."""
+    if not uses:
+        return f"(SELECT {expression})"
+    values = ", ".join(f"NEW.{quote_ident(c)} AS {quote_ident(c)}" for c in uses)
+    return f"(SELECT {expression} FROM (SELECT {values}))"
 
 
-def _new_value(spec: TriggerSpec, term: Term) -> str:
+def _new_value(c: Conflict, term: Term) -> str:
     """A term evaluated on the row being written (NEW)."""
     if term.kind != "expression":
         return f"NEW.{term.sql if term.kind == 'rowid' else quote_ident(term.column or '')}"
-    # Evaluate the same SQL over NEW's values, so the index serves the lookup.
-    # Only the columns it uses are named, so the trigger never stops a DROP COLUMN of another.
-    if not term.uses:
-        return f"(SELECT {term.sql})"
-    values = ", ".join(f"NEW.{quote_ident(c)} AS {quote_ident(c)}" for c in term.uses)
-    return f"(SELECT {term.sql} FROM (SELECT {values}))"
+    # The same SQL as the index's, so the index serves the lookup.
+    value = _over_new(term.sql, term.uses)
+    if c.where:
+        # SQLite evaluates a partial index's expression only for rows it covers:
+        # so must the trigger, or an expression that fails elsewhere fails the write.
+        return f"(CASE WHEN {_over_new(f'({c.where})', c.where_uses)} THEN {value} END)"
+    return value
 
 
 def _changed(term: Term) -> str | None:
@@ -168,16 +174,18 @@ def _update_guard(conflict: Conflict) -> str | None:
     return None if None in changes else " OR ".join(c for c in changes if c)
 
 
-def _log_victims(spec: TriggerSpec, c: Conflict, this_row: str, guard: str | None = None) -> str:
+def _log_victims(spec: TriggerSpec, c: Conflict, guard: str | None = None) -> str:
     """Log the rows a REPLACE is about to delete through one constraint.
 
     SQLite fires no DELETE trigger for them unless recursive_triggers is on.
     The match compares each term as the index does (its collation, its
-    partial condition), so the index serves the lookup; over-logging is
-    harmless, as the pass reads each logged key's current state.
+    partial condition), so the index serves the lookup. Over-logging is
+    harmless, as the pass reads each logged key's current state, so the row
+    being written is not excluded: its key is not known in a BEFORE INSERT
+    (an INTEGER PRIMARY KEY about to be assigned reads as -1).
     """
     keys = [quote_ident(k) for k in spec.key] + ["NULL"] * (2 - len(spec.key))
-    match = [f"{t.sql} = {_new_value(spec, t)} {collate(t.collation)}" for t in c.terms]
+    match = [f"{t.sql} = {_new_value(c, t)} {collate(t.collation)}" for t in c.terms]
     if c.where:
         match.append(f"({c.where})")
     if guard:
@@ -185,16 +193,15 @@ def _log_victims(spec: TriggerSpec, c: Conflict, this_row: str, guard: str | Non
     return (
         f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) "
         f"SELECT {quote_literal(spec.table)}, '{OP_REPLACED}', {', '.join(keys)} "
-        f"FROM {quote_ident(spec.table)} "
-        f"WHERE {' AND '.join(match)} AND NOT ({_same_key(spec, this_row)});"
+        f"FROM {quote_ident(spec.table)} WHERE {' AND '.join(match)};"
     )
 
 
 def _victim_triggers(spec: TriggerSpec) -> dict[str, str]:
     t = quote_ident(spec.table)
-    on_insert = " ".join(_log_victims(spec, c, "NEW") for c in spec.conflicts)
+    on_insert = " ".join(_log_victims(spec, c) for c in spec.conflicts)
     guards = [_update_guard(c) for c in spec.conflicts]
-    on_update = " ".join(_log_victims(spec, c, "OLD", g) for c, g in zip(spec.conflicts, guards, strict=True))
+    on_update = " ".join(_log_victims(spec, c, g) for c, g in zip(spec.conflicts, guards, strict=True))
     plain = all(term.kind == "column" for c in spec.conflicts for term in c.terms)
     if plain:  # cheapest: SQLite runs the trigger only when the SET list names these columns
         cols = sorted({term.column or "" for c in spec.conflicts for term in c.terms})
@@ -315,11 +322,12 @@ CHANGELOG_ENQUEUE = f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) VALUES (?, ?, ?,
 
 
 def _exact(left: str, right: str, collation: str) -> str:
-    """`left` equals `right` as bytes, the way DynamoDB compares keys. Under a
-    non-BINARY key collation the first comparison lets SQLite use the key's
-    index, and the second rejects matches that differ in case or spaces."""
+    """`left` equals `right` as bytes, the way DynamoDB compares keys, whatever
+    the column's own collation. Under a non-BINARY primary-key collation the
+    first comparison lets SQLite use the key's index, and the second rejects
+    matches that differ in case or spaces."""
     if collation.upper() == "BINARY":
-        return f"{left} = {right}"
+        return f"{left} = {right} COLLATE BINARY"
     return f"{left} = {right} {collate(collation)} AND {left} = {right} COLLATE BINARY"
 
 
@@ -408,6 +416,13 @@ def count_rows(table: str, where: str | None = None) -> str:
     return f"SELECT count(*) FROM {_source(table, where)}"
 
 
+def expression_probe(expression: str, columns: Sequence[str]) -> str:
+    """Compiles an expression with only these columns in scope."""
+    values = ", ".join(f"NULL AS {quote_ident(c)}" for c in columns)
+    source = f" FROM (SELECT {values})" if columns else ""
+    return f"SELECT ({expression}){source} LIMIT 0"
+
+
 def filter_probe(table: str, where: str) -> str:
     """Compiles a row filter against its table without reading a row."""
     return f"SELECT 1 FROM {quote_ident(table)} WHERE ({where}) LIMIT 0"
@@ -429,15 +444,26 @@ DEAD_LIST = (
     "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts "
     f"FROM {DEAD_LETTERS} ORDER BY tbl, rowid"
 )
-DEAD_FIND = f"SELECT attempts, first_failed FROM {DEAD_LETTERS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
-DEAD_DELETE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
+# A key is bound as (table, k1, k2, k1 is TEXT that is not UTF-8, k2 likewise):
+# Python hands such TEXT over as bytes, which SQLite would store as a BLOB.
+_K1 = "(CASE WHEN ?4 THEN CAST(?2 AS TEXT) ELSE ?2 END)"
+_K2 = "(CASE WHEN ?5 THEN CAST(?3 AS TEXT) ELSE ?3 END)"
+DEAD_FIND = (
+    f"SELECT attempts, first_failed FROM {DEAD_LETTERS} WHERE tbl = ?1 AND k1 IS {_K1} AND k2 IS {_K2}"
+)
+DEAD_DELETE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ?1 AND k1 IS {_K1} AND k2 IS {_K2}"
 DEAD_INSERT = (
     f"INSERT INTO {DEAD_LETTERS} (tbl, k1, k2, reason, seq, first_failed, last_failed, attempts) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"VALUES (?1, {_K1}, {_K2}, ?6, ?7, ?8, ?9, ?10)"
 )
-DEAD_KEYS = f"SELECT tbl, k1, k2 FROM {DEAD_LETTERS}"
-DEAD_WITH_REASON = (
-    f"SELECT k1, k2 FROM {DEAD_LETTERS} WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2"
+# Copied in SQL, so every key keeps its storage class.
+DEAD_REQUEUE = (
+    f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
+    "WHERE ?1 IS NULL OR tbl = ?1"
+)
+DEAD_REQUEUE_REASON = (
+    f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
+    "WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2"
 )
 
 # --- which row owns which item (owners.py) ----------------------------------------

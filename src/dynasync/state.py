@@ -9,6 +9,7 @@ skipping, and a restore from backup rewinds data and state together.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.exceptions import StateError
+from dynasync.values import InvalidText
 from dynasync.writes import Rejected, RowRef
 
 HWM = "high_water_mark"
@@ -91,7 +93,8 @@ def check_version(conn: sqlite3.Connection) -> None:
 
 
 def _config_id(path: Path | None) -> str:
-    return str(path.resolve()) if path is not None else ""
+    # Absolute, but not resolved: a deploy that moves a `current` symlink keeps its identity.
+    return os.path.abspath(path) if path is not None else ""
 
 
 def check_owner(conn: sqlite3.Connection, config_path: Path | None, taking_over: bool = False) -> None:
@@ -114,15 +117,17 @@ def check_owner(conn: sqlite3.Connection, config_path: Path | None, taking_over:
         )
     raise StateError(
         f"this database is already synced by another config, {row[0]}: one config per database, so put "
-        "these [[tables]] into that config (two would skip each other's changes)"
+        "these [[tables]] into that config (two would skip each other's changes); if this config "
+        "replaces that one, run 'dynasync init --takeover' with it"
     )
 
 
-def claim_owner(conn: sqlite3.Connection, config_path: Path | None) -> None:
+def claim_owner(conn: sqlite3.Connection, config_path: Path | None, takeover: bool = False) -> None:
     """Record this config as the database's one config (`init`). Call inside a
-    write transaction, after check_owner; a config that no longer exists is replaced."""
+    write transaction, after check_owner; a config that no longer exists, or
+    with `takeover` any other, is replaced."""
     row = conn.execute(sql.STATE_GET, (OWNER,)).fetchone()
-    if row is None or not row[0] or not Path(row[0]).exists():
+    if row is None or not row[0] or not Path(row[0]).exists() or takeover:
         conn.execute(sql.STATE_SET, (OWNER, _config_id(config_path)))
 
 
@@ -197,13 +202,19 @@ def record_dead_letters(
 ) -> None:
     """Store new dead letters and clear those of delivered rows; call inside a write transaction."""
     if conn.execute(sql.DEAD_COUNT).fetchone()[0]:
-        conn.executemany(sql.DEAD_DELETE, delivered)
+        conn.executemany(sql.DEAD_DELETE, (_key_args(ref) for ref in delivered))
     now = time.time()
     for r in rejected:
-        old = conn.execute(sql.DEAD_FIND, r.ref).fetchone()
+        key = _key_args(r.ref)
+        old = conn.execute(sql.DEAD_FIND, key).fetchone()
         attempts, first = (old[0] + 1, old[1]) if old else (1, now)
-        conn.execute(sql.DEAD_DELETE, r.ref)
-        conn.execute(sql.DEAD_INSERT, (*r.ref, r.reason, seq, first, now, attempts))
+        conn.execute(sql.DEAD_DELETE, key)
+        conn.execute(sql.DEAD_INSERT, (*key, r.reason, seq, first, now, attempts))
+
+
+def _key_args(ref: RowRef) -> tuple[object, ...]:
+    """A key's parameters for sql._K1/_K2: TEXT that is not UTF-8 stays TEXT."""
+    return (*ref, isinstance(ref.k1, InvalidText), isinstance(ref.k2, InvalidText))
 
 
 def _shape_key(table: str) -> str:
@@ -344,13 +355,10 @@ def requeue_collisions(conn: sqlite3.Connection, tables: Sequence[str], prefix: 
     """Log again the dead letters of these tables whose reason starts with
     `prefix` (rows refused an item another row held). Call inside a write transaction."""
     for table in tables:
-        for k1, k2 in conn.execute(sql.DEAD_WITH_REASON, (table, prefix)).fetchall():
-            conn.execute(sql.CHANGELOG_ENQUEUE, (table, sql.OP_UPDATE, k1, k2))
+        conn.execute(sql.DEAD_REQUEUE_REASON, (table, prefix))
 
 
 def requeue_dead_letters(conn: sqlite3.Connection, table: str | None = None) -> int:
     """Log every dead letter's key again so the next pass retries it."""
     with write_txn(conn):
-        keys = [k for k in conn.execute(sql.DEAD_KEYS).fetchall() if table is None or k[0] == table]
-        conn.executemany(sql.CHANGELOG_ENQUEUE, [(t, sql.OP_UPDATE, k1, k2) for t, k1, k2 in keys])
-    return len(keys)
+        return conn.execute(sql.DEAD_REQUEUE, (table,)).rowcount

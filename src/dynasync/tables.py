@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasync import items, schema, sql
+from dynasync import ddl, items, schema, sql
 from dynasync.changelog import TableRead
 from dynasync.config import Config, TableConfig
 from dynasync.database import read_txn
@@ -231,10 +231,11 @@ def check_filter(conn: sqlite3.Connection, table: str, where: str) -> None:
     """A row filter must be one SQL expression that reads only this table's
     columns: SQLite's authorizer refuses anything else while it is compiled."""
     depth = 0
-    for tok, _ in schema.sql_tokens(where):
-        depth += {"(": 1, ")": -1}.get(tok, 0)
-        if depth < 0 or (";" in tok and tok[0] not in "'\"`["):
-            raise MappingError(table, "where", f"{where!r} is not a single SQL expression")
+    for t in ddl.tokens(where):
+        depth += {"(": 1, ")": -1}.get(t.text, 0)
+        if depth < 0 or t.text == ";" or t.kind == "comment":
+            message = f"{where!r} is not a single SQL expression (no ';' or comments)"
+            raise MappingError(table, "where", message)
     if depth:
         raise MappingError(table, "where", f"{where!r} has unbalanced parentheses")
 
