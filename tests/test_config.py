@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
     _, notes = config.check(write(tmp_path, MINIMAL))
     assert notes == [f"{tmp_path / 'c.toml'}: [source] database {tmp_path / 'app.db'} does not exist"]
     (tmp_path / "app.db").touch()
+    # With the database there, check looks at the tables too.
+    assert "[tables 1] source table 'users' does not exist" in config.check(tmp_path / "c.toml")[1][0]
+    sqlite3.connect(tmp_path / "app.db").execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
     assert config.check(tmp_path / "c.toml")[1] == []
 
 

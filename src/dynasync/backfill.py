@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from dynasync import owners, state
 from dynasync.app import App
+from dynasync.database import write_txn
 from dynasync.exceptions import StateError
 from dynasync.logs import fields
 from dynasync.progress import Progress
@@ -109,15 +110,18 @@ def _copy(
         app.heartbeat()
         old = table.old_keys(conn, chunk.refs)
         rows = zip(chunk.refs, chunk.rows, strict=True)
-        changes = [table.change(ref, chunk.columns, row, old.get(ref)) for ref, row in rows]
+        changes = [table.change(ref, chunk.columns, row, old.get(ref, ())) for ref, row in rows]
         plan = owners.plan_target(conn, table.target, changes, synced)
+        if plan.claims:
+            with write_txn(conn):
+                owners.intend(conn, [plan])
         out = writer.write(table.target, plan.writes)
         refused = {id(r.write) for r in out.rejected}
         delivered = [w for w in plan.writes if id(w) not in refused]
         rejected = plan.rejected + out.rejected
         state.save_backfill_chunk(
             conn, chunk.refs[-1], len(chunk.rows), rejected,
-            records=lambda c: owners.commit(c, delivered, [plan], synced),  # noqa: B023 - called at once
+            records=lambda c: owners.commit(c, delivered, synced),  # noqa: B023 - called at once
         )
         tb.rows += len(chunk.rows)
         tb.rejected += len(rejected)

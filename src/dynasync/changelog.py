@@ -23,7 +23,7 @@ class KeyChange:
 
     ref: RowRef
     row: tuple[Any, ...] | None
-    old: str | None = None
+    old: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,13 @@ def _read_table(
     conn: sqlite3.Connection, table: str, read: TableRead, hwm: int, high: int, out: Slice
 ) -> None:
     key = read.schema.key
-    query = sql.slice_rows(table, key, read.schema.key_collations, read.where, read.tracked)
+    query = sql.slice_rows(table, key, read.schema.key_collations, read.where)
     cur = conn.execute(query, (hwm, high, table))
-    names = [d[0] for d in cur.description][3:]
-    key_pos = [3 + names.index(c) for c in key]
+    names = [d[0] for d in cur.description][2:]
+    key_pos = [2 + names.index(c) for c in key]
     changes = []
     for r in cur.fetchall():
-        row: tuple[Any, ...] | None = tuple(r[3:])
+        row: tuple[Any, ...] | None = tuple(r[2:])
         if r[0] is None or (len(key) == 2 and r[1] is None):
             # NULL never joins: fetch a NULL-keyed row directly, so it
             # becomes a dead letter while it exists and clears once gone.
@@ -102,6 +102,8 @@ def _read_table(
             row = tuple(found) if found is not None else None
         elif any(r[i] is None for i in key_pos):
             row = None
-        changes.append(KeyChange(RowRef(table, r[0], r[1]), row, r[2]))
+        ref = RowRef(table, r[0], r[1])
+        old = tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, ref)) if read.tracked else ()
+        changes.append(KeyChange(ref, row, old))
     out.changes[table] = changes
     out.columns[table] = names

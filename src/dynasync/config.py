@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynasync.exceptions import ConfigError
+from dynasync.exceptions import ConfigError, DynasyncError
 from dynasync.tableconfig import TABLE_KEYS, TableConfig, parse_tables
 
 __all__ = ["TABLE_KEYS", "Config", "TableConfig", "check", "load", "parse"]
@@ -285,8 +285,16 @@ def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[st
         cfg = load(path)
     except ConfigError as e:
         return path, e.problems
-    notes = []
     if not cfg.database.exists():
-        notes.append(f"{path}: [source] database {cfg.database} does not exist")
-    return path, notes
+        return path, [f"{path}: [source] database {cfg.database} does not exist"]
+    from dynasync import tables  # the mapping against the tables themselves (tables imports config)
+
+    problems = Problems(str(path), path.read_text(encoding="utf-8"))
+    try:
+        found = tables.check_mappings(cfg)
+    except DynasyncError as e:
+        return path, [f"{path}: [source] database {cfg.database}: {e}"]
+    for section, key, message in found:
+        problems.add(section, key, message)
+    return path, problems.items
 

@@ -16,16 +16,16 @@ from dynasync.exceptions import SourceError
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open an existing database read-write. A missing file is an error: SQLite
-    would otherwise create an empty database and dynasync would sync nothing."""
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open an existing database read-write (or read-only). A missing file is an
+    error: SQLite would otherwise create an empty database and dynasync would sync nothing."""
     if not path.exists():
         raise SourceError(f"database file {path} does not exist")
     if not path.is_file():
         raise SourceError(f"database path {path} is not a file")
     try:
         conn = sqlite3.connect(
-            f"file:{quote(str(path.resolve()))}?mode=rw",
+            f"file:{quote(str(path.resolve()))}?mode={'ro' if readonly else 'rw'}",
             uri=True,
             isolation_level=None,
             check_same_thread=False,

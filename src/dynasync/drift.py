@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from dynasync import capture, provision, sql, state, tables
 from dynasync.app import App
 from dynasync.database import write_txn
+from dynasync.items import Ownership
 from dynasync.logs import fields
 from dynasync.schema import reshaped
 from dynasync.tables import SyncedTable
-from dynasync.verify import verify_tables
+from dynasync.verify import Previous, verify_tables
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class SchemaWatch:
         if not changed and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
             return Refresh(self._tables)
         found, stale, reshapes = self._tables, set[str](), dict[str, bool]()
+        previous: dict[str, Previous] = {}
         if changed:
             # The cookie recorded is the one read with the schema, under the write
             # lock: a migration that lands later (even during the reconcile
@@ -71,21 +73,58 @@ class SchemaWatch:
             found = tables.build(self.app.config, armed.schemas)
             reshapes = _reshapes(self.app, found)
             stale = set(armed.owed) | set(armed.disarmed) | {n for n, r in reshapes.items() if r}
+            previous = self._remapped(found)
+            stale |= set(previous)
         stale |= set(self._check_targets(found))
-        reconciled = self._reconcile(found, sorted(stale), reshapes)
+        reconciled = self._reconcile(found, sorted(stale), reshapes, previous)
         self._tables, self._cookie = found, cookie
         return Refresh(found, reconciled)
 
+    def _remapped(self, found: dict[str, SyncedTable]) -> dict[str, Previous]:
+        """Tables whose items follow another mapping than the config's now (the
+        mapping they were written under, to recognise them by), or whose item
+        owners are unknown; a table seen for the first time just records its mapping."""
+        conn, out = self.app.conn, {}
+        first: list[str] = []
+        for name, t in found.items():
+            stored = state.stored_mapping(conn, name)
+            if stored is None:
+                # Tracked now, but backfilled before dynasync recorded owners: learn them.
+                if t.tracked and state.backfilled(conn, name) and not state.has_owners(conn, name):
+                    out[name] = Previous(t.target, t.items.ownership)
+                else:
+                    first.append(name)
+            elif stored != t.mapping:
+                log.warning("the mapping changed: reconciling the table's items", extra=fields(table=name))
+                old = Ownership.from_json(stored["ownership"])
+                if stored["target"] != t.target:
+                    # A new target is filled whole; the old one is left as it is, as a copy.
+                    log.warning("the table has a new target; its old one is left untouched",
+                                extra=fields(table=name, old_target=stored["target"]))
+                    old = t.items.ownership
+                out[name] = Previous(t.target, old)
+        if first:
+            with write_txn(conn):
+                for name in first:
+                    state.save_mapping(conn, name, found[name].mapping)
+        return out
+
     def _reconcile(
-        self, found: dict[str, SyncedTable], stale: list[str], reshapes: dict[str, bool]
+        self,
+        found: dict[str, SyncedTable],
+        stale: list[str],
+        reshapes: dict[str, bool],
+        previous: dict[str, Previous],
     ) -> list[str]:
-        """verify --repair the stale tables, then save the new shapes and clear the flags."""
+        """verify --repair the stale tables, then save the new shapes and mappings and clear the flags."""
         if stale:
             log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=stale))
-            verify_tables(self.app, [found[n] for n in stale], repair=True, synced=found)
+            verify_tables(self.app, [found[n] for n in stale], repair=True, synced=found, previous=previous)
         if stale or reshapes:
             with write_txn(self.app.conn):
                 state.save_shapes(self.app.conn, {n: found[n].schema.shape for n in reshapes})
+                for name in previous:
+                    state.save_mapping(self.app.conn, name, found[name].mapping)
                 state.clear_reconcile(self.app.conn, stale)
         return stale
 

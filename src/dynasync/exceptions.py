@@ -29,6 +29,15 @@ class SourceError(DynasyncError):
     """The SQLite database or one of its tables cannot be used."""
 
 
+class MappingError(SourceError):
+    """A mapping option that does not fit its table; `option` is the config key at fault."""
+
+    def __init__(self, table: str, option: str, message: str) -> None:
+        super().__init__(f"table {table!r}: {option}: {message}" if option else f"table {table!r}: {message}")
+        self.option = option
+        self.detail = message
+
+
 class TableGoneError(SourceError):
     """A configured table does not exist (dropped, or renamed away by a migration): maybe for a moment."""
 

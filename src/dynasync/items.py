@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from dynasync.config import TableConfig
-from dynasync.exceptions import Poison, SourceError
+from dynasync.exceptions import MappingError, Poison
 from dynasync.schema import TableSchema
 from dynasync.templates import Template
 from dynasync.values import (
@@ -171,10 +171,30 @@ class ItemMap:
             return []
         return list(itertools.product(*(_sqlite_values(key[name]) for name in self.key_names)))
 
+    @property
+    def ownership(self) -> Ownership:
+        """What an item written under this mapping looks like."""
+        return Ownership(self.key_schema, self.templates, self.constants)
+
+    def could_own(self, item: Item) -> bool:
+        """Whether an item found in the target could have been written under this mapping."""
+        return self.ownership.could_own(item)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What an item written under a mapping looks like: its key attributes and
+    their types, its key templates, its constants. Kept in the state, so the
+    items of a mapping the config no longer has are still recognised."""
+
+    key_schema: tuple[tuple[str, str], ...]
+    templates: tuple[Template, ...]
+    constants: dict[str, AttributeValue]
+
     def could_own(self, item: Item) -> bool:
         """Whether an item found in the target could have been written under
-        this mapping: its key attributes have this mapping's types and match
-        its templates, and it carries its constants (compared as DynamoDB does)."""
+        this mapping: its key attributes have its types and match its
+        templates, and it carries its constants (compared as DynamoDB does)."""
         for i, (name, kind) in enumerate(self.key_schema):
             av = item.get(name)
             if av is None or kind not in av:
@@ -182,6 +202,23 @@ class ItemMap:
             if self.templates and not self.templates[i].matches(av["S"]):
                 return False
         return all(k in item and normalize(item[k]) == normalize(v) for k, v in self.constants.items())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able description."""
+        return {
+            "key_schema": [list(k) for k in self.key_schema],
+            "templates": [[t.name, t.template] for t in self.templates],
+            "constants": self.constants,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Ownership:
+        """Read back what to_json wrote."""
+        return cls(
+            tuple((str(n), str(t)) for n, t in doc["key_schema"]),
+            tuple(Template.parse(n, t) for n, t in doc["templates"]),
+            dict(doc["constants"]),
+        )
 
 
 def _text(v: Any, column: str, what: str) -> str:
@@ -242,14 +279,6 @@ def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
         ttl_column=cfg.ttl_column,
         plain=plain,
     )
-
-
-class MappingError(SourceError):
-    """A mapping option that does not fit the table; `option` is the config key at fault."""
-
-    def __init__(self, table: str, option: str, message: str) -> None:
-        super().__init__(f"table {table!r}: {option}: {message}" if option else f"table {table!r}: {message}")
-        self.option = option
 
 
 def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:

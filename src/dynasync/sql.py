@@ -338,22 +338,18 @@ def _source(table: str, where: str | None) -> str:
     return f"(SELECT * FROM {quote_ident(table)} WHERE ({where}))"
 
 
-def slice_rows(
-    table: str, key: Sequence[str], collations: Sequence[str], where: str | None = None, tracked: bool = False
-) -> str:
-    """Distinct keys of one table in a changelog slice, each with the key its row
-    last wrote (tracked tables) and its current row, all NULL when the row is
-    gone or no longer matches the filter. Params: (low_seq, high_seq, table)."""
+def slice_rows(table: str, key: Sequence[str], collations: Sequence[str], where: str | None = None) -> str:
+    """Distinct keys of one table in a changelog slice, each with its current
+    row, all NULL when the row is gone or no longer matches the filter.
+    Params: (low_seq, high_seq, table)."""
     join = " AND ".join(
         _exact(f"t.{quote_ident(c)}", f"c.k{i}", coll)
         for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
     )
-    old = "r.item" if tracked else "NULL"
-    record = f" LEFT JOIN {KEYS} AS r ON r.tbl = ?3 AND r.k1 IS c.k1 AND r.k2 IS c.k2" if tracked else ""
     return (
-        f"SELECT c.k1, c.k2, {old}, t.* FROM (SELECT DISTINCT k1, k2 FROM {CHANGELOG} "
+        f"SELECT c.k1, c.k2, t.* FROM (SELECT DISTINCT k1, k2 FROM {CHANGELOG} "
         "WHERE seq > ?1 AND seq <= ?2 AND tbl = ?3) AS c "
-        f"LEFT JOIN {_source(table, where)} AS t ON {join}{record}"
+        f"LEFT JOIN {_source(table, where)} AS t ON {join}"
     )
 
 
@@ -479,4 +475,5 @@ KEYS_OF_ROW = f"SELECT item FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
 KEYS_RELEASE = f"DELETE FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
 KEYS_CLAIM_DROP = f"DELETE FROM {KEYS} WHERE target = ? AND item = ?"
 KEYS_CLAIM = f"INSERT INTO {KEYS} (tbl, k1, k2, target, item) VALUES (?, ?, ?, ?, ?)"
-KEYS_COUNT = f"SELECT count(*) FROM {KEYS} WHERE tbl = ?"
+KEYS_FORGET_ROW_ITEM = f"DELETE FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ? AND target = ? AND item = ?"
+KEYS_ANY = f"SELECT 1 FROM {KEYS} WHERE tbl = ? LIMIT 1"

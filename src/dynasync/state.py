@@ -243,6 +243,36 @@ def save_shapes(
         conn.execute(stmt, (_shape_key(table), json.dumps([list(c) for c in shape])))
 
 
+def _mapping_key(table: str) -> str:
+    return f"mapping:{table}"
+
+
+def stored_mapping(conn: sqlite3.Connection, table: str) -> dict[str, Any] | None:
+    """The mapping a table's items were last reconciled under (SyncedTable.mapping), or None."""
+    row = conn.execute(sql.STATE_GET, (_mapping_key(table),)).fetchone()
+    try:
+        value = json.loads(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def save_mapping(conn: sqlite3.Connection, table: str, mapping: Mapping[str, Any]) -> None:
+    """Call inside a write transaction: the table's items now follow this mapping."""
+    conn.execute(sql.STATE_SET, (_mapping_key(table), json.dumps(mapping)))
+
+
+def backfilled(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether a backfill of the table has finished."""
+    p = backfill_progress(conn).get(table)
+    return p is not None and p.done
+
+
+def has_owners(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether any row of the table has an item recorded (dynasync.owners)."""
+    return bool(conn.execute(sql.KEYS_ANY, (table,)).fetchone())
+
+
 def _reconcile_key(table: str) -> str:
     return f"reconcile:{table}"
 

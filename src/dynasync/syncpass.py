@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from dynasync import changelog, owners, state
 from dynasync.app import App
 from dynasync.changelog import Slice
+from dynasync.database import write_txn
 from dynasync.drift import SchemaWatch
 from dynasync.exceptions import TableMissingError
 from dynasync.logs import fields
@@ -175,6 +176,9 @@ class Syncer:
                     if read_to < end and not app.stop.is_set():
                         sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
                     plan = plan_slice(conn, synced, sl) if sl is not None else None
+                    if plan is not None and any(tp.claims for tp in plan.targets):
+                        with write_txn(conn):  # claims are recorded before their Puts go out
+                            owners.intend(conn, plan.targets)
                     read_to = sl.high if sl is not None else read_to
                     if in_flight is not None:
                         delivery = in_flight.delivery.result()
@@ -201,7 +205,7 @@ class Syncer:
         tables = {ref.table for ref in delivered} | {r.ref.table for r in rejected}
 
         def records(conn: sqlite3.Connection) -> None:
-            released = owners.commit(conn, delivery.delivered, plan.targets, synced)
+            released = owners.commit(conn, delivery.delivered, synced)
             # A freed item may end a collision: retry the rows that were refused one.
             freed = [n for n, t in synced.items() if t.target in released]
             state.requeue_collisions(conn, freed, owners.COLLISION)

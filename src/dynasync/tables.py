@@ -11,6 +11,7 @@ verify and dead-letter retry all go through it.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,9 +21,8 @@ from typing import Any
 from dynasync import ddl, items, schema, sql
 from dynasync.changelog import TableRead
 from dynasync.config import Config, TableConfig
-from dynasync.database import read_txn
-from dynasync.exceptions import Poison
-from dynasync.items import MappingError
+from dynasync.database import connect, read_txn
+from dynasync.exceptions import MappingError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.owners import Change
 from dynasync.target import delete, put
@@ -69,6 +69,27 @@ class SyncedTable:
         return self.config.where
 
     @property
+    def mapping(self) -> dict[str, Any]:
+        """The mapping as the state keeps it: when it changes, the items are
+        reconciled, and the old mapping's items recognised by `ownership`."""
+        c = self.config
+        options = {
+            "columns": c.columns,
+            "exclude_columns": c.exclude_columns,
+            "rename": c.rename,
+            "json_columns": c.json_columns,
+            "keys": [[t.name, t.template] for t in (c.partition_key, c.sort_key) if t is not None],
+            "attributes": [[t.name, t.template] for t in c.attributes],
+            "where": c.where,
+            "constants": c.constants,
+            "ttl_column": c.ttl_column,
+        }
+        # JSON round trip, so it compares equal to what the state gives back.
+        doc = {"target": c.target, "options": options, "ownership": self.items.ownership.to_json()}
+        out: dict[str, Any] = json.loads(json.dumps(doc))
+        return out
+
+    @property
     def read(self) -> TableRead:
         """What a changelog slice needs to read this table's rows."""
         return TableRead(self.schema, self.where, self.tracked)
@@ -78,15 +99,15 @@ class SyncedTable:
         return RowRef.of(self.name, [row[columns.index(c)] for c in self.schema.key])
 
     def change(
-        self, ref: RowRef, columns: Sequence[str], row: Sequence[Any] | None, old: str | None = None
+        self, ref: RowRef, columns: Sequence[str], row: Sequence[Any] | None, old: tuple[str, ...] = ()
     ) -> Change:
-        """What the row as it is now asks of DynamoDB, given the item it last wrote
-        (`old`, recorded for tracked tables): a Put, or a dead letter; for a gone
-        row, the Delete of its item, which the plan finds from `old` when the key
-        is more than the primary key."""
+        """What the row as it is now asks of DynamoDB, given the items it may have
+        written (`old`, recorded for tracked tables): a Put, or a dead letter; for
+        a gone row, the Delete of its item, which the plan takes from `old` when
+        the key is more than the primary key."""
         if row is not None:
             return Change(ref, self.put(ref, columns, row), old)
-        if old is not None or (self.tracked and not self.items.key_from_primary_key):
+        if old or (self.tracked and not self.items.key_from_primary_key):
             return Change(ref, None, old)
         return Change(ref, self.delete(ref), old)
 
@@ -142,16 +163,11 @@ class SyncedTable:
         """How many rows the table has (that match the filter)."""
         return int(conn.execute(sql.count_rows(self.name, self.where)).fetchone()[0])
 
-    def old_keys(self, conn: sqlite3.Connection, refs: Sequence[RowRef]) -> dict[RowRef, str]:
-        """The recorded item key of each of these rows that has one (tracked tables)."""
+    def old_keys(self, conn: sqlite3.Connection, refs: Sequence[RowRef]) -> dict[RowRef, tuple[str, ...]]:
+        """The recorded item keys of each of these rows (tracked tables)."""
         if not self.tracked:
             return {}
-        out = {}
-        for ref in refs:
-            row = conn.execute(sql.KEYS_OF_ROW, ref).fetchone()
-            if row is not None:
-                out[ref] = row[0]
-        return out
+        return {ref: keys for ref in refs if (keys := recorded_keys(conn, ref))}
 
     def current_key_text(self, conn: sqlite3.Connection, ref: RowRef) -> str | None:
         """The key of the item the row produces now (key_text), or None when it
@@ -195,6 +211,11 @@ class SyncedTable:
         return RowRef.of(self.name, candidates[0]) if candidates else RowRef(self.name, key_text(key))
 
 
+def recorded_keys(conn: sqlite3.Connection, ref: RowRef) -> tuple[str, ...]:
+    """Every item key recorded for a row (dynasync.owners)."""
+    return tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, ref))
+
+
 def inspect(
     conn: sqlite3.Connection, config: Config, names: Sequence[str] | None = None
 ) -> dict[str, schema.TableSchema]:
@@ -225,6 +246,25 @@ def load(
 ) -> dict[str, SyncedTable]:
     """The configured tables (all, or the named ones), inspected and mapped, by name."""
     return build(config, inspect(conn, config, names))
+
+
+def check_mappings(config: Config) -> list[tuple[str, str | None, str]]:
+    """Every mapping problem of the config against the database's tables, as
+    ([tables N] section, key, message): what `dynasync config check` adds when
+    the database exists, so nothing passes it and then fails in `init`."""
+    out: list[tuple[str, str | None, str]] = []
+    conn = connect(config.database, readonly=True)
+    try:
+        for entry in config.tables:
+            try:
+                build(config, inspect(conn, config, [entry.source]))
+            except MappingError as e:
+                out.append((entry.section, e.option or None, e.detail))
+            except SourceError as e:
+                out.append((entry.section, "source", str(e)))
+    finally:
+        conn.close()
+    return out
 
 
 def check_filter(conn: sqlite3.Connection, table: str, where: str) -> None:

@@ -17,6 +17,7 @@ from dynasync import owners, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import TargetUnavailableError
+from dynasync.items import Ownership
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import Chunk, SyncedTable
@@ -89,22 +90,36 @@ def verify(
     return verify_tables(app, [synced[n] for n in names], repair, progress, synced)
 
 
+@dataclass(frozen=True)
+class Previous:
+    """A mapping a table's items were written under before the config changed it."""
+
+    target: str
+    ownership: Ownership
+
+
 def verify_tables(
     app: App,
     tables: Sequence[SyncedTable],
     repair: bool,
     progress: Progress | None = None,
     synced: Mapping[str, SyncedTable] | None = None,
+    previous: Mapping[str, Previous] | None = None,
 ) -> VerifyResult:
     """Compare these tables with DynamoDB, repairing when asked. `synced` are all
     the configured tables: an item is extra only if no row of any table writing
-    to its target produces it."""
+    to its target produces it. `previous` mappings make their items count as
+    the table's too, wherever they were written, so none is left behind."""
     everyone = synced if synced is not None else {t.name: t for t in tables}
+    previous = previous or {}
     result = VerifyResult(repair=repair)
-    for target in dict.fromkeys(t.target for t in tables):
+    targets = dict.fromkeys([t.target for t in tables] + [p.target for p in previous.values()])
+    for target in targets:
         requested = [t for t in tables if t.target == target]
         neighbours = [t for t in everyone.values() if t.target == target and t not in requested]
-        result.tables.extend(_TargetCheck(app, target, requested, neighbours, repair, progress).run())
+        before = {name: p.ownership for name, p in previous.items() if p.target == target}
+        check = _TargetCheck(app, target, requested, neighbours, repair, progress, before)
+        result.tables.extend(check.run())
     return result
 
 
@@ -140,13 +155,15 @@ class _TargetCheck:
         neighbours: list[SyncedTable],
         repair: bool,
         progress: Progress | None,
+        before: Mapping[str, Ownership],
     ) -> None:
         self.app, self.target, self.repair, self.progress = app, target, repair, progress
-        self.requested, self.neighbours = requested, neighbours
+        self.requested, self.neighbours, self.before = requested, neighbours, before
         self.reports = {t.name: TableReport(t.name, target) for t in requested}
+        self.reports.update({name: TableReport(name, target) for name in before if name not in self.reports})
         self.stats = RequestStats()
         self.writer = app.writer() if repair else None
-        tracked = any(t.tracked for t in requested + neighbours)
+        tracked = any(t.tracked for t in requested + neighbours) or bool(before)
         self.produced = _Produced(app.conn) if tracked else None
 
     def run(self) -> list[TableReport]:
@@ -221,25 +238,38 @@ class _TargetCheck:
             extras: dict[str, list[Write]] = {}
             with read_txn(self.app.conn):
                 for it in page:
-                    t = next((t for t in self.requested if t.could_own(it)), None)
-                    if t is None:
+                    owner = self._owner(it)
+                    if owner is None:
                         continue  # another table's, or not dynasync's
-                    self.reports[t.name].items += 1
-                    key = t.items.key_of(it)
+                    name, t, key = owner
+                    self.reports[name].items += 1
                     if self._produced(t, key):
                         continue
-                    self.reports[t.name].extra += 1
-                    self.reports[t.name].note(f"{t.name}: {self.target} has extra item {_show(key)}")
-                    extras.setdefault(t.name, []).append(Write(t.ref_of_key(key), delete(key), key))
+                    self.reports[name].extra += 1
+                    self.reports[name].note(f"{name}: {self.target} has extra item {_show(key)}")
+                    ref = t.ref_of_key(key) if t is not None else RowRef(name, key_text(key))
+                    extras.setdefault(name, []).append(Write(ref, delete(key), key))
             for name, writes in extras.items():
                 self._fix(self.reports[name], writes, [], releases=writes)
             if start is None:
                 return
 
-    def _produced(self, t: SyncedTable, key: Item) -> bool:
+    def _owner(self, item: Item) -> tuple[str, SyncedTable | None, Item] | None:
+        """The verified table an item could belong to (under its mapping now or
+        before), and the item's key; None for anyone else's item."""
+        for t in self.requested:
+            if t.could_own(item):
+                return t.name, t, t.items.key_of(item)
+        for name, ownership in self.before.items():
+            if ownership.could_own(item):
+                table = next((t for t in self.requested if t.name == name), None)
+                return name, table, {n: item[n] for n, _ in ownership.key_schema}
+        return None
+
+    def _produced(self, t: SyncedTable | None, key: Item) -> bool:
         if self.produced is not None:
             return self.produced.has(key_text(key))
-        return t.row_for_key(self.app.conn, key) is not None
+        return t is not None and t.row_for_key(self.app.conn, key) is not None
 
     def _fetch(self, keys: list[Item]) -> dict[tuple[Any, ...], Item]:
         """The items DynamoDB holds for these keys, by key identity."""
