@@ -169,3 +169,51 @@ def measure_shapes(quick: bool = False) -> list[dict[str, object]]:
         results.append({"shape": name, "rows": preload, "writes": 2 * n, "none_s": best[False],
                         "ratio": best[True] / best[False], "target": 2.0})
     return results
+
+
+# Key templates over any column change nothing in the capture triggers: they
+# still log the key alone (dynasync.owners keeps the old item keys instead), so
+# a templated table costs the application what a plain one does.
+ORDERS = "CREATE TABLE items (id INTEGER PRIMARY KEY, user_id INTEGER, total REAL, note TEXT)"
+
+
+def _triggers_for(options: dict[str, object]) -> list[str]:
+    from dynasync import config as config_mod
+    from dynasync.tables import SyncedTable
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute(ORDERS)
+    cfg = config_mod.parse({"source": {"database": "x"},
+                            "tables": [{"source": "items", "target": "bench-items", **options}]})
+    return list(sql.trigger_sql(SyncedTable(cfg.tables[0], inspect(conn, "items")).schema.trigger_spec).values())
+
+
+def measure_templates(quick: bool = False) -> list[dict[str, object]]:
+    """Capture cost of orders keyed USER#{user_id} / ORDER#{id} next to the plain table."""
+    templated = {"partition_key": {"name": "PK", "template": "USER#{user_id}"},
+                 "sort_key": {"name": "SK", "template": "ORDER#{id}"}}
+    n, repeats = (5_000, 2) if quick else (50_000, 3)
+    out = []
+    for label, options in (("plain key", {}), ("key template over a non-key column", templated)):
+        triggers = _triggers_for(options)
+        best = {False: float("inf"), True: float("inf")}
+        for _ in range(repeats):
+            for armed in (False, True):
+                with tempfile.TemporaryDirectory() as d:
+                    conn = sqlite3.connect(Path(d) / "t.db", isolation_level=None)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(ORDERS)
+                    if armed:
+                        for stmt in (*sql.CREATE_OWN_TABLES, *triggers):
+                            conn.execute(stmt)
+                    start = time.perf_counter()
+                    conn.execute("BEGIN")
+                    conn.executemany("INSERT INTO items VALUES (?, ?, ?, 'n')", ((i, i % 97, i * 0.5) for i in range(n)))
+                    for i in range(0, n, 2):  # orders moving between users: the item moves too
+                        conn.execute("UPDATE items SET user_id = user_id + 1 WHERE id = ?", (i,))
+                    conn.execute("COMMIT")
+                    best[armed] = min(best[armed], time.perf_counter() - start)
+                    conn.close()
+        out.append({"case": label, "rows": n, "ratio": best[True] / best[False], "target": 2.0,
+                    "same_triggers": triggers == _triggers_for({})})
+    return out

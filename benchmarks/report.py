@@ -30,6 +30,10 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((f"1b. capture cost by index shape: {c['shape']}",
                     f"{c['ratio']:.2f}x ({c['writes']:,} inserts and updates on {c['rows']:,} rows)",
                     f"<= {c['target']}x", verdict(c["ratio"] <= c["target"])))
+    for c in r.get("capture_templates", []):
+        same = "same triggers as the plain key" if c["same_triggers"] else "other triggers"
+        out.append((f"1c. capture cost, {c['case']}", f"{c['ratio']:.2f}x ({c['rows']:,} inserts + updates; {same})",
+                    f"<= {c['target']}x", verdict(c["ratio"] <= c["target"])))
     rp = r["replay"]
     out.append((f"2. replay: {rp['changes']:,} pending changes",
                 f"{rp['dynasync_per_s']:,.0f}/s vs loop {rp['baseline_per_s']:,.0f}/s = {rp['ratio']:.2f}x",

@@ -215,6 +215,7 @@ def main() -> int:
         steps = [
             ("capture", lambda: capture.measure(2 if q else 5)),
             ("capture_shapes", lambda: capture.measure_shapes(q)),
+            ("capture_templates", lambda: capture.measure_templates(q)),
             ("replay", lambda: replay(ddb, tmp, 3000 if q else 30_000)),
             ("latency", lambda: latency(ddb, tmp, 2000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
             ("backfill", lambda: backfill(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),

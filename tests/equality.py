@@ -72,3 +72,31 @@ def assert_in_sync(env: Any, table: str, key_types: dict[str, str] | None = None
     extra = sorted(set(have) - set(want), key=repr)[:5]
     diff = [k for k in want if k in have and want[k] != have[k]][:5]
     assert not (missing or extra or diff), f"missing {missing}, extra {extra}, different {diff}"
+
+
+def _text(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def assert_templated_in_sync(env: Any, table: str, pk: str, sk: str, where: str) -> None:
+    """DynamoDB holds exactly one item per row matching `where`, keyed
+    PK = pk.format(row) and SK = sk.format(row), with every column as an attribute."""
+    conn = sqlite3.connect(env.db_path)
+    try:
+        cur = conn.execute(f'SELECT * FROM "{table}" WHERE {where}')
+        cols = [d[0] for d in cur.description]
+        want: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in cur:
+            values = dict(zip(cols, row, strict=True))
+            text = {c: _text(v) for c, v in values.items()}
+            item = {c: ev for c, v in values.items() if (ev := _expected_value(v)) is not None}
+            item["PK"] = ("S", pk.format(**text))
+            item["SK"] = ("S", sk.format(**text))
+            want[(item["PK"], item["SK"])] = item
+    finally:
+        conn.close()
+    have = dynamo_side(env.client, env.tables[table], ["PK", "SK"])
+    missing = sorted(set(want) - set(have), key=repr)[:5]
+    extra = sorted(set(have) - set(want), key=repr)[:5]
+    diff = [k for k in want if k in have and want[k] != have[k]][:5]
+    assert not (missing or extra or diff), f"missing {missing}, extra {extra}, different {diff}"
