@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from dynasync import config
 from dynasync.dynamodb import DynamoTarget
-from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
+from dynasync.exceptions import RetryableError, TableMissingError, TargetError, ValidationError
 from dynasync.target import delete, put
 
 
@@ -66,23 +66,33 @@ def test_unreachable_endpoint_is_retryable() -> None:
         DynamoTarget(c).batch_write("x", [put({"id": {"N": "1"}})])
 
 
-def test_the_adapter_says_which_retryable_errors_are_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
-    import botocore.exceptions
+CODES = [("ProvisionedThroughputExceededException", 400, RetryableError, True),
+         ("ThrottlingException", 400, RetryableError, True), ("RequestLimitExceeded", 400, RetryableError, True),
+         ("InternalServerError", 500, RetryableError, False), ("ServiceUnavailable", 503, RetryableError, False),
+         ("ValidationException", 400, ValidationError, None),
+         ("ItemCollectionSizeLimitExceededException", 400, ValidationError, None),
+         ("ResourceNotFoundException", 400, TableMissingError, None),
+         ("AccessDeniedException", 400, TargetError, None), ("UnrecognizedClientException", 400, TargetError, None)]
 
-    t = DynamoTarget(cfg("http://127.0.0.1:9"))
 
-    def failing(code: str, status: int) -> Any:
-        def call(**_: Any) -> Any:
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                "BatchWriteItem",
-            )
-        return call
+@pytest.mark.parametrize("lean", [True, False])
+def test_the_adapter_classifies_every_error_the_same_on_both_paths(lean: bool) -> None:
+    from replystub import ReplyStub, error
 
-    for code, status, throttle in [("ProvisionedThroughputExceededException", 400, True),
-                                   ("ThrottlingException", 400, True), ("RequestLimitExceeded", 400, True),
-                                   ("InternalServerError", 500, False), ("ServiceUnavailable", 503, False)]:
-        monkeypatch.setattr(t._client, "batch_write_item", failing(code, status))
-        with pytest.raises(RetryableError) as info:
-            t.batch_write("x", [put({"id": {"N": "1"}})])
-        assert info.value.code == code and info.value.throttle is throttle
+    by_code = {code: error(code, status) for code, status, _, _ in CODES}
+    current: list[str] = []
+    stub = ReplyStub(lambda op, body: by_code[current[0]])
+    try:
+        t = DynamoTarget(cfg(stub.endpoint))
+        assert (t._wire is not None) is True  # the lean path is on for a plain endpoint
+        if not lean:
+            t._wire = None  # botocore's own path, as behind a proxy
+        for code, _, kind, throttle in CODES:
+            current[:] = [code]
+            with pytest.raises(kind) as info:
+                t.batch_write("x", [put({"id": {"N": "1"}})])
+            assert type(info.value) is kind, (code, info.value)
+            if kind is RetryableError:
+                assert info.value.code == code and info.value.throttle is throttle  # type: ignore[attr-defined]
+    finally:
+        stub.close()

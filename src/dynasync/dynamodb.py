@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.request
+import zlib
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.handlers
+import botocore.httpsession
 
 from dynasync.config import DynamoConfig
 from dynasync.exceptions import (
@@ -25,6 +30,7 @@ from dynasync.exceptions import (
 )
 from dynasync.target import KeySchema, TableInfo, WriteRequest
 from dynasync.values import Item
+from dynasync.wire import WireClient
 
 # Errors one item of a request can cause, which retrying it unchanged cannot
 # fix: the writer narrows the request down to that item, a dead letter.
@@ -51,11 +57,43 @@ RETRYABLE_CODES = THROTTLE_CODES | frozenset(
 )
 
 
+def _send_is_stubbed() -> bool:
+    """Whether a handler answers botocore's requests in process (moto's stubber when enabled)."""
+    return any(
+        entry[0].startswith("before-send") and getattr(entry[1], "enabled", False)
+        for entry in botocore.handlers.BUILTIN_HANDLERS
+    )
+
+
+def _check_crc32(response_dict: dict[str, Any], **_: Any) -> None:
+    """botocore's `before-parse` hook: DynamoDB's CRC32 header must match the body.
+    (botocore's own check only asks for a retry, and dynasync's retries are its own.)"""
+    crc = response_dict.get("headers", {}).get("x-amz-crc32")
+    body = response_dict.get("body", b"")
+    if crc is not None and isinstance(body, bytes) and int(crc) != zlib.crc32(body):
+        raise RetryableError("CRC32Mismatch", "the response body does not match its CRC32")
+
+
+def classify(code: str, message: str, status: int, operation: str, table: str) -> TargetError:
+    """The error for a DynamoDB failure: a missing table, one item's fault
+    (narrowed to a dead letter), retryable (and whether it was throttling), or fatal."""
+    if code == "ResourceNotFoundException":
+        return TableMissingError(f"DynamoDB table {table!r} does not exist", table)
+    if code == "ResourceInUseException" and operation == "create_table":
+        return TableExistsError(message)
+    if code in ITEM_CODES:
+        return ValidationError(message if code == "ValidationException" else f"{code}: {message}")
+    if code in RETRYABLE_CODES or status >= 500:
+        return RetryableError(code, message, throttle=code in THROTTLE_CODES)
+    return TargetError(f"DynamoDB {operation} on {table!r} failed: {code}: {message}")
+
+
 class DynamoTarget:
     """Target over a boto3 DynamoDB client, with botocore's own retries off."""
 
     def __init__(self, cfg: DynamoConfig) -> None:
         session = boto3.session.Session()
+        self._session = session
         self._client: Any = session.client(
             "dynamodb",
             region_name=cfg.region or session.region_name or "us-east-1",
@@ -70,6 +108,27 @@ class DynamoTarget:
                 parameter_validation=False,
             ),
         )
+        self._client.meta.events.register("before-parse.dynamodb.*", _check_crc32)
+        self._wire = self._wire_client(cfg)
+
+    def _wire_client(self, cfg: DynamoConfig) -> WireClient | None:
+        """BatchWriteItem's lean path (dynasync.wire); None behind an HTTP proxy,
+        which only botocore's own transport knows how to use, and when something
+        in this process answers botocore's requests itself (moto, a test stubber)."""
+        url = str(self._client.meta.endpoint_url)
+        host = urlsplit(url).hostname or ""
+        if urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+            return None
+        if _send_is_stubbed():
+            return None
+        creds = self._session.get_credentials
+
+        def frozen() -> Any:
+            found = creds()
+            return found.get_frozen_credentials() if found is not None else None
+
+        return WireClient(url, str(self._client.meta.region_name), frozen, cfg.connect_timeout,
+                          cfg.read_timeout, botocore.httpsession.get_cert_path(True))
 
     def _call(self, operation: str, table: str, **kwargs: Any) -> Any:
         try:
@@ -79,16 +138,7 @@ class DynamoTarget:
             code = str(err.get("Code", "Unknown"))
             message = str(err.get("Message", e))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            if code == "ResourceNotFoundException":
-                raise TableMissingError(f"DynamoDB table {table!r} does not exist", table) from e
-            if code == "ResourceInUseException" and operation == "create_table":
-                raise TableExistsError(message) from e
-            if code in ITEM_CODES:
-                detail = message if code == "ValidationException" else f"{code}: {message}"
-                raise ValidationError(detail) from e
-            if code in RETRYABLE_CODES or status >= 500:
-                raise RetryableError(code, message, throttle=code in THROTTLE_CODES) from e
-            raise TargetError(f"DynamoDB {operation} on {table!r} failed: {code}: {message}") from e
+            raise classify(code, message, status, operation, table) from e
         except botocore.exceptions.NoCredentialsError as e:
             raise TargetError("no AWS credentials found (set AWS_ACCESS_KEY_ID or a profile)") from e
         except (
@@ -133,8 +183,14 @@ class DynamoTarget:
 
     def batch_write(self, table: str, requests: Sequence[WriteRequest]) -> list[WriteRequest]:
         """BatchWriteItem; the unprocessed requests."""
-        response = self._call("batch_write_item", table, RequestItems={table: list(requests)})
-        return list(response.get("UnprocessedItems", {}).get(table, []))
+        if self._wire is None:
+            response = self._call("batch_write_item", table, RequestItems={table: list(requests)})
+            return list(response.get("UnprocessedItems", {}).get(table, []))
+        sent = self._wire.batch_write(table, requests)
+        if sent.status == 200:
+            return self._wire.unprocessed(sent, table)
+        code = sent.code or f"HTTP{sent.status}"
+        raise classify(code, sent.message, sent.status, "batch_write_item", table)
 
     def batch_get(self, table: str, keys: Sequence[Item]) -> tuple[list[Item], list[Item]]:
         """Consistent BatchGetItem; (items found, unprocessed keys)."""
