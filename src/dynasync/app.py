@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from dynasync import provision, sql, state, tables
+from dynasync.budget import Budget
 from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.lock import InstanceLock
@@ -46,6 +47,9 @@ class App:
         self._target: Target | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock: InstanceLock | None = None
+        concurrency = config.dynamodb.max_concurrency
+        self.budgets = {"sync": Budget(config.dynamodb.max_write_rate, concurrency)}
+        self.budgets["backfill"] = self.budgets["sync"].sharing(config.backfill.max_write_rate)
 
     def __enter__(self) -> App:
         return self
@@ -93,9 +97,11 @@ class App:
         """The retry loop, bounded by [dynamodb] max_retry_time and this app's stop event."""
         return Retrier(self.config.dynamodb.max_retry_time, self.stop, heartbeat=self.heartbeat)
 
-    def writer(self) -> Writer:
-        """A writer with [dynamodb] max_concurrency requests in flight."""
-        return Writer(self.target, self.retrier(), self.config.dynamodb.max_concurrency)
+    def writer(self, budget: str = "sync") -> Writer:
+        """A writer with [dynamodb] max_concurrency requests in flight, within the
+        write budget of sync ([dynamodb] max_write_rate) or of copies ([backfill]
+        max_write_rate); the adaptive limits per target are shared by both."""
+        return Writer(self.target, self.retrier(), self.config.dynamodb.max_concurrency, self.budgets[budget])
 
     def tables(self, names: Sequence[str] | None = None) -> dict[str, SyncedTable]:
         """The configured tables (or the named ones), with their DynamoDB tables checked."""

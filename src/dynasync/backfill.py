@@ -102,7 +102,7 @@ def _copy(
     progress: Progress | None,
 ) -> bool:
     """Copy one table from where it stopped; False when asked to stop first."""
-    conn, writer = app.conn, app.writer()
+    conn, writer = app.conn, app.writer("backfill")
     total = table.count(conn) if progress else None
     for chunk in table.chunks(conn, app.config.backfill.chunk_size, saved.last):
         if app.stop.is_set():

@@ -56,6 +56,9 @@ class DynamoConfig:
     max_retry_time: float = _positive(60.0)
     connect_timeout: float = _positive(5.0)
     read_timeout: float = _positive(20.0)
+    # Write capacity units per second, summed over every table this process
+    # writes (one per started KB of an item; a delete is one). None: unlimited.
+    max_write_rate: float | None = _check(lambda v: v is None or v > 0, "must be positive", None)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class BackfillConfig:
     """[backfill]: how backfill reads the source tables."""
 
     chunk_size: int = _at_least_1(1000)
+    # A separate budget for backfill and verify --repair, so a copy runs gently
+    # beside live sync. None: unlimited.
+    max_write_rate: float | None = _check(lambda v: v is None or v > 0, "must be positive", None)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ key each row last wrote.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +56,9 @@ class ItemMap:
     constants: dict[str, AttributeValue]
     ttl_column: str | None
     plain: bool  # no option set: the fast path
+    _mappers: dict[tuple[str, ...], Callable[[Sequence[Any]], Item]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def key_schema(self) -> tuple[tuple[str, str], ...]:
@@ -88,6 +91,68 @@ class ItemMap:
     def key_of(self, item: Item) -> Item:
         """The key attributes of an item."""
         return {k: item[k] for k in self.key_names}
+
+    def mapper(self, columns: Sequence[str]) -> Callable[[Sequence[Any]], Item]:
+        """A function from a row read with these columns to its item: the fast path
+        when the table has no mapping option, the general one (item()) otherwise."""
+        names = tuple(columns)
+        cached = self._mappers.get(names)
+        if cached is None:
+            fast = self.plain and not self.templates and not self.attributes
+            cached = self._plain_mapper(names) if fast else (lambda row: self.item(names, row))
+            self._mappers[names] = cached
+        return cached
+
+    def _plain_mapper(self, names: tuple[str, ...]) -> Callable[[Sequence[Any]], Item]:
+        """item() for a table without options, with each column's place worked out once.
+        It runs once per row: common types are mapped inline, and the exact size is
+        only computed when a cheap bound says it might matter."""
+        keycols, constants = self.schema.key, self.constants
+        values = tuple((i, c, len(c)) for i, c in enumerate(names) if c not in keycols)
+        keys = tuple(
+            (name, names.index(col), col, kind, LIMITS[n])
+            for n, (name, col, kind) in enumerate(zip(self.key_names, keycols, self.key_types, strict=True))
+        )
+
+        def map_row(row: Sequence[Any]) -> Item:
+            result: Item = {}
+            bound = 0  # >= the item size / 4, since a character is at most 4 UTF-8 bytes
+            for i, col, width in values:
+                v = row[i]
+                if v is None:
+                    continue
+                t = type(v)
+                if t is str:
+                    result[col] = {"S": v}
+                    bound += width + len(v)
+                elif t is int:
+                    result[col] = {"N": str(v)}
+                    bound += width + 11
+                elif t is bytes:
+                    result[col] = {"B": v}
+                    bound += width + len(v)
+                else:
+                    result[col] = value(v, col)  # type: ignore[assignment]
+                    bound += width + 11
+            for name, i, col, kind, limit in keys:
+                v = row[i]
+                t = type(v)
+                if kind == "N" and t is int:
+                    result[name] = {"N": str(v)}
+                elif kind == "S" and t is str and v and len(v) * 4 <= limit:
+                    result[name] = {"S": v}
+                else:
+                    result[name] = key_value(v, col, kind, limit)
+            if constants:
+                result.update(constants)
+                bound += 64 * len(constants)
+            if bound * 4 + 4096 > MAX_ITEM_BYTES:
+                size = item_size(result)
+                if size > MAX_ITEM_BYTES:
+                    raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
+            return result
+
+        return map_row
 
     def item(self, columns: Sequence[str], row: Sequence[Any]) -> Item:
         """The whole item for a row; columns are the row's column names.

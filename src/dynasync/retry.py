@@ -78,19 +78,24 @@ class Retrier:
         what: str,
         stats: RequestStats,
         leftover: str,
+        on_worker: bool = False,
     ) -> list[T]:
         """Call send(pending) until it leaves nothing over, and return what it gave back.
 
         send returns (results, the part of `pending` DynamoDB did not process).
         A leftover counts as throttling under the code `leftover`; a
-        RetryableError resends the same pending part.
+        RetryableError resends the same pending part. Each attempt runs on a
+        daemon worker, unless the caller is one already (`on_worker`).
         """
         done: list[T] = []
         started, attempt = time.monotonic(), 0
         while True:
             stats.requests += 1
             try:
-                results, rest = workers.call(functools.partial(send, pending), self.stop)
+                if on_worker:
+                    results, rest = send(pending)
+                else:
+                    results, rest = workers.call(functools.partial(send, pending), self.stop)
             except workers.Abandoned:
                 raise TargetUnavailableError(
                     f"{what}: stopped, abandoning a request DynamoDB has not answered"

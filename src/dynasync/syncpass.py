@@ -9,7 +9,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dynasync import changelog, owners, state
@@ -22,7 +21,7 @@ from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
-from dynasync.writer import Writer
+from dynasync.writer import Delivery, WriteResult
 from dynasync.writes import Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
@@ -65,11 +64,16 @@ def plan_slice(conn: sqlite3.Connection, synced: dict[str, SyncedTable], sl: Sli
     Delete of an item a row left; a row claiming an item another row holds is
     a dead letter (dynasync.owners)."""
     by_target: dict[str, list[owners.Change]] = {}
+    p = SlicePlan()
     for name, changes in sl.changes.items():
         table, columns = synced[name], sl.columns[name]
+        if not table.tracked:
+            # Its keys are its primary keys and no other table writes to its
+            # target: the slice's keys are distinct items, nothing to arbitrate.
+            _plan_untracked(table, columns, changes, p)
+            continue
         planned = by_target.setdefault(table.target, [])
         planned.extend(table.change(ch.ref, columns, ch.row, ch.old) for ch in changes)
-    p = SlicePlan()
     for target, planned in by_target.items():
         tp = owners.plan_target(conn, target, planned, synced)
         p.writes[target] = tp.writes
@@ -79,17 +83,31 @@ def plan_slice(conn: sqlite3.Connection, synced: dict[str, SyncedTable], sl: Sli
     return p
 
 
+def _plan_untracked(
+    table: SyncedTable, columns: list[str], changes: list[changelog.KeyChange], p: SlicePlan
+) -> None:
+    writes = p.writes.setdefault(table.target, [])
+    for ch in changes:
+        w = table.put(ch.ref, columns, ch.row) if ch.row is not None else table.delete(ch.ref)
+        if w is None:
+            p.settled.append(ch.ref)
+        elif isinstance(w, Write):
+            writes.append(w)
+        else:
+            p.rejected.append(w)
+
+
 @dataclass
 class _InFlight:
     """A slice whose writes are being delivered."""
 
     slice: Slice
     plan: SlicePlan
-    delivery: Future[_Delivery]
+    delivery: Delivery
 
 
 @dataclass
-class _Delivery:
+class _Delivered:
     """What became of a slice's writes."""
 
     delivered: list[Write] = field(default_factory=list)
@@ -97,17 +115,10 @@ class _Delivery:
     stats: RequestStats = field(default_factory=RequestStats)
 
 
-def _deliver(writer: Writer, plan: SlicePlan) -> _Delivery:
-    out = _Delivery()
-    for target, writes in plan.writes.items():
-        if not writes:
-            continue
-        res = writer.write(target, writes)
-        out.stats.add(res.stats)
-        out.rejected.extend(res.rejected)
-        bad = {id(r.write) for r in res.rejected}
-        out.delivered.extend(w for w in writes if id(w) not in bad)
-    return out
+def _outcome(plan: SlicePlan, res: WriteResult) -> _Delivered:
+    refused = {id(r.write) for r in res.rejected}
+    delivered = [w for writes in plan.writes.values() for w in writes if id(w) not in refused]
+    return _Delivered(delivered, res.rejected, res.stats)
 
 
 class Syncer:
@@ -168,36 +179,31 @@ class Syncer:
         writer = app.writer()
         read_to = hwm
         in_flight: _InFlight | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynasync-deliver") as pipe:
-            try:
-                while True:
-                    app.heartbeat()
-                    sl = None
-                    if read_to < end and not app.stop.is_set():
-                        sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
-                    plan = plan_slice(conn, synced, sl) if sl is not None else None
-                    if plan is not None and any(tp.claims for tp in plan.targets):
-                        with write_txn(conn):  # claims are recorded before their Puts go out
-                            owners.intend(conn, plan.targets)
-                    read_to = sl.high if sl is not None else read_to
-                    if in_flight is not None:
-                        delivery = in_flight.delivery.result()
-                        self._commit(synced, in_flight.slice, in_flight.plan, delivery, result)
-                        in_flight = None
-                        report()
-                    if sl is None or plan is None:
-                        return
-                    in_flight = _InFlight(sl, plan, pipe.submit(_deliver, writer, plan))
-            finally:
-                if in_flight is not None:
-                    in_flight.delivery.cancel()
+        while True:
+            app.heartbeat()
+            sl = None
+            if read_to < end and not app.stop.is_set():
+                sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
+            plan = plan_slice(conn, synced, sl) if sl is not None else None
+            if plan is not None and any(tp.claims for tp in plan.targets):
+                with write_txn(conn):  # claims are recorded before their Puts go out
+                    owners.intend(conn, plan.targets)
+            read_to = sl.high if sl is not None else read_to
+            if in_flight is not None:
+                outcome = _outcome(in_flight.plan, in_flight.delivery.wait())
+                self._commit(synced, in_flight.slice, in_flight.plan, outcome, result)
+                in_flight = None
+                report()
+            if sl is None or plan is None:
+                return
+            in_flight = _InFlight(sl, plan, writer.start(plan.writes))
 
     def _commit(
         self,
         synced: dict[str, SyncedTable],
         sl: Slice,
         plan: SlicePlan,
-        delivery: _Delivery,
+        delivery: _Delivered,
         result: PassResult,
     ) -> None:
         rejected = plan.rejected + delivery.rejected

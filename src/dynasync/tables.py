@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,8 @@ class SyncedTable:
         # key is more than the primary key, or when rows of several tables (or
         # TEXT and BLOB twins of one key) could claim one item.
         self.tracked = tracked or bool(self.items.templates) or "B" in table_schema.key_types
+        self._columns: Sequence[str] | None = None
+        self._mapper: Callable[[Sequence[Any]], Item] = lambda row: {}
 
     @property
     def name(self) -> str:
@@ -113,8 +115,10 @@ class SyncedTable:
 
     def put(self, ref: RowRef, columns: Sequence[str], row: Sequence[Any]) -> Write | Rejected:
         """The Put of a row's whole item, or a dead letter saying why it cannot be stored."""
+        if columns is not self._columns:  # once per slice or chunk, not per row
+            self._columns, self._mapper = columns, self.items.mapper(columns)
         try:
-            item = self.items.item(columns, row)
+            item = self._mapper(row)
         except Poison as e:
             return Rejected(ref, str(e))
         except Exception as e:  # nothing a row holds may stop the daemon

@@ -162,7 +162,7 @@ class _TargetCheck:
         self.reports = {t.name: TableReport(t.name, target) for t in requested}
         self.reports.update({name: TableReport(name, target) for name in before if name not in self.reports})
         self.stats = RequestStats()
-        self.writer = app.writer() if repair else None
+        self.writer = app.writer("backfill") if repair else None
         tracked = any(t.tracked for t in requested + neighbours) or bool(before)
         self.produced = _Produced(app.conn) if tracked else None
 

@@ -74,9 +74,13 @@ class _Pool:
 _POOL = _Pool()
 
 
-def call(fn: Callable[[], T], stop: threading.Event) -> T:
-    """fn() on a daemon worker; Abandoned if a stop was asked for and it runs on too long."""
-    fut = _POOL.submit(fn)
+def submit(fn: Callable[[], T]) -> Future[T]:
+    """Run fn() on a daemon worker."""
+    return _POOL.submit(fn)
+
+
+def wait(fut: Future[T], stop: threading.Event) -> T:
+    """The future's result; Abandoned if a stop was asked for and it runs on too long."""
     while True:
         try:
             return fut.result(timeout=0.25)
@@ -84,3 +88,8 @@ def call(fn: Callable[[], T], stop: threading.Event) -> T:
             since = getattr(stop, "since", None) if stop.is_set() else None
             if since is not None and time.monotonic() - since > ABANDON_AFTER:
                 raise Abandoned() from None
+
+
+def call(fn: Callable[[], T], stop: threading.Event) -> T:
+    """fn() on a daemon worker; Abandoned if a stop was asked for and it runs on too long."""
+    return wait(_POOL.submit(fn), stop)

@@ -1,18 +1,26 @@
 """Deliver writes to a Target: 25 per BatchWriteItem, several requests in
-flight, every request through the one retry loop (dynasync.retry), and a
-rejected batch narrowed down to the items DynamoDB can never accept.
+flight, every request through the one retry loop (dynasync.retry) and the
+write limits (dynasync.budget), and a rejected batch narrowed down to the
+items DynamoDB can never accept.
 
+A delivery runs on daemon workers (dynasync.workers), a few "lanes" each
+sending one request at a time, so the caller can read and plan the next slice
+meanwhile, and a stop never waits for a request DynamoDB does not answer.
 Callers hand over at most one write per key, so requests may run in parallel
 without reordering the writes of any key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import collections
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from dynasync.exceptions import ValidationError
+from dynasync import workers
+from dynasync.budget import Budget, units
+from dynasync.exceptions import RetryableError, TargetUnavailableError, ValidationError
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import MAX_BATCH_WRITE, Target
 from dynasync.writes import Rejected, Write
@@ -31,37 +39,83 @@ class WriteResult:
         self.stats.add(other.stats)
 
 
-class Writer:
-    """Sends writes for one target table at a time, `max_concurrency` requests at once."""
+class Delivery:
+    """Writes on their way: `wait()` for what became of them."""
 
-    def __init__(self, target: Target, retrier: Retrier, max_concurrency: int = 1) -> None:
+    def __init__(self, writer: Writer, batches: Mapping[str, Sequence[Write]]) -> None:
+        self._writer = writer
+        self._queue = collections.deque(
+            (table, list(writes[i : i + MAX_BATCH_WRITE]))
+            for table, writes in batches.items()
+            for i in range(0, len(writes), MAX_BATCH_WRITE)
+        )
+        self._lock = threading.Lock()
+        self._result = WriteResult()
+        self._error: BaseException | None = None
+        lanes = min(writer.max_concurrency, len(self._queue))
+        self._lanes: list[Future[None]] = [workers.submit(self._lane) for _ in range(lanes)]
+
+    def _lane(self) -> None:
+        while True:
+            with self._lock:
+                if self._error is not None or not self._queue:
+                    return
+                table, chunk = self._queue.popleft()
+            try:
+                part = self._writer.send(table, chunk)
+            except BaseException as e:  # handed to wait(), which raises it
+                with self._lock:
+                    self._error = self._error or e
+                return
+            with self._lock:
+                self._result.add(part)
+
+    def wait(self) -> WriteResult:
+        """What DynamoDB refused; raises what stopped the delivery. Once a stop is
+        asked for, a request still unanswered is abandoned (see dynasync.workers)."""
+        stop = self._writer.retrier.stop
+        for lane in self._lanes:
+            try:
+                workers.wait(lane, stop)
+            except workers.Abandoned:
+                message = "stopped, abandoning requests DynamoDB has not answered"
+                raise TargetUnavailableError(message) from None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class Writer:
+    """Sends writes, `max_concurrency` requests at once, within a write budget."""
+
+    def __init__(
+        self, target: Target, retrier: Retrier, max_concurrency: int = 1, budget: Budget | None = None
+    ) -> None:
         self.target = target
         self.retrier = retrier
         self.max_concurrency = max_concurrency
+        self.budget = budget or Budget(None, max_concurrency)
+
+    def start(self, batches: Mapping[str, Sequence[Write]]) -> Delivery:
+        """Start delivering writes to their target tables; returns at once."""
+        return Delivery(self, batches)
 
     def write(self, table: str, writes: Sequence[Write]) -> WriteResult:
         """Deliver every write; return those DynamoDB can never accept."""
-        chunks = [list(writes[i : i + MAX_BATCH_WRITE]) for i in range(0, len(writes), MAX_BATCH_WRITE)]
-        result = WriteResult()
-        if self.max_concurrency <= 1 or len(chunks) <= 1:
-            parts = [self._send(table, c) for c in chunks]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(chunks))) as pool:
-                parts = list(pool.map(lambda c: self._send(table, c), chunks))
-        for part in parts:
-            result.add(part)
-        return result
+        return self.start({table: writes}).wait()
 
-    def _send(self, table: str, writes: list[Write]) -> WriteResult:
+    def send(self, table: str, writes: list[Write]) -> WriteResult:
+        """One batch, retried until DynamoDB took it all; an item it refuses is narrowed down."""
         result = WriteResult()
         last = [writes]  # what the failing attempt sent: DynamoDB took the rest already
 
-        def send(pending: list[Write]) -> tuple[list[None], list[Write]]:
+        def attempt(pending: list[Write]) -> tuple[list[None], list[Write]]:
             last[0] = pending
-            return [], self._batch(table, pending)
+            return [], self._limited(table, pending)
 
         try:
-            self.retrier.drain(send, writes, f"writing to {table!r}", result.stats, "UnprocessedItems")
+            self.retrier.drain(attempt, writes, f"writing to {table!r}", result.stats, "UnprocessedItems",
+                               on_worker=True)
         except ValidationError as e:
             pending = last[0]
             if len(pending) == 1:
@@ -71,8 +125,29 @@ class Writer:
             # One bad item fails the whole batch: bisect to find it.
             half = len(pending) // 2
             for part in (pending[:half], pending[half:]):
-                result.add(self._send(table, part))
+                result.add(self.send(table, part))
         return result
+
+    def _limited(self, table: str, pending: list[Write]) -> list[Write]:
+        """One request, within the write limits; they learn from how DynamoDB answers."""
+        budget, stop = self.budget, self.retrier.stop
+        amount = _units(pending) if budget.counts(table) else None
+        wait = budget.delay(table, amount)
+        if wait > 0 and stop.wait(wait):
+            raise TargetUnavailableError(f"writing to {table!r}: stopped while waiting for the write budget")
+        limit = budget.limit(table)
+        with limit.slot(stop):
+            try:
+                unprocessed = self._batch(table, pending)
+            except RetryableError as e:
+                if e.throttle:
+                    limit.throttled(amount if amount is not None else _units(pending))
+                raise
+        if unprocessed:
+            limit.throttled(amount if amount is not None else _units(pending))
+        else:
+            limit.succeeded()
+        return unprocessed
 
     def _batch(self, table: str, pending: list[Write]) -> list[Write]:
         """One BatchWriteItem; the writes DynamoDB left unprocessed."""
@@ -83,3 +158,7 @@ class Writer:
         # Should DynamoDB ever echo a request back in another form, resend
         # everything: writes are idempotent, losing one is not.
         return matched if len(matched) == len(unprocessed) else pending
+
+
+def _units(writes: Sequence[Write]) -> float:
+    return float(sum(units(w.request["PutRequest"]["Item"] if w.is_put else None) for w in writes))

@@ -1,0 +1,202 @@
+"""How fast dynasync may write.
+
+Two limits apply to every BatchWriteItem, in write capacity units (one per
+started KB of an item; a delete is one), shared by all of the process's
+concurrent requests:
+
+* the configured budget, a token bucket: [dynamodb] max_write_rate for sync,
+  [backfill] max_write_rate for backfill and verify --repair;
+* an adaptive limit per target table (AIMD). When DynamoDB throttles, the
+  rate is halved and only one request at a time goes out, spaced further
+  apart while throttling lasts, so a throttled table costs a few requests a
+  second. After a success the rate doubles back quickly to where throttling
+  began, then grows additively to find the table's capacity again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from dynasync.exceptions import TargetUnavailableError
+from dynasync.logs import fields
+from dynasync.values import Item, item_size
+
+log = logging.getLogger(__name__)
+
+FLOOR = 25.0  # units/s: the adaptive rate never goes below one full request a second
+PROBE_START, PROBE_MAX = 0.05, 1.0  # seconds between requests while throttling lasts
+RECOVER_EVERY = 0.1  # seconds between doublings after throttling ends
+ADDITIVE = 0.05  # of the rate, per second, above the level throttling began at
+
+
+def units(request_item: Item | None) -> int:
+    """Write capacity units of one write: 1 per started KB of the item; a delete is 1."""
+    if request_item is None:
+        return 1
+    return max(1, math.ceil(item_size(request_item) / 1024))
+
+
+class TokenBucket:
+    """A rate in units/s that concurrent callers share: each takes what it sends,
+    going into debt if need be, and waits until the debt is paid."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else rate * 0.1
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def reserve(self, amount: float) -> float:
+        """Take `amount`; the seconds to wait before using it."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= amount
+            return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp, self.rate, self.burst = now, rate, rate * 0.1
+
+
+class AdaptiveLimit:
+    """One target table's AIMD rate: unlimited until DynamoDB first throttles."""
+
+    def __init__(self, target: str, concurrency: int, on_change: Callable[[str, float | None], None]) -> None:
+        self.target = target
+        self.window = concurrency  # requests allowed in flight
+        self.max_window = concurrency
+        self._bucket: TokenBucket | None = None
+        self._ceiling = 0.0  # the rate throttling last began at
+        self._probe = 0.0  # seconds between requests while throttled; 0 when not throttled
+        self._last_change = 0.0
+        self._sent: list[float] = []  # when the last second's requests went out
+        self._lock = threading.Lock()
+        self._slots = threading.Condition()
+        self._in_flight = 0
+        self._on_change = on_change
+
+    @property
+    def rate(self) -> float | None:
+        """The current limit in units/s, None while unlimited."""
+        return self._bucket.rate if self._bucket is not None else None
+
+    def delay(self, amount: float | None) -> float:
+        """Seconds to wait before sending a request of `amount` units (None: not
+        counted, while no limit is in force); the request counts as sent."""
+        with self._lock:
+            now = time.monotonic()
+            self._sent = [t for t in self._sent if now - t < 1.0]
+            self._sent.append(now)
+            probe, bucket = self._probe, self._bucket
+        wait = bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+        return max(wait, probe)
+
+    def throttled(self, amount: float) -> None:
+        """DynamoDB throttled a request of `amount` units: halve the rate and the
+        window, and space the next requests further apart."""
+        with self._lock:
+            now = time.monotonic()
+            if self._bucket is not None:
+                current = self._bucket.rate
+            else:  # the rate reached so far, from the requests of the last second
+                current = max(FLOOR * 2, amount * sum(1 for t in self._sent if now - t < 1.0))
+            if self._probe == 0.0:
+                self._ceiling = current
+            self._probe = min(PROBE_MAX, max(PROBE_START, self._probe * 2))
+            self.window = max(1, self.window // 2)
+            self._set(max(FLOOR, current / 2), now)
+
+    def succeeded(self) -> None:
+        """A request went through: recover quickly to where throttling began, then grow slowly."""
+        with self._lock:
+            self._probe = 0.0
+            if self._bucket is None:
+                return
+            now = time.monotonic()
+            if now - self._last_change < RECOVER_EVERY:
+                return
+            rate = self._bucket.rate
+            if rate < self._ceiling:
+                rate = min(self._ceiling, rate * 2)
+            else:
+                rate *= 1 + ADDITIVE * min(1.0, now - self._last_change)
+            self.window = min(self.max_window, self.window * 2)
+            self._set(rate, now)
+
+    @contextlib.contextmanager
+    def slot(self, stop: threading.Event) -> Iterator[None]:
+        """One of the `window` requests allowed in flight, waited for."""
+        with self._slots:
+            while self._in_flight >= self.window:
+                if stop.is_set():
+                    raise TargetUnavailableError(f"writing to {self.target!r}: stopped")
+                self._slots.wait(0.1)
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._slots:
+                self._in_flight -= 1
+                self._slots.notify()
+
+    def _set(self, rate: float, now: float) -> None:
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate)
+        else:
+            self._bucket.set_rate(rate)
+        self._last_change = now
+        self._on_change(self.target, rate)
+
+
+class Budget:
+    """The process's write limits: the configured token bucket, and an adaptive limit per target."""
+
+    def __init__(self, max_write_rate: float | None, concurrency: int) -> None:
+        self.bucket = TokenBucket(max_write_rate) if max_write_rate else None
+        self.concurrency = concurrency
+        self._limits: dict[str, AdaptiveLimit] = {}
+        self._lock = threading.Lock()
+        self._logged: dict[str, float] = {}
+        self.on_rate: Callable[[str, float | None], None] | None = None  # the metrics gauge
+
+    def sharing(self, max_write_rate: float | None) -> Budget:
+        """Another budget with its own token bucket, sharing these adaptive limits."""
+        other = Budget(max_write_rate, self.concurrency)
+        other._limits, other._lock, other._logged = self._limits, self._lock, self._logged
+        return other
+
+    def limit(self, target: str) -> AdaptiveLimit:
+        """The adaptive limit of one target table."""
+        with self._lock:
+            found = self._limits.get(target)
+            if found is None:
+                found = self._limits[target] = AdaptiveLimit(target, self.concurrency, self._changed)
+            return found
+
+    def counts(self, target: str) -> bool:
+        """Whether requests to `target` must be counted in units: a limit is in force."""
+        return self.bucket is not None or self.limit(target).rate is not None
+
+    def delay(self, target: str, amount: float | None) -> float:
+        """Seconds to wait before sending `amount` units to `target`."""
+        wait = self.bucket.reserve(amount) if self.bucket is not None and amount is not None else 0.0
+        return max(wait, self.limit(target).delay(amount))
+
+    def _changed(self, target: str, rate: float | None) -> None:
+        if self.on_rate is not None:
+            self.on_rate(target, rate)
+        now = time.monotonic()
+        if now - self._logged.get(target, 0.0) >= 1.0:  # one line a second at most
+            self._logged[target] = now
+            log.info("write rate limit", extra=fields(table=target, units_per_second=round(rate or 0, 1)))
