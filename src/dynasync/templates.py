@@ -6,7 +6,6 @@ Parsing needs no schema, so template syntax is checked with the config.
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,20 +18,17 @@ class Template:
     name: str  # the DynamoDB attribute
     template: str
     fields: tuple[str, ...]  # the columns it names, in order
-    pattern: re.Pattern[str]  # matches any text the template can render
     parts: tuple[tuple[str, str | None], ...]  # (literal text, field after it or None)
 
     @classmethod
     def parse(cls, name: str, template: str) -> Template:
         """Parse a template; ValueError says what is wrong with it."""
         fields: list[str] = []
-        pattern = ""
         try:
             parsed = list(string.Formatter().parse(template))
         except ValueError as e:
             raise ValueError(f"template {template!r} does not parse: {e}") from None
-        for literal, field, spec, conversion in parsed:
-            pattern += re.escape(literal)
+        for _, field, spec, conversion in parsed:
             if field is None:
                 continue
             if not field:
@@ -42,9 +38,8 @@ class Template:
             if field in fields:
                 raise ValueError(f"template {template!r} names {{{field}}} twice")
             fields.append(field)
-            pattern += ".+?"
         parts = tuple((literal, field or None) for literal, field, _, _ in parsed)
-        return cls(name, template, tuple(fields), re.compile(pattern, re.S), parts)
+        return cls(name, template, tuple(fields), parts)
 
     @property
     def separable(self) -> bool:
@@ -57,5 +52,23 @@ class Template:
         return "".join(literal + (values[field] if field else "") for literal, field in self.parts)
 
     def matches(self, text: str) -> bool:
-        """Whether this template could have rendered `text`."""
-        return self.pattern.fullmatch(text) is not None
+        """Whether this template could have rendered `text` (values may be empty).
+
+        Linear in the text: each literal is found after the previous one, and the
+        last is anchored at the end. (A regular expression would backtrack
+        exponentially in the placeholders on a key that does not match.)
+        """
+        literals = [literal for literal, _ in self.parts]
+        if not self.fields:
+            return text == "".join(literals)
+        trailing = self.parts[-1][1] is None  # a literal after the last placeholder
+        last = literals.pop() if trailing else ""
+        if not text.startswith(literals[0]) or not text.endswith(last):
+            return False
+        pos, end = len(literals[0]), len(text) - len(last)
+        for literal in literals[1:]:
+            found = text.find(literal, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(literal)
+        return pos <= end
