@@ -9,6 +9,7 @@ their current state. Nothing is lost and nothing stays stale.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from dynasync.progress import Progress
 from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult, Syncer
 from dynasync.tables import SyncedTable
+from dynasync.writes import Rejected, Write
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,11 @@ def backfill(
     state.require_installed(conn)
     names = [app.config.table(n).source for n in tables] if tables else [t.source for t in app.config.tables]
     _check_position(app, restrict=bool(tables))
-    synced = app.tables()  # all of them: rows of another table may own an item this one renders
+    # All of them (rows of another table may own an item this one renders),
+    # and their mappings reconciled first: a copy under a changed mapping
+    # would otherwise leave the old mapping's items behind.
+    syncer = Syncer(app)
+    synced = syncer.schema.refresh().tables
     progress_by_table = _start(app, names)
     result = BackfillResult()
     for name in names:
@@ -67,7 +73,7 @@ def backfill(
             log.info("resuming backfill", extra=fields(table=name, rows_done=saved.rows))
         if not _copy(app, table, synced, saved, tb, progress):
             return result
-    result.catch_up = Syncer(app).run_pass()
+    result.catch_up = syncer.run_pass()
     return result
 
 
@@ -108,9 +114,7 @@ def _copy(
         if app.stop.is_set():
             return False
         app.heartbeat()
-        old = table.old_keys(conn, chunk.refs)
-        rows = zip(chunk.refs, chunk.rows, strict=True)
-        changes = [table.change(ref, chunk.columns, row, old.get(ref, ())) for ref, row in rows]
+        changes = table.chunk_changes(conn, chunk)
         plan = owners.plan_target(conn, table.target, changes, synced)
         if plan.claims:
             with write_txn(conn):
@@ -120,10 +124,10 @@ def _copy(
         delivered = [w for w in plan.writes if id(w) not in refused]
         rejected = plan.rejected + out.rejected
         state.save_backfill_chunk(
-            conn, chunk.refs[-1], len(chunk.rows), rejected,
-            records=lambda c: owners.commit(c, delivered, synced),  # noqa: B023 - called at once
+            conn, chunk.last, len(chunk.rows) + len(chunk.refused), rejected,
+            records=lambda c: _records(c, plan, delivered, out.rejected, synced),  # noqa: B023 - called at once
         )
-        tb.rows += len(chunk.rows)
+        tb.rows += len(chunk.rows) + len(chunk.refused)
         tb.rejected += len(rejected)
         if progress:
             progress(table.name, tb.rows, total)
@@ -131,3 +135,15 @@ def _copy(
     state.finish_backfill(conn, table.name, null_keyed)
     tb.rejected += len(null_keyed)
     return True
+
+
+def _records(
+    conn: sqlite3.Connection,
+    plan: owners.TargetPlan,
+    delivered: list[Write],
+    refused: list[Rejected],
+    synced: dict[str, SyncedTable],
+) -> None:
+    """Commit a chunk's item owners; retry rows refused an item it freed."""
+    freed = owners.commit(conn, [plan], delivered, refused, synced)
+    owners.requeue_collisions(conn, freed, synced.values())

@@ -5,13 +5,15 @@ however often the application touched a key."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import sql
+from dynasync import filters, sql
 from dynasync.database import read_txn
+from dynasync.filters import RowFilter
 from dynasync.schema import TableSchema
 from dynasync.writes import RowRef
 
@@ -24,6 +26,7 @@ class KeyChange:
     ref: RowRef
     row: tuple[Any, ...] | None
     old: tuple[str, ...] = ()
+    refused: str | None = None  # why the row filter fails on this row: a dead letter
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,8 @@ class TableRead:
     """What reading one table's rows for a slice needs."""
 
     schema: TableSchema
-    where: str | None = None
-    tracked: bool = False
+    filter: RowFilter | None = None
+    target: str | None = None  # tracked tables: the target whose recorded items to read
 
 
 @dataclass
@@ -88,22 +91,40 @@ def _read_table(
     conn: sqlite3.Connection, table: str, read: TableRead, hwm: int, high: int, out: Slice
 ) -> None:
     key = read.schema.key
-    query = sql.slice_rows(table, key, read.schema.key_collations, read.where)
-    cur = conn.execute(query, (hwm, high, table))
-    names = [d[0] for d in cur.description][2:]
+    build = functools.partial(sql.slice_rows, table, key, read.schema.key_collations)
+    rows = filters.fetch(conn, build, (hwm, high, table), read.filter)
+    names = rows.columns[2:]
     key_pos = [2 + names.index(c) for c in key]
     changes = []
-    for r in cur.fetchall():
+    for r in rows.rows:
+        ref = RowRef(table, r[0], r[1])
         row: tuple[Any, ...] | None = tuple(r[2:])
+        refused: str | None = None
         if r[0] is None or (len(key) == 2 and r[1] is None):
             # NULL never joins: fetch a NULL-keyed row directly, so it
             # becomes a dead letter while it exists and clears once gone.
-            found = conn.execute(sql.null_key_rows(table, key, first=True, where=read.where)).fetchone()
-            row = tuple(found) if found is not None else None
+            build_null = functools.partial(sql.null_key_rows, table, key, True)
+            found = filters.fetch(conn, build_null, (), read.filter).rows
+            row = tuple(found[0]) if found else None
         elif any(r[i] is None for i in key_pos):
             row = None
-        ref = RowRef(table, r[0], r[1])
-        old = tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, ref)) if read.tracked else ()
-        changes.append(KeyChange(ref, row, old))
+        elif not rows.filtered and read.filter is not None:
+            row, refused = _tested(conn, read.filter, ref, tuple(r[2:]))
+        old = ()
+        if read.target is not None:
+            old = tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, (*ref, read.target)))
+        changes.append(KeyChange(ref, row, old, refused))
     out.changes[table] = changes
     out.columns[table] = names
+
+
+def _tested(
+    conn: sqlite3.Connection, row_filter: RowFilter, ref: RowRef, row: tuple[Any, ...]
+) -> tuple[tuple[Any, ...] | None, str | None]:
+    """A row read without its filter, tested alone: kept, gone (filtered out), or refused with the reason."""
+    verdict = row_filter.verdict(conn, ref.values(len(row_filter.key)))
+    if verdict is True:
+        return row, None
+    if verdict is False:
+        return None, None
+    return row, verdict

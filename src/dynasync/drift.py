@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from dynasync import capture, provision, sql, state, tables
+from dynasync import capture, owners, provision, sql, state, tables
 from dynasync.app import App
 from dynasync.database import write_txn
 from dynasync.items import Ownership
@@ -94,20 +95,30 @@ class SchemaWatch:
                     out[name] = Previous(t.target, t.items.ownership)
                 else:
                     first.append(name)
-            elif stored != t.mapping:
-                log.warning("the mapping changed: reconciling the table's items", extra=fields(table=name))
-                old = Ownership.from_json(stored["ownership"])
-                if stored["target"] != t.target:
-                    # A new target is filled whole; the old one is left as it is, as a copy.
-                    log.warning("the table has a new target; its old one is left untouched",
-                                extra=fields(table=name, old_target=stored["target"]))
-                    old = t.items.ownership
-                out[name] = Previous(t.target, old)
+            elif {"tracked": t.tracked, **stored} != t.mapping:
+                out[name] = self._previous(name, t, stored)
         if first:
             with write_txn(conn):
                 for name in first:
                     state.save_mapping(conn, name, found[name].mapping)
         return out
+
+    def _previous(self, name: str, t: SyncedTable, stored: dict[str, Any]) -> Previous:
+        """How the items of a table whose mapping changed are recognised while it is reconciled."""
+        # A state from before "tracked" was part of the mapping has not changed for lacking it.
+        if stored.get("tracked", t.tracked) != t.tracked:
+            log.warning("the table's item owners are now recorded: learning them", extra=fields(table=name))
+        else:
+            log.warning("the mapping changed: reconciling the table's items", extra=fields(table=name))
+        if stored["target"] == t.target:
+            return Previous(t.target, Ownership.from_json(stored["ownership"]))
+        # A new target is filled whole; the old one is left as it is, as a copy,
+        # and its owners record is dropped: no row writes there any more.
+        log.warning("the table has a new target; its old one is left untouched",
+                    extra=fields(table=name, old_target=stored["target"]))
+        with write_txn(self.app.conn):
+            owners.forget_target(self.app.conn, name, stored["target"])
+        return Previous(t.target, t.items.ownership)
 
     def _reconcile(
         self,

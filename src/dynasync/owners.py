@@ -23,7 +23,7 @@ backfill chunk) against that record:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from dynasync.tables import SyncedTable
 
 COLLISION = "maps to the same DynamoDB item as"  # the start of a collision dead letter's reason
+
+
+def collision(other: RowRef, item: str) -> str:
+    """A collision dead letter's reason: the row that holds the item, and the item
+    (last, so freeing that item retries exactly the rows it refused)."""
+    return f"{COLLISION} row {list(other.key)!r} of table {other.table!r}{_item_suffix(item)}"
+
+
+def _item_suffix(item: str) -> str:
+    return f"; item {item}"
 
 
 @dataclass
@@ -56,6 +66,10 @@ class TargetPlan:
     rejected: list[Rejected] = field(default_factory=list)
     settled: list[RowRef] = field(default_factory=list)  # rows needing no write
     claims: dict[RowRef, str] = field(default_factory=dict)  # keys to record before the Puts go out
+    # Items whose Delete was left out because another row's Put overwrites
+    # them, with the row that held them: if DynamoDB refuses that Put, the
+    # item is that row's again, and is deleted by the next pass.
+    overwritten: dict[str, RowRef] = field(default_factory=dict)
 
 
 def plan_target(
@@ -65,19 +79,22 @@ def plan_target(
     plan = TargetPlan(target)
     in_batch = {c.ref for c in changes}
     claimed: dict[str, RowRef] = {}
-    for c in changes:
-        if not isinstance(c.write, Write) or not c.write.is_put:
-            continue
-        item = key_text(c.write.key)
+    collided: set[RowRef] = set()
+    puts = [(key_text(c.write.key), c) for c in changes if isinstance(c.write, Write) and c.write.is_put]
+    # A row that already owns its item claims it first: which of two rows
+    # keeps an item must not depend on the order of a batch.
+    puts.sort(key=lambda p: p[0] not in p[1].old)
+    for item, c in puts:
         other = claimed.get(item) or _owner_elsewhere(conn, target, item, c, in_batch, tables)
         if other is not None:
-            c.write = Rejected(c.ref, f"{COLLISION} row {list(other.key)!r} of table {other.table!r}")
+            c.write = Rejected(c.ref, collision(other, item))
+            collided.add(c.ref)
             continue
         claimed[item] = c.ref
         if tables[c.ref.table].tracked and item not in c.old:
             plan.claims[c.ref] = item
     for c in changes:
-        _place(c, claimed, plan)
+        _place(c, claimed, c.ref in collided, plan)
     return plan
 
 
@@ -93,29 +110,45 @@ def _owner_elsewhere(
     recorded owner whose row no longer produces it is stale: the claim takes its record over."""
     if not tables[change.ref.table].tracked:
         return None
+    return recorded_owner(conn, target, item, tables, exclude=in_batch)
+
+
+def recorded_owner(
+    conn: sqlite3.Connection,
+    target: str,
+    item: str,
+    tables: Mapping[str, SyncedTable],
+    exclude: Collection[RowRef] = (),
+) -> RowRef | None:
+    """The row recorded as the owner of `item`, if it still produces it. An
+    owner in `exclude` (a batch deciding its fate), of a table no longer
+    configured, or whose row moved on, is stale: a claim takes its record over."""
     row = conn.execute(sql.KEYS_OWNER, (target, item)).fetchone()
     if row is None:
         return None
     owner = RowRef(*row)
-    if owner == change.ref or owner in in_batch:
-        return None  # this row, or one whose fate this batch decides
     table = tables.get(owner.table)
-    if table is None or table.current_key_text(conn, owner) == item:
-        return owner  # an owner dynasync cannot check here keeps its item
-    return None
+    if owner in exclude or table is None or table.target != target:
+        return None
+    return owner if table.current_key_text(conn, owner) == item else None
 
 
-def _place(c: Change, claimed: dict[str, RowRef], plan: TargetPlan) -> None:
+def _place(c: Change, claimed: dict[str, RowRef], collided: bool, plan: TargetPlan) -> None:
     """Sort one change into the plan: its Put, the Deletes of its other items, or nothing."""
     if isinstance(c.write, Rejected):
         plan.rejected.append(c.write)
-        return  # a row DynamoDB cannot take keeps its last item, and its record
-    new = key_text(c.write.key) if c.write is not None and c.write.is_put else None
+        if not collided:
+            return  # a row DynamoDB cannot take keeps its last item, and its record
+    new = key_text(c.write.key) if isinstance(c.write, Write) and c.write.is_put else None
     for old in c.old:
-        if old != new and old not in claimed:
-            key = key_from_text(old)
-            plan.writes.append(Write(c.ref, delete(key), key))
-    if c.write is not None and (c.write.is_put or not c.old):
+        if old == new:
+            continue
+        if old in claimed:
+            plan.overwritten[old] = c.ref
+            continue
+        key = key_from_text(old)
+        plan.writes.append(Write(c.ref, delete(key), key))
+    if isinstance(c.write, Write) and (c.write.is_put or not c.old):
         plan.writes.append(c.write)
     elif c.write is None and not c.old:
         plan.settled.append(c.ref)
@@ -131,17 +164,44 @@ def intend(conn: sqlite3.Connection, plans: Iterable[TargetPlan]) -> None:
 
 
 def commit(
-    conn: sqlite3.Connection, delivered: Iterable[Write], tables: Mapping[str, SyncedTable]
-) -> set[str]:
-    """Forget the items whose Delete DynamoDB acknowledged; returns the targets
-    where an item was freed. Call inside the batch's write transaction."""
-    freed: set[str] = set()
+    conn: sqlite3.Connection,
+    plans: Iterable[TargetPlan],
+    delivered: Iterable[Write],
+    refused: Iterable[Rejected],
+    tables: Mapping[str, SyncedTable],
+) -> set[tuple[str, str]]:
+    """Forget the items whose Delete DynamoDB acknowledged, and give back the
+    items a refused Put was to overwrite; returns the (target, item) freed.
+    Call inside the batch's write transaction."""
+    freed: set[tuple[str, str]] = set()
     for w in delivered:
         table = tables.get(w.ref.table)
         if table is not None and table.tracked and not w.is_put:
-            conn.execute(sql.KEYS_FORGET_ROW_ITEM, (*w.ref, table.target, key_text(w.key)))
-            freed.add(table.target)
+            item = key_text(w.key)
+            conn.execute(sql.KEYS_FORGET_ROW_ITEM, (*w.ref, table.target, item))
+            freed.add((table.target, item))
+    by_target = {p.target: p for p in plans}
+    for r in refused:
+        table, put = tables.get(r.ref.table), r.write
+        plan = by_target.get(table.target) if table is not None else None
+        if plan is None or put is None or not put.is_put:
+            continue
+        held = plan.overwritten.get(item := key_text(put.key))
+        if held is not None:
+            conn.execute(sql.KEYS_CLAIM_DROP, (plan.target, item))
+            conn.execute(sql.KEYS_CLAIM, (*held, plan.target, item))
+            conn.execute(sql.CHANGELOG_ENQUEUE, (held.table, sql.OP_UPDATE, held.k1, held.k2))
     return freed
+
+
+def requeue_collisions(
+    conn: sqlite3.Connection, freed: Iterable[tuple[str, str]], tables: Collection[SyncedTable]
+) -> None:
+    """Retry the rows refused an item that is now free. Call inside a write transaction."""
+    for target, item in freed:
+        for t in tables:
+            if t.target == target:
+                conn.execute(sql.DEAD_REQUEUE_COLLISION, (t.name, COLLISION, _item_suffix(item)))
 
 
 def record(conn: sqlite3.Connection, ref: RowRef, target: str, item: str) -> None:
@@ -154,3 +214,8 @@ def record(conn: sqlite3.Connection, ref: RowRef, target: str, item: str) -> Non
 def forget(conn: sqlite3.Connection, target: str, item: str) -> None:
     """Forget whoever owned an item that is gone. Call inside a write transaction."""
     conn.execute(sql.KEYS_CLAIM_DROP, (target, item))
+
+
+def forget_target(conn: sqlite3.Connection, table: str, target: str) -> None:
+    """Forget the items a table owns in a target it no longer writes to. Call inside a write transaction."""
+    conn.execute(sql.KEYS_DROP_TARGET, (table, target))

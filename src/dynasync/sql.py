@@ -424,6 +424,30 @@ def filter_probe(table: str, where: str) -> str:
     return f"SELECT 1 FROM {quote_ident(table)} WHERE ({where}) LIMIT 0"
 
 
+FILTER_PROBE_INDEX = f"{PREFIX}filter_probe"
+
+
+def filter_index_probe(table: str, column: str, where: str) -> list[str]:
+    """An empty TEMP copy of the table (shadowing it on this connection only),
+    indexed with the filter as a partial index's condition, and a row of NULLs stored in it."""
+    t = quote_ident(table)
+    return [
+        f"CREATE TEMP TABLE {t} AS SELECT * FROM main.{t} WHERE 0",
+        f"CREATE INDEX temp.{quote_ident(FILTER_PROBE_INDEX)} ON {t} ({quote_ident(column)}) WHERE ({where})",
+        f"INSERT INTO temp.{t} DEFAULT VALUES",
+    ]
+
+
+def filter_index_probe_drop(table: str) -> str:
+    """Drops the TEMP copy filter_index_probe made (and its index)."""
+    return f"DROP TABLE IF EXISTS temp.{quote_ident(table)}"
+
+
+def filter_by_key(table: str, key: Sequence[str], collations: Sequence[str], where: str) -> str:
+    """Whether the row with exactly this key matches the filter: 1 or 0 (params: the key values)."""
+    return rows_by_key(table, key, collations, select=f"CASE WHEN ({where}) THEN 1 ELSE 0 END")
+
+
 BACKFILL_GET = f"SELECT tbl, k1, k2, started, rows, done FROM {BACKFILL}"
 BACKFILL_START = (
     f"INSERT INTO {BACKFILL} (tbl, k1, k2, started, rows, done) VALUES (?, NULL, NULL, 0, 0, 0) "
@@ -457,9 +481,9 @@ DEAD_REQUEUE = (
     f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
     "WHERE ?1 IS NULL OR tbl = ?1"
 )
-DEAD_REQUEUE_REASON = (
+DEAD_REQUEUE_COLLISION = (  # params: table, the reason's start, its end
     f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
-    "WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2"
+    "WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2 AND substr(reason, -length(?3)) = ?3"
 )
 
 # --- which row owns which item (owners.py) ----------------------------------------
@@ -471,7 +495,8 @@ PRODUCED_CLAIM = "INSERT OR IGNORE INTO temp._dynasync_produced (item, tbl, k1, 
 PRODUCED_OWNER = "SELECT tbl, k1, k2 FROM temp._dynasync_produced WHERE item = ?"
 
 KEYS_OWNER = f"SELECT tbl, k1, k2 FROM {KEYS} WHERE target = ? AND item = ?"
-KEYS_OF_ROW = f"SELECT item FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
+KEYS_OF_ROW = f"SELECT item FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ? AND target = ?"
+KEYS_DROP_TARGET = f"DELETE FROM {KEYS} WHERE tbl = ? AND target = ?"
 KEYS_RELEASE = f"DELETE FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ?"
 KEYS_CLAIM_DROP = f"DELETE FROM {KEYS} WHERE target = ? AND item = ?"
 KEYS_CLAIM = f"INSERT INTO {KEYS} (tbl, k1, k2, target, item) VALUES (?, ?, ?, ?, ?)"

@@ -381,13 +381,6 @@ def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
     return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
 
 
-def requeue_collisions(conn: sqlite3.Connection, tables: Sequence[str], prefix: str) -> None:
-    """Log again the dead letters of these tables whose reason starts with
-    `prefix` (rows refused an item another row held). Call inside a write transaction."""
-    for table in tables:
-        conn.execute(sql.DEAD_REQUEUE_REASON, (table, prefix))
-
-
 def requeue_dead_letters(conn: sqlite3.Connection, table: str | None = None) -> int:
     """Log every dead letter's key again so the next pass retries it."""
     with write_txn(conn):

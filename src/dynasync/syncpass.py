@@ -73,7 +73,7 @@ def plan_slice(conn: sqlite3.Connection, synced: dict[str, SyncedTable], sl: Sli
             _plan_untracked(table, columns, changes, p)
             continue
         planned = by_target.setdefault(table.target, [])
-        planned.extend(table.change(ch.ref, columns, ch.row, ch.old) for ch in changes)
+        planned.extend(table.change(ch.ref, columns, ch.row, ch.old, ch.refused) for ch in changes)
     for target, planned in by_target.items():
         tp = owners.plan_target(conn, target, planned, synced)
         p.writes[target] = tp.writes
@@ -88,6 +88,9 @@ def _plan_untracked(
 ) -> None:
     writes = p.writes.setdefault(table.target, [])
     for ch in changes:
+        if ch.refused is not None:
+            p.rejected.append(Rejected(ch.ref, ch.refused))
+            continue
         w = table.put(ch.ref, columns, ch.row) if ch.row is not None else table.delete(ch.ref)
         if w is None:
             p.settled.append(ch.ref)
@@ -211,10 +214,8 @@ class Syncer:
         tables = {ref.table for ref in delivered} | {r.ref.table for r in rejected}
 
         def records(conn: sqlite3.Connection) -> None:
-            released = owners.commit(conn, delivery.delivered, synced)
-            # A freed item may end a collision: retry the rows that were refused one.
-            freed = [n for n, t in synced.items() if t.target in released]
-            state.requeue_collisions(conn, freed, owners.COLLISION)
+            freed = owners.commit(conn, plan.targets, delivery.delivered, delivery.rejected, synced)
+            owners.requeue_collisions(conn, freed, synced.values())
 
         state.commit_pass(self.app.conn, sl.high, rejected, delivered, tables=tables, records=records)
         for r in rejected:

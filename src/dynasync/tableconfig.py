@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dynasync import values
+from dynasync.exceptions import Poison
 from dynasync.templates import Template
 
 if TYPE_CHECKING:
@@ -170,13 +172,7 @@ def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) ->
         problems.add(section, "rename", 'must be { sqlite_column = "attributeName" }')
         rename = {}
     out["rename"] = tuple(rename.items())
-    constants = entry.get("constants", {})
-    if not isinstance(constants, dict) or not all(
-        isinstance(v, str | int | float | bool) for v in constants.values()
-    ):
-        problems.add(section, "constants", "must map attribute names to strings, numbers or booleans")
-        constants = {}
-    out["constants"] = tuple(constants.items())
+    out["constants"] = _constants(entry, section, problems)
     ttl = entry.get("ttl_column")
     if ttl is not None and (not isinstance(ttl, str) or not ttl):
         problems.add(section, "ttl_column", "must be a column name")
@@ -184,6 +180,24 @@ def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) ->
     out["ttl_column"] = ttl
     _check_attribute_names(out, section, problems)
     return out
+
+
+def _constants(entry: dict[str, Any], section: str, problems: Problems) -> tuple[tuple[str, Any], ...]:
+    """`constants`: attribute names with strings, numbers DynamoDB can store, or booleans."""
+    constants = entry.get("constants", {})
+    if not isinstance(constants, dict) or not all(
+        isinstance(v, str | int | float | bool) for v in constants.values()
+    ):
+        problems.add(section, "constants", "must map attribute names to strings, numbers or booleans")
+        return ()
+    for name, v in constants.items():
+        if not name:
+            problems.add(section, "constants", "an attribute name cannot be empty")
+        try:
+            values.constant(v)
+        except Poison as e:
+            problems.add(section, "constants", f"{name!r}: {e}")
+    return tuple(constants.items())
 
 
 def _check_attribute_names(out: dict[str, Any], section: str, problems: Problems) -> None:

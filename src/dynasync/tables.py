@@ -11,18 +11,19 @@ verify and dead-letter retry all go through it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import ddl, items, schema, sql
+from dynasync import filters, items, schema, sql
 from dynasync.changelog import TableRead
 from dynasync.config import Config, TableConfig
 from dynasync.database import connect, read_txn
-from dynasync.exceptions import MappingError, Poison, SourceError
+from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.owners import Change
 from dynasync.target import delete, put
@@ -39,6 +40,8 @@ class Chunk:
     columns: list[str]
     rows: list[tuple[Any, ...]]
     refs: list[RowRef]
+    last: RowRef  # the last row read, matching or not: where the next chunk starts
+    refused: list[Rejected] = field(default_factory=list)  # rows the filter fails on
 
 
 class SyncedTable:
@@ -52,6 +55,10 @@ class SyncedTable:
         # key is more than the primary key, or when rows of several tables (or
         # TEXT and BLOB twins of one key) could claim one item.
         self.tracked = tracked or bool(self.items.templates) or "B" in table_schema.key_types
+        self.filter = None
+        if config.where is not None:
+            s = table_schema
+            self.filter = filters.RowFilter(s.name, config.where, s.key, s.key_collations)
         self._columns: Sequence[str] | None = None
         self._mapper: Callable[[Sequence[Any]], Item] = lambda row: {}
 
@@ -87,26 +94,34 @@ class SyncedTable:
             "ttl_column": c.ttl_column,
         }
         # JSON round trip, so it compares equal to what the state gives back.
-        doc = {"target": c.target, "options": options, "ownership": self.items.ownership.to_json()}
+        ownership = self.items.ownership.to_json()
+        doc = {"target": c.target, "options": options, "ownership": ownership, "tracked": self.tracked}
         out: dict[str, Any] = json.loads(json.dumps(doc))
         return out
 
     @property
     def read(self) -> TableRead:
         """What a changelog slice needs to read this table's rows."""
-        return TableRead(self.schema, self.where, self.tracked)
+        return TableRead(self.schema, self.filter, self.target if self.tracked else None)
 
     def ref(self, columns: Sequence[str], row: Sequence[Any]) -> RowRef:
         """The reference of a row read with these columns."""
         return RowRef.of(self.name, [row[columns.index(c)] for c in self.schema.key])
 
     def change(
-        self, ref: RowRef, columns: Sequence[str], row: Sequence[Any] | None, old: tuple[str, ...] = ()
+        self,
+        ref: RowRef,
+        columns: Sequence[str],
+        row: Sequence[Any] | None,
+        old: tuple[str, ...] = (),
+        refused: str | None = None,
     ) -> Change:
         """What the row as it is now asks of DynamoDB, given the items it may have
-        written (`old`, recorded for tracked tables): a Put, or a dead letter; for
-        a gone row, the Delete of its item, which the plan takes from `old` when
-        the key is more than the primary key."""
+        written (`old`, recorded for tracked tables): a Put, or a dead letter (as
+        when the filter fails on it: `refused`); for a gone row, the Delete of
+        its item, which the plan takes from `old` when the key is more than the primary key."""
+        if refused is not None:
+            return Change(ref, Rejected(ref, refused), old)
         if row is not None:
             return Change(ref, self.put(ref, columns, row), old)
         if old or (self.tracked and not self.items.key_from_primary_key):
@@ -138,50 +153,75 @@ class SyncedTable:
         """Rows with a non-NULL key (matching the filter) in key order, each chunk
         read in its own short read transaction, so memory and reader lifetime stay bounded."""
         key, colls = self.schema.key, self.schema.key_collations
-        first = sql.chunk_after(self.name, key, colls, True, self.where)
-        rest = sql.chunk_after(self.name, key, colls, False, self.where)
         while True:
+            params = (size,) if after is None else (*after.values(len(key)), size)
             with read_txn(conn):
-                if after is None:
-                    cur = conn.execute(first, (size,))
-                else:
-                    cur = conn.execute(rest, (*after.values(len(key)), size))
-                columns = [d[0] for d in cur.description]
-                rows = cur.fetchall()
-            if not rows:
+                build = functools.partial(sql.chunk_after, self.name, key, colls, after is None)
+                read = filters.fetch(conn, build, params, self.filter)
+                chunk = self._chunk(conn, read) if read.rows else None
+            if chunk is None:
                 return
-            chunk = Chunk(columns, rows, [self.ref(columns, r) for r in rows])
-            yield chunk
-            after = chunk.refs[-1]
-            if len(rows) < size:
+            if chunk.rows or chunk.refused:
+                yield chunk
+            after = chunk.last
+            if len(read.rows) < size:
                 return
+
+    def _chunk(self, conn: sqlite3.Connection, read: filters.Rows) -> Chunk:
+        """A chunk of the rows read, tested against the filter when the read could not apply it."""
+        refs = [self.ref(read.columns, r) for r in read.rows]
+        chunk = Chunk(read.columns, [], [], refs[-1])
+        for ref, row in zip(refs, read.rows, strict=True):
+            verdict = self._verdict(conn, ref, read)
+            if verdict is True:
+                chunk.rows.append(row)
+                chunk.refs.append(ref)
+            elif verdict is not False:
+                chunk.refused.append(Rejected(ref, verdict))
+        return chunk
+
+    def _verdict(self, conn: sqlite3.Connection, ref: RowRef, read: filters.Rows) -> bool | str:
+        """Whether a row read matches the filter (True when the read applied it)."""
+        if read.filtered or self.filter is None:
+            return True
+        return self.filter.verdict(conn, ref.values(len(self.schema.key)))
+
+    def chunk_changes(self, conn: sqlite3.Connection, chunk: Chunk) -> list[Change]:
+        """What each row of a chunk asks of DynamoDB, given the items recorded for it."""
+        old = self.old_keys(conn, chunk.refs + [r.ref for r in chunk.refused])
+        rows = zip(chunk.refs, chunk.rows, strict=True)
+        changes = [self.change(ref, chunk.columns, row, old.get(ref, ())) for ref, row in rows]
+        return changes + [Change(r.ref, r, old.get(r.ref, ())) for r in chunk.refused]
 
     def null_keyed(self, conn: sqlite3.Connection) -> list[Rejected]:
-        """Rows with a NULL key column (matching the filter): dead letters, never items."""
+        """Rows with a NULL key column (matching the filter, or all of them when
+        it fails on one): dead letters, never items."""
         with read_txn(conn):
-            cur = conn.execute(sql.null_key_rows(self.name, self.schema.key, where=self.where))
-            columns = [d[0] for d in cur.description]
-            return [Rejected(self.ref(columns, r), "a key column is NULL") for r in cur]
+            build = functools.partial(sql.null_key_rows, self.name, self.schema.key, False)
+            read = filters.fetch(conn, build, (), self.filter)
+        return [Rejected(self.ref(read.columns, r), "a key column is NULL") for r in read.rows]
 
     def count(self, conn: sqlite3.Connection) -> int:
-        """How many rows the table has (that match the filter)."""
-        return int(conn.execute(sql.count_rows(self.name, self.where)).fetchone()[0])
+        """How many rows the table has (that match the filter, or all of them when it fails on one)."""
+        read = filters.fetch(conn, functools.partial(sql.count_rows, self.name), (), self.filter)
+        return int(read.rows[0][0])
 
     def old_keys(self, conn: sqlite3.Connection, refs: Sequence[RowRef]) -> dict[RowRef, tuple[str, ...]]:
         """The recorded item keys of each of these rows (tracked tables)."""
         if not self.tracked:
             return {}
-        return {ref: keys for ref in refs if (keys := recorded_keys(conn, ref))}
+        return {ref: keys for ref in refs if (keys := recorded_keys(conn, ref, self.target))}
 
     def current_key_text(self, conn: sqlite3.Connection, ref: RowRef) -> str | None:
         """The key of the item the row produces now (key_text), or None when it
         is gone, filtered out, or cannot be stored."""
         s = self.schema
-        query = sql.rows_by_key(self.name, s.key, s.key_collations, "*", self.where)
-        cur = conn.execute(query, ref.values(len(s.key)))
-        columns = [d[0] for d in cur.description]
-        for row in cur:
-            w = self.put(ref, columns, row)
+        build = functools.partial(sql.rows_by_key, self.name, s.key, s.key_collations, "*")
+        read = filters.fetch(conn, build, ref.values(len(s.key)), self.filter)
+        for row in read.rows:
+            if self._verdict(conn, ref, read) is not True:
+                continue
+            w = self.put(ref, read.columns, row)
             if isinstance(w, Write):
                 return key_text(w.key)
         return None
@@ -199,14 +239,18 @@ class SyncedTable:
         """
         want = key_identity(key)
         s = self.schema
-        query = sql.rows_by_key(self.name, s.key, s.key_collations, None, self.where)
+        build = functools.partial(sql.rows_by_key, self.name, s.key, s.key_collations, None)
         for values in self.items.key_candidates(key):
-            for found in conn.execute(query, values):
+            read = filters.fetch(conn, build, values, self.filter)
+            for found in read.rows:
                 try:
-                    if key_identity(self.items.key(found)) == want:
-                        return RowRef.of(self.name, found)
+                    if key_identity(self.items.key(found)) != want:
+                        continue
                 except Exception:  # Poison or worse: that row has no item
                     continue
+                ref = RowRef.of(self.name, found)
+                if self._verdict(conn, ref, read) is True:
+                    return ref
         return None
 
     def ref_of_key(self, key: Item) -> RowRef:
@@ -215,9 +259,9 @@ class SyncedTable:
         return RowRef.of(self.name, candidates[0]) if candidates else RowRef(self.name, key_text(key))
 
 
-def recorded_keys(conn: sqlite3.Connection, ref: RowRef) -> tuple[str, ...]:
-    """Every item key recorded for a row (dynasync.owners)."""
-    return tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, ref))
+def recorded_keys(conn: sqlite3.Connection, ref: RowRef, target: str) -> tuple[str, ...]:
+    """Every item key of this target recorded for a row (dynasync.owners)."""
+    return tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, (*ref, target)))
 
 
 def inspect(
@@ -230,7 +274,7 @@ def inspect(
     for t in entries:
         found[t.source] = schema.inspect(conn, t.source)
         if t.where:
-            check_filter(conn, t.source, t.where)
+            filters.check_filter(conn, found[t.source], t.where)
     return found
 
 
@@ -266,35 +310,8 @@ def check_mappings(config: Config) -> list[tuple[str, str | None, str]]:
                 out.append((entry.section, e.option or None, e.detail))
             except SourceError as e:
                 out.append((entry.section, "source", str(e)))
+            except (DynasyncError, Poison) as e:  # whatever else init would fail on
+                out.append((entry.section, None, str(e)))
     finally:
         conn.close()
     return out
-
-
-def check_filter(conn: sqlite3.Connection, table: str, where: str) -> None:
-    """A row filter must be one SQL expression that reads only this table's
-    columns: SQLite's authorizer refuses anything else while it is compiled."""
-    depth = 0
-    for t in ddl.tokens(where):
-        depth += {"(": 1, ")": -1}.get(t.text, 0)
-        if depth < 0 or t.text == ";" or t.kind == "comment":
-            message = f"{where!r} is not a single SQL expression (no ';' or comments)"
-            raise MappingError(table, "where", message)
-    if depth:
-        raise MappingError(table, "where", f"{where!r} has unbalanced parentheses")
-
-    def authorize(action: int, arg1: str | None, *_: str | None) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION):
-            return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_READ and (arg1 or "").lower() == table.lower():
-            return sqlite3.SQLITE_OK
-        return sqlite3.SQLITE_DENY
-
-    conn.set_authorizer(authorize)
-    try:
-        conn.execute(sql.filter_probe(table, where)).fetchall()
-    except sqlite3.DatabaseError as e:
-        message = f"{where!r} is not an expression over the table's columns: {e}"
-        raise MappingError(table, "where", message) from None
-    finally:
-        conn.set_authorizer(None)

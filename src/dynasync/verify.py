@@ -159,6 +159,7 @@ class _TargetCheck:
     ) -> None:
         self.app, self.target, self.repair, self.progress = app, target, repair, progress
         self.requested, self.neighbours, self.before = requested, neighbours, before
+        self.by_name = {t.name: t for t in requested + neighbours}
         self.reports = {t.name: TableReport(t.name, target) for t in requested}
         self.reports.update({name: TableReport(name, target) for name in before if name not in self.reports})
         self.stats = RequestStats()
@@ -184,10 +185,11 @@ class _TargetCheck:
                 raise TargetUnavailableError(f"verifying {t.name!r}: stopped")
             self.app.heartbeat()
             expected, rejected = self._expected(t, chunk)
+            rejected += chunk.refused
             for r in rejected:
                 report.unsyncable += 1
                 report.note(f"{t.name} key {r.ref.key!r}: cannot be stored: {r.reason}")
-            report.rows += len(chunk.rows)
+            report.rows += len(chunk.rows) + len(chunk.refused)
             found = self._fetch([w.key for w in expected]) if expected else {}
             writes: list[Write] = []
             for w in expected:
@@ -201,7 +203,7 @@ class _TargetCheck:
                 else:
                     continue
                 writes.append(w)
-            self._fix(report, writes, rejected, claims=expected if t.tracked else [])
+            self._fix(report, writes, rejected, stored=expected, tracked=t.tracked)
             if self.progress:
                 self.progress(t.name, report.rows, total)
 
@@ -211,13 +213,22 @@ class _TargetCheck:
         rejected: list[Rejected] = []
         for ref, row in zip(chunk.refs, chunk.rows, strict=True):
             w = t.put(ref, chunk.columns, row)
-            other = None
             if self.produced is not None and isinstance(w, Write):
-                other = self.produced.claim(key_text(w.key), ref)
-            if other is not None:
-                w = Rejected(ref, f"{owners.COLLISION} row {list(other.key)!r} of table {other.table!r}")
+                item = key_text(w.key)
+                other = self._claim(item, ref)
+                if other is not None:
+                    w = Rejected(ref, owners.collision(other, item))
             (writes if isinstance(w, Write) else rejected).append(w)  # type: ignore[arg-type]
         return writes, rejected
+
+    def _claim(self, item: str, ref: RowRef) -> RowRef | None:
+        """Note that `ref` produces `item`; the row that keeps it instead, if
+        another: its recorded owner while that row still produces it, else the first row seen."""
+        assert self.produced is not None
+        owner = owners.recorded_owner(self.app.conn, self.target, item, self.by_name, exclude=(ref,))
+        if owner is not None:
+            self.produced.claim(item, owner)
+        return self.produced.claim(item, ref)
 
     def _produce(self, t: SyncedTable) -> None:
         """Note the items a neighbour table's rows produce (it is not being verified)."""
@@ -226,7 +237,7 @@ class _TargetCheck:
             for ref, row in zip(chunk.refs, chunk.rows, strict=True):
                 w = t.put(ref, chunk.columns, row)
                 if isinstance(w, Write):
-                    self.produced.claim(key_text(w.key), ref)
+                    self._claim(key_text(w.key), ref)
 
     def _items(self) -> None:
         """Every item a verified table could own must be produced by a current row."""
@@ -288,23 +299,26 @@ class _TargetCheck:
         report: TableReport,
         writes: list[Write],
         rejected: list[Rejected],
-        claims: Sequence[Write] = (),
+        stored: Sequence[Write] = (),
+        tracked: bool = False,
         releases: Sequence[Write] = (),
     ) -> None:
-        """Repair: send the writes; record dead letters, and which row owns which item."""
+        """Repair: send the writes; record dead letters, and which row owns which
+        item. `stored` are the rows' Puts DynamoDB now holds (written, or found
+        equal): their dead letters are done with."""
         if self.writer is None:
             return
         out = self.writer.write(self.target, writes) if writes else None
         bad = out.rejected if out else []
         refused = {id(r.write) for r in bad}
+        held = [w for w in stored if id(w) not in refused]
         with write_txn(self.app.conn):
-            for w in claims:
-                if id(w) not in refused:
-                    owners.record(self.app.conn, w.ref, self.target, key_text(w.key))
+            for w in held if tracked else ():
+                owners.record(self.app.conn, w.ref, self.target, key_text(w.key))
             for w in releases:
                 if id(w) not in refused:
                     owners.forget(self.app.conn, self.target, key_text(w.key))
-            state.record_dead_letters(self.app.conn, rejected + bad, None)
+            state.record_dead_letters(self.app.conn, rejected + bad, None, [w.ref for w in held])
         report.repaired += len(writes) - len(bad)
 
 
