@@ -11,6 +11,10 @@ concurrent requests:
   apart while throttling lasts, so a throttled table costs a few requests a
   second. After a success the rate doubles back quickly to where throttling
   began, then grows additively to find the table's capacity again.
+
+Each change of an adaptive limit goes to the listeners of Budget.watch (the
+metrics gauges) and to the log, which gets a line on each cut and on the
+full recovery, at most one a second per table.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ FLOOR = 25.0  # units/s: the adaptive rate never goes below one full request a s
 PROBE_START, PROBE_MAX = 0.05, 1.0  # seconds between requests while throttling lasts
 RECOVER_EVERY = 0.1  # seconds between doublings after throttling ends
 ADDITIVE = 0.05  # of the rate, per second, above the level throttling began at
+LOG_EVERY = 1.0  # seconds: at most one limit line per table, so a throttle storm logs a few lines
+
+Clock = Callable[[], float]
+# A listener of Budget.watch: the target table, the rate writes to it may not
+# exceed (units/s, math.inf when nothing limits it), the requests allowed in flight.
+LimitListener = Callable[[str, float, int], None]
 
 
 def units(request_item: Item | None) -> int:
@@ -45,17 +55,18 @@ class TokenBucket:
     """A rate in units/s that concurrent callers share: each takes what it sends,
     going into debt if need be, and waits until the debt is paid."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None, clock: Clock = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else rate * 0.1
+        self._clock = clock
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = threading.Lock()
 
     def reserve(self, amount: float) -> float:
         """Take `amount`; the seconds to wait before using it."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= amount
@@ -64,7 +75,7 @@ class TokenBucket:
     def set_rate(self, rate: float) -> None:
         """Change the rate from now on."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp, self.rate, self.burst = now, rate, rate * 0.1
 
@@ -72,7 +83,13 @@ class TokenBucket:
 class AdaptiveLimit:
     """One target table's AIMD rate: unlimited until DynamoDB first throttles."""
 
-    def __init__(self, target: str, concurrency: int, on_change: Callable[[str, float | None], None]) -> None:
+    def __init__(
+        self,
+        target: str,
+        concurrency: int,
+        on_change: Callable[[AdaptiveLimit], None],
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.target = target
         self.window = concurrency  # requests allowed in flight
         self.max_window = concurrency
@@ -85,17 +102,28 @@ class AdaptiveLimit:
         self._slots = threading.Condition()
         self._in_flight = 0
         self._on_change = on_change
+        self._clock = clock
+        self._log = _LimitLog(target)
 
     @property
     def rate(self) -> float | None:
         """The current limit in units/s, None while unlimited."""
         return self._bucket.rate if self._bucket is not None else None
 
+    @property
+    def state(self) -> str:
+        """Where the limit stands: unlimited, throttled, recovering (below its ceiling) or recovered."""
+        if self._bucket is None:
+            return "unlimited"
+        if self._probe > 0.0:
+            return "throttled"
+        return "recovering" if self._bucket.rate < self._ceiling else "recovered"
+
     def delay(self, amount: float | None) -> float:
         """Seconds to wait before sending a request of `amount` units (None: not
         counted, while no limit is in force); the request counts as sent."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._sent = [t for t in self._sent if now - t < 1.0]
             self._sent.append(now)
             probe, bucket = self._probe, self._bucket
@@ -106,7 +134,7 @@ class AdaptiveLimit:
         """DynamoDB throttled a request of `amount` units: halve the rate and the
         window, and space the next requests further apart."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._bucket is not None:
                 current = self._bucket.rate
             else:  # the rate reached so far, from the requests of the last second
@@ -115,7 +143,7 @@ class AdaptiveLimit:
                 self._ceiling = current
             self._probe = min(PROBE_MAX, max(PROBE_START, self._probe * 2))
             self.window = max(1, self.window // 2)
-            self._set(max(FLOOR, current / 2), now)
+            self._set(max(FLOOR, current / 2), now, cut=True)
 
     def succeeded(self) -> None:
         """A request went through: recover quickly to where throttling began, then grow slowly."""
@@ -123,16 +151,18 @@ class AdaptiveLimit:
             self._probe = 0.0
             if self._bucket is None:
                 return
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last_change < RECOVER_EVERY:
                 return
             rate = self._bucket.rate
+            recovered = False
             if rate < self._ceiling:
                 rate = min(self._ceiling, rate * 2)
+                recovered = rate >= self._ceiling
             else:
                 rate *= 1 + ADDITIVE * min(1.0, now - self._last_change)
             self.window = min(self.max_window, self.window * 2)
-            self._set(rate, now)
+            self._set(rate, now, cut=recovered)
 
     @contextlib.contextmanager
     def slot(self, stop: threading.Event) -> Iterator[None]:
@@ -150,39 +180,77 @@ class AdaptiveLimit:
                 self._in_flight -= 1
                 self._slots.notify()
 
-    def _set(self, rate: float, now: float) -> None:
+    def _set(self, rate: float, now: float, cut: bool) -> None:
+        """Apply a new rate; `cut` marks a change worth a log line (a cut, or the full recovery)."""
         if self._bucket is None:
-            self._bucket = TokenBucket(rate)
+            self._bucket = TokenBucket(rate, clock=self._clock)
         else:
             self._bucket.set_rate(rate)
         self._last_change = now
-        self._on_change(self.target, rate)
+        self._log.changed(self.state, rate, self.window, cut, now)
+        self._on_change(self)
+
+
+class _LimitLog:
+    """When one table's limit is logged: on each cut and on the full recovery,
+    at most once a LOG_EVERY. A line held back by that is written, with the
+    limit as it is then, by the next change after LOG_EVERY has passed."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._last = -math.inf  # when the last line was written
+        self._said: tuple[str, float] | None = None  # the state and rate it gave
+        self._due = False
+
+    def changed(self, state: str, rate: float, window: int, notable: bool, now: float) -> None:
+        """One change of the limit, logged if it is due and the last line is old enough."""
+        # At the floor a throttle storm repeats the same cut: only news is due.
+        if notable and (state, rate) != self._said:
+            self._due = True
+        if not self._due or now - self._last < LOG_EVERY:
+            return
+        self._last, self._said, self._due = now, (state, rate), False
+        log.info(
+            "write rate limit",
+            extra=fields(table=self.target, units_per_second=round(rate, 1), in_flight=window, state=state),
+        )
+
+
+class _Shared:
+    """What a budget and those its sharing() made have in common: the adaptive limits and their watchers."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, AdaptiveLimit] = {}
+        self.lock = threading.Lock()
+        self.watchers: list[tuple[Budget, LimitListener]] = []
 
 
 class Budget:
     """The process's write limits: the configured token bucket, and an adaptive limit per target."""
 
-    def __init__(self, max_write_rate: float | None, concurrency: int) -> None:
-        self.bucket = TokenBucket(max_write_rate) if max_write_rate else None
+    def __init__(self, max_write_rate: float | None, concurrency: int, clock: Clock = time.monotonic) -> None:
+        self.bucket = TokenBucket(max_write_rate, clock=clock) if max_write_rate else None
         self.concurrency = concurrency
-        self._limits: dict[str, AdaptiveLimit] = {}
-        self._lock = threading.Lock()
-        self._logged: dict[str, float] = {}
-        self.on_rate: Callable[[str, float | None], None] | None = None  # the metrics gauge
+        self._clock = clock
+        self._shared = _Shared()
 
     def sharing(self, max_write_rate: float | None) -> Budget:
         """Another budget with its own token bucket, sharing these adaptive limits."""
-        other = Budget(max_write_rate, self.concurrency)
-        other._limits, other._lock, other._logged = self._limits, self._lock, self._logged
+        other = Budget(max_write_rate, self.concurrency, self._clock)
+        other._shared = self._shared
         return other
 
     def limit(self, target: str) -> AdaptiveLimit:
         """The adaptive limit of one target table."""
-        with self._lock:
-            found = self._limits.get(target)
-            if found is None:
-                found = self._limits[target] = AdaptiveLimit(target, self.concurrency, self._changed)
-            return found
+        shared = self._shared
+        with shared.lock:
+            found = shared.limits.get(target)
+            if found is not None:
+                return found
+            found = AdaptiveLimit(target, self.concurrency, self._changed, self._clock)
+            shared.limits[target] = found
+        self._changed(found)  # a table's gauge exists from its first write on
+        return found
 
     def counts(self, target: str) -> bool:
         """Whether requests to `target` must be counted in units: a limit is in force."""
@@ -193,10 +261,25 @@ class Budget:
         wait = self.bucket.reserve(amount) if self.bucket is not None and amount is not None else 0.0
         return max(wait, self.limit(target).delay(amount))
 
-    def _changed(self, target: str, rate: float | None) -> None:
-        if self.on_rate is not None:
-            self.on_rate(target, rate)
-        now = time.monotonic()
-        if now - self._logged.get(target, 0.0) >= 1.0:  # one line a second at most
-            self._logged[target] = now
-            log.info("write rate limit", extra=fields(table=target, units_per_second=round(rate or 0, 1)))
+    def rate_limit(self, target: str) -> float:
+        """The rate writes to `target` may not exceed, in units/s: the lower of its
+        adaptive limit and this budget's (which all tables share); inf when neither."""
+        return self._effective(self.limit(target))
+
+    def watch(self, listener: LimitListener) -> None:
+        """Call `listener` with each target's rate limit (as rate_limit gives it) and
+        window whenever they change, and now for the targets written so far."""
+        shared = self._shared
+        with shared.lock:
+            shared.watchers.append((self, listener))
+            known = list(shared.limits.values())
+        for found in known:
+            listener(found.target, self._effective(found), found.window)
+
+    def _effective(self, found: AdaptiveLimit) -> float:
+        rates = [r for r in (found.rate, self.bucket.rate if self.bucket else None) if r is not None]
+        return min(rates, default=math.inf)
+
+    def _changed(self, found: AdaptiveLimit) -> None:
+        for budget, listener in list(self._shared.watchers):
+            listener(found.target, budget._effective(found), found.window)

@@ -64,6 +64,9 @@ class Daemon:
         self.passes = 0
         self.last_result: PassResult | None = None
         self.metrics: Metrics | None = Metrics() if app.config.metrics.listen else None
+        if self.metrics is not None:
+            # `run` writes within the sync budget; its adaptive limits are the ones all writers share.
+            app.budgets["sync"].watch(self.metrics.observe_write_limit)
         self._ready = False
 
     def request_stop(self, *_: object) -> None:

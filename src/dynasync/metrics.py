@@ -52,6 +52,18 @@ class Metrics:
         self.backfill_done = Gauge(
             "dynasync_backfill_done", "1 when the table's backfill has finished", ["table"], registry=r
         )
+        self.write_rate_limit = Gauge(
+            "dynasync_write_rate_limit",
+            "Write capacity units/s dynasync may send to the DynamoDB table (+Inf: no limit)",
+            ["table"],
+            registry=r,
+        )
+        self.write_concurrency_limit = Gauge(
+            "dynasync_write_concurrency_limit",
+            "BatchWriteItem requests dynasync may keep in flight to the DynamoDB table",
+            ["table"],
+            registry=r,
+        )
         self._oldest: tuple[int, float] | None = None
 
     def serve(self, listen: str) -> Any:
@@ -71,6 +83,11 @@ class Metrics:
             self.throttles.labels(code).inc(n)
         self.duration.observe(result.seconds)
         self.last_success.set(time.time())
+
+    def observe_write_limit(self, table: str, rate: float, in_flight: int) -> None:
+        """Set a DynamoDB table's write limit gauges: a Budget.watch listener."""
+        self.write_rate_limit.labels(table).set(rate)
+        self.write_concurrency_limit.labels(table).set(in_flight)
 
     def observe_position(
         self,
