@@ -15,18 +15,19 @@ import pytest
 from conftest import Env
 from test_cli import DYNASYNC, cli
 
+from dynasync import examples
 from dynasync.notify import Notifier
 
-UNITS = Path(__file__).resolve().parent.parent / "systemd"
 
-
-@pytest.mark.parametrize(("unit", "instance"), [("dynasync.service", None), ("dynasync@.service", "app")])
-def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str, instance: str | None) -> None:
+@pytest.mark.parametrize(("example", "instance"), [("unit", None), ("template-unit", "app")])
+def test_units_pass_systemd_analyze_verify(tmp_path: Path, example: str, instance: str | None) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is needed to check the unit files"
-    text = (UNITS / unit).read_text()
+    # The packaged unit (systemd/ in the checkout is a symlink to it).
+    unit, text = examples.FILES[example], examples.text(example)
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict", "NoNewPrivileges=true",
-                 "PrivateTmp=true", "ReadWritePaths=", "User=dynasync", "KillSignal=SIGTERM"):
+                 "PrivateTmp=true", "ReadWritePaths=", "User=dynasync", "KillSignal=SIGTERM",
+                 "ExecReload=/bin/kill -HUP $MAINPID"):
         assert line in text, line
     # verify needs ExecStart's binary to exist: point it at this checkout's.
     name = unit.replace("@.", f"@{instance}.") if instance else unit

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasync import __version__, config, logs
+from dynasync import __version__, config, examples, logs
 from dynasync.app import App, TargetFactory, default_target
 from dynasync.exceptions import DynasyncError
 from dynasync.notify import Notifier
@@ -249,6 +249,12 @@ def config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def example(args: argparse.Namespace) -> int:
+    """`dynasync example NAME` prints a file dynasync ships, byte for byte; it needs no config."""
+    sys.stdout.write(examples.text(args.name))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, built from the command table."""
     parser = argparse.ArgumentParser(prog="dynasync", description="Keep DynamoDB in sync with SQLite.")
@@ -269,12 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="work with the config file", description="work with the config file")
     cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
     cfg_sub.add_parser("check", parents=[common], help="validate the config file and list every problem")
+    what = "print a file dynasync ships: the example config or a systemd unit"
+    ex = sub.add_parser("example", help=what, description=what)
+    ex.add_argument("name", choices=examples.NAMES, metavar="NAME",
+                    help=", ".join(f"{n} ({f})" for n, f in examples.FILES.items()))
     return parser
 
 
 def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = default_target) -> int:
     """Run one command; returns its exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "example":  # needs no config and logs nothing
+        return example(args)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING
     logs.setup(level, args.log_format)
     if args.command == "config":
