@@ -20,7 +20,7 @@ def writes(n: int, bad: set[int] = frozenset()) -> list[Write]:  # type: ignore[
         item = {"id": {"N": str(i)}}
         if i in bad:
             item["blob"] = {"B": b"x" * (401 * 1024)}
-        out.append(Write(RowRef("t", i), put(item), {"id": item["id"]}))
+        out.append(Write(RowRef("t", i), put(item), ("id",)))
     return out
 
 

@@ -21,7 +21,8 @@ from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult, Syncer
-from dynasync.tables import SyncedTable
+from dynasync.tables import Chunk, SyncedTable
+from dynasync.writer import Delivery
 from dynasync.writes import Rejected, Write
 
 log = logging.getLogger(__name__)
@@ -107,34 +108,85 @@ def _copy(
     tb: TableBackfill,
     progress: Progress | None,
 ) -> bool:
-    """Copy one table from where it stopped; False when asked to stop first."""
+    """Copy one table from where it stopped; False when asked to stop first.
+
+    Chunks are pipelined as a pass's slices are: while one chunk's writes are in
+    flight the next is read and planned, and its writes go out once the first
+    chunk is acknowledged and committed, so no write overtakes another of its item.
+    """
     conn, writer = app.conn, app.writer("backfill")
     total = table.count(conn) if progress else None
+    in_flight: _InFlight | None = None
     for chunk in table.chunks(conn, app.config.backfill.chunk_size, saved.last):
         if app.stop.is_set():
-            return False
+            break
         app.heartbeat()
-        changes = table.chunk_changes(conn, chunk)
-        plan = owners.plan_target(conn, table.target, changes, synced)
-        if plan.claims:
-            with write_txn(conn):
-                owners.intend(conn, [plan])
-        out = writer.write(table.target, plan.writes)
-        refused = {id(r.write) for r in out.rejected}
-        delivered = [w for w in plan.writes if id(w) not in refused]
-        rejected = plan.rejected + out.rejected
-        state.save_backfill_chunk(
-            conn, chunk.last, len(chunk.rows) + len(chunk.refused), rejected,
-            records=lambda c: _records(c, plan, delivered, out.rejected, synced),  # noqa: B023 - called at once
-        )
-        tb.rows += len(chunk.rows) + len(chunk.refused)
-        tb.rejected += len(rejected)
+        plan = _plan(conn, table, chunk, synced)
+        if in_flight is not None:
+            _land(app, table, synced, in_flight, tb)
+            in_flight = None
+            if progress:
+                progress(table.name, tb.rows, total)
+            if app.stop.is_set():
+                break  # the planned chunk is copied on resume (claims recorded early are harmless)
+        in_flight = _InFlight(chunk, plan, writer.start({table.target: plan.writes}))
+    if in_flight is not None:
+        _land(app, table, synced, in_flight, tb)
         if progress:
             progress(table.name, tb.rows, total)
+    if app.stop.is_set():
+        return False
     null_keyed = table.null_keyed(conn)
     state.finish_backfill(conn, table.name, null_keyed)
     tb.rejected += len(null_keyed)
     return True
+
+
+@dataclass
+class _InFlight:
+    """A chunk whose writes are being delivered."""
+
+    chunk: Chunk
+    plan: owners.TargetPlan
+    delivery: Delivery
+
+
+def _plan(
+    conn: sqlite3.Connection, table: SyncedTable, chunk: Chunk, synced: dict[str, SyncedTable]
+) -> owners.TargetPlan:
+    """A chunk's writes. A table whose keys are its primary keys, alone on its
+    target, needs no owners record: its rows are distinct items."""
+    if not table.tracked:
+        plan = owners.TargetPlan(table.target)
+        for w in table.puts(chunk):
+            (plan.writes if isinstance(w, Write) else plan.rejected).append(w)  # type: ignore[arg-type]
+        plan.rejected.extend(chunk.refused)
+        return plan
+    plan = owners.plan_target(conn, table.target, table.chunk_changes(conn, chunk), synced)
+    if plan.claims:
+        with write_txn(conn):  # claims are recorded before their Puts go out
+            owners.intend(conn, [plan])
+    return plan
+
+
+def _land(
+    app: App, table: SyncedTable, synced: dict[str, SyncedTable], flight: _InFlight, tb: TableBackfill
+) -> None:
+    """Wait for a chunk's writes, then save its position, owners and dead letters at once."""
+    out = flight.delivery.wait()
+    refused = {id(r.write) for r in out.rejected}
+    delivered = [w for w in flight.plan.writes if id(w) not in refused]
+    rejected = flight.plan.rejected + out.rejected
+
+    def records(conn: sqlite3.Connection) -> None:
+        _records(conn, flight.plan, delivered, out.rejected, synced)
+
+    rows = len(flight.chunk.rows) + len(flight.chunk.refused)
+    state.save_backfill_chunk(
+        app.conn, flight.chunk.last, rows, rejected, records=records if table.tracked else None
+    )
+    tb.rows += rows
+    tb.rejected += len(rejected)
 
 
 def _records(

@@ -9,7 +9,7 @@ import functools
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynasync import filters, sql
 from dynasync.database import read_txn
@@ -18,8 +18,7 @@ from dynasync.schema import TableSchema
 from dynasync.writes import RowRef
 
 
-@dataclass
-class KeyChange:
+class KeyChange(NamedTuple):
     """A key the slice names, with its row as it is now (None when it is gone or
     no longer matches the filter) and the item key it last wrote (tracked tables)."""
 
@@ -94,22 +93,24 @@ def _read_table(
     build = functools.partial(sql.slice_rows, table, key, read.schema.key_collations)
     rows = filters.fetch(conn, build, (hwm, high, table), read.filter)
     names = rows.columns[2:]
-    key_pos = [2 + names.index(c) for c in key]
+    first = 2 + names.index(key[0])  # a row that is gone (or filtered out) reads as NULLs
+    two = len(key) == 2
+    test = read.filter if not rows.filtered else None
     changes = []
     for r in rows.rows:
         ref = RowRef(table, r[0], r[1])
-        row: tuple[Any, ...] | None = tuple(r[2:])
+        row: tuple[Any, ...] | None = r[2:]
         refused: str | None = None
-        if r[0] is None or (len(key) == 2 and r[1] is None):
+        if r[0] is None or (two and r[1] is None):
             # NULL never joins: fetch a NULL-keyed row directly, so it
             # becomes a dead letter while it exists and clears once gone.
             build_null = functools.partial(sql.null_key_rows, table, key, True)
             found = filters.fetch(conn, build_null, (), read.filter).rows
             row = tuple(found[0]) if found else None
-        elif any(r[i] is None for i in key_pos):
+        elif r[first] is None:
             row = None
-        elif not rows.filtered and read.filter is not None:
-            row, refused = _tested(conn, read.filter, ref, tuple(r[2:]))
+        elif test is not None:
+            row, refused = _tested(conn, test, ref, r[2:])
         old = ()
         if read.target is not None:
             old = tuple(item for (item,) in conn.execute(sql.KEYS_OF_ROW, (*ref, read.target)))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from dynasync import values
@@ -36,6 +37,25 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError as e:
         raise SourceError(f"cannot open database {path}: {e}") from None
     return conn
+
+
+def fetch_all(
+    conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()
+) -> tuple[list[str], list[Any]]:
+    """A query's column names and rows. TEXT is decoded by sqlite3 itself, which
+    costs a third of a Python text_factory per row; should some TEXT not be
+    UTF-8, the query is run again with the factory that keeps it (as InvalidText)."""
+    conn.text_factory = str
+    try:
+        cur = conn.execute(query, params)
+        return [d[0] for d in cur.description], cur.fetchall()
+    except sqlite3.OperationalError as e:
+        if not str(e).startswith("Could not decode to UTF-8"):
+            raise
+    finally:
+        conn.text_factory = values.text_factory
+    cur = conn.execute(query, params)
+    return [d[0] for d in cur.description], cur.fetchall()
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynasync import ddl, sql
+from dynasync.database import fetch_all
 from dynasync.exceptions import MappingError
 from dynasync.schema import TableSchema
 
@@ -66,13 +67,11 @@ def fetch(
     row, the one `build(None)` builds."""
     where = row_filter.where if row_filter is not None else None
     try:
-        cur = conn.execute(build(where), params)
-        return Rows([d[0] for d in cur.description], cur.fetchall(), True)
+        return Rows(*fetch_all(conn, build(where), params), True)
     except FILTER_ERRORS:
         if where is None:
             raise
-    cur = conn.execute(build(None), params)
-    return Rows([d[0] for d in cur.description], cur.fetchall(), False)
+    return Rows(*fetch_all(conn, build(None), params), False)
 
 
 def check_filter(conn: sqlite3.Connection, table: TableSchema, where: str) -> None:

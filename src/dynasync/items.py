@@ -128,6 +128,9 @@ class ItemMap:
                 elif t is int:
                     result[col] = {"N": str(v)}
                     bound += width + 11
+                elif t is float:
+                    result[col] = {"N": number(v, col)}
+                    bound += width + 11
                 elif t is bytes:
                     result[col] = {"B": v}
                     bound += width + len(v)

@@ -147,7 +147,7 @@ def _place(c: Change, claimed: dict[str, RowRef], collided: bool, plan: TargetPl
             plan.overwritten[old] = c.ref
             continue
         key = key_from_text(old)
-        plan.writes.append(Write(c.ref, delete(key), key))
+        plan.writes.append(Write(c.ref, delete(key)))
     if isinstance(c.write, Write) and (c.write.is_put or not c.old):
         plan.writes.append(c.write)
     elif c.write is None and not c.old:

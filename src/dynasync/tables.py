@@ -26,7 +26,7 @@ from dynasync.database import connect, read_txn
 from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.owners import Change
-from dynasync.target import delete, put
+from dynasync.target import delete
 from dynasync.values import Item, key_identity, key_text
 from dynasync.writes import Rejected, RowRef, Write
 
@@ -139,7 +139,7 @@ class SyncedTable:
         except Exception as e:  # nothing a row holds may stop the daemon
             log.warning("a row could not be mapped", exc_info=True, extra=fields(table=self.name))
             return Rejected(ref, f"cannot be mapped: {type(e).__name__}: {e}")
-        return Write(ref, put(item), self.items.key_of(item))
+        return Write(ref, {"PutRequest": {"Item": item}}, self.items.key_names)
 
     def delete(self, ref: RowRef) -> Write | None:
         """The Delete of a gone row's item by its primary key; None when no item can have that key."""
@@ -147,7 +147,7 @@ class SyncedTable:
             key = self.items.key(ref.key)
         except Exception:  # Poison or worse: no item can have this key
             return None
-        return Write(ref, delete(key), key)
+        return Write(ref, delete(key))
 
     def chunks(self, conn: sqlite3.Connection, size: int, after: RowRef | None = None) -> Iterator[Chunk]:
         """Rows with a non-NULL key (matching the filter) in key order, each chunk
@@ -169,7 +169,9 @@ class SyncedTable:
 
     def _chunk(self, conn: sqlite3.Connection, read: filters.Rows) -> Chunk:
         """A chunk of the rows read, tested against the filter when the read could not apply it."""
-        refs = [self.ref(read.columns, r) for r in read.rows]
+        refs = self._refs(read.columns, read.rows)
+        if read.filtered or self.filter is None:
+            return Chunk(read.columns, read.rows, refs, refs[-1])
         chunk = Chunk(read.columns, [], [], refs[-1])
         for ref, row in zip(refs, read.rows, strict=True):
             verdict = self._verdict(conn, ref, read)
@@ -180,11 +182,24 @@ class SyncedTable:
                 chunk.refused.append(Rejected(ref, verdict))
         return chunk
 
+    def _refs(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[RowRef]:
+        """The references of rows read with these columns (the key's places found once)."""
+        name, places = self.name, [columns.index(c) for c in self.schema.key]
+        if len(places) == 1:
+            (a,) = places
+            return [RowRef(name, r[a]) for r in rows]
+        a, b = places
+        return [RowRef(name, r[a], r[b]) for r in rows]
+
     def _verdict(self, conn: sqlite3.Connection, ref: RowRef, read: filters.Rows) -> bool | str:
         """Whether a row read matches the filter (True when the read applied it)."""
         if read.filtered or self.filter is None:
             return True
         return self.filter.verdict(conn, ref.values(len(self.schema.key)))
+
+    def puts(self, chunk: Chunk) -> list[Write | Rejected]:
+        """Each row of a chunk as its Put, or a dead letter."""
+        return [self.put(ref, chunk.columns, row) for ref, row in zip(chunk.refs, chunk.rows, strict=True)]
 
     def chunk_changes(self, conn: sqlite3.Connection, chunk: Chunk) -> list[Change]:
         """What each row of a chunk asks of DynamoDB, given the items recorded for it."""

@@ -259,7 +259,7 @@ class _TargetCheck:
                     self.reports[name].extra += 1
                     self.reports[name].note(f"{name}: {self.target} has extra item {_show(key)}")
                     ref = t.ref_of_key(key) if t is not None else RowRef(name, key_text(key))
-                    extras.setdefault(name, []).append(Write(ref, delete(key), key))
+                    extras.setdefault(name, []).append(Write(ref, delete(key)))
             for name, writes in extras.items():
                 self._fix(self.reports[name], writes, [], releases=writes)
             if start is None:

@@ -53,6 +53,29 @@ def _decode_binary(av: Any) -> Any:
     return av
 
 
+class _OneSend:
+    """http.client sends a request's headers and body in two writes: two
+    syscalls, and two packets under TCP_NODELAY. One write costs half."""
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+            buffer.extend((b"", b""))
+            message = b"\r\n".join(buffer) + message_body
+            del buffer[:]
+            self.send(message)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneSend, http.client.HTTPConnection):
+    """A plain connection that writes each request at once."""
+
+
+class _HTTPSConnection(_OneSend, http.client.HTTPSConnection):
+    """A TLS connection that writes each request at once."""
+
+
 class Response:
     """An HTTP response: status, the error code DynamoDB named, and the JSON body."""
 
@@ -133,10 +156,9 @@ class WireClient:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self.https:
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.connect_timeout,
-                                                   context=self._ssl)
+                conn = _HTTPSConnection(self.host, self.port, timeout=self.connect_timeout, context=self._ssl)
             else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+                conn = _HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
             conn.connect()
             sock: socket.socket = conn.sock
             sock.settimeout(self.read_timeout)

@@ -38,18 +38,37 @@ class RowRef(NamedTuple):
         return (self.k1, self.k2)[:width]
 
 
-@dataclass(frozen=True, slots=True)
 class Write:
-    """One BatchWriteItem request for one row, and the DynamoDB key it writes."""
+    """One BatchWriteItem request for one row, and the DynamoDB key it writes.
 
-    ref: RowRef
-    request: WriteRequest
-    key: Item
+    A plain slotted class, built once per changed row on the hot path: a Put's
+    key is only taken from its item when something asks for it.
+    """
+
+    __slots__ = ("_key_names", "ref", "request")
+
+    def __init__(self, ref: RowRef, request: WriteRequest, key_names: tuple[str, ...] = ()) -> None:
+        self.ref = ref
+        self.request = request
+        self._key_names = key_names  # a Put's key attributes; a Delete carries its key
 
     @property
     def is_put(self) -> bool:
         """A Put (the row exists) rather than a Delete."""
         return "PutRequest" in self.request
+
+    @property
+    def key(self) -> Item:
+        """The DynamoDB key this write puts or deletes."""
+        put = self.request.get("PutRequest")
+        if put is None:
+            key: Item = self.request["DeleteRequest"]["Key"]
+            return key
+        item: Item = put["Item"]
+        return {name: item[name] for name in self._key_names}
+
+    def __repr__(self) -> str:
+        return f"Write({self.ref!r}, {self.request!r})"
 
 
 @dataclass(frozen=True, slots=True)
