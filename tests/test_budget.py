@@ -181,6 +181,20 @@ def test_the_first_throttle_halves_the_rate_reached_and_the_window() -> None:
     assert probe(limit, clock) == PROBE_START
 
 
+def test_requests_in_flight_when_the_rate_was_cut_do_not_cut_it_again() -> None:
+    clock = FakeClock()
+    limit = unlimited_limit(clock, concurrency=16)
+    sending_at(limit, clock, 40)
+    sent = [limit.now() for _ in range(16)]  # sixteen requests out at once, all throttled
+    clock.advance(0.02)
+    for at in sent:
+        limit.throttled(25.0, at)
+    assert limit.rate == 500.0 and limit.window == 8  # one cut, not sixteen
+    clock.advance(0.5)
+    limit.throttled(25.0, limit.now())  # a request sent under the new rate cuts again
+    assert limit.rate == 250.0 and limit.window == 4
+
+
 def test_requests_older_than_a_second_do_not_count_toward_the_rate_reached() -> None:
     clock = FakeClock()
     limit = unlimited_limit(clock)

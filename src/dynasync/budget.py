@@ -19,6 +19,7 @@ full recovery, at most one a second per table.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -97,7 +98,8 @@ class AdaptiveLimit:
         self._ceiling = 0.0  # the rate throttling last began at
         self._probe = 0.0  # seconds between requests while throttled; 0 when not throttled
         self._last_change = 0.0
-        self._sent: list[float] = []  # when the last second's requests went out
+        self._sent: collections.deque[float] = collections.deque()  # when the last second's requests went out
+        self._last_cut = float("-inf")
         self._lock = threading.Lock()
         self._slots = threading.Condition()
         self._in_flight = 0
@@ -124,17 +126,28 @@ class AdaptiveLimit:
         counted, while no limit is in force); the request counts as sent."""
         with self._lock:
             now = self._clock()
-            self._sent = [t for t in self._sent if now - t < 1.0]
-            self._sent.append(now)
+            sent = self._sent
+            while sent and now - sent[0] >= 1.0:
+                sent.popleft()
+            sent.append(now)
             probe, bucket = self._probe, self._bucket
         wait = bucket.reserve(amount or 1.0) if bucket is not None else 0.0
         return max(wait, probe)
 
-    def throttled(self, amount: float) -> None:
+    def now(self) -> float:
+        """The limit's clock: pass its reading when a request went out to throttled()."""
+        return self._clock()
+
+    def throttled(self, amount: float, sent_at: float | None = None) -> None:
         """DynamoDB throttled a request of `amount` units: halve the rate and the
-        window, and space the next requests further apart."""
+        window, and space the next requests further apart. A request sent before
+        the last cut was answered under the old rate: it cuts nothing again, or
+        a burst of requests in flight would halve the rate once each."""
         with self._lock:
             now = self._clock()
+            if sent_at is not None and sent_at < self._last_cut:
+                self._probe = min(PROBE_MAX, max(PROBE_START, self._probe))
+                return
             if self._bucket is not None:
                 current = self._bucket.rate
             else:  # the rate reached so far, from the requests of the last second
@@ -143,6 +156,7 @@ class AdaptiveLimit:
                 self._ceiling = current
             self._probe = min(PROBE_MAX, max(PROBE_START, self._probe * 2))
             self.window = max(1, self.window // 2)
+            self._last_cut = now
             self._set(max(FLOOR, current / 2), now, cut=True)
 
     def succeeded(self) -> None:

@@ -137,14 +137,15 @@ class Writer:
             raise TargetUnavailableError(f"writing to {table!r}: stopped while waiting for the write budget")
         limit = budget.limit(table)
         with limit.slot(stop):
+            sent_at = limit.now()
             try:
                 unprocessed = self._batch(table, pending)
             except RetryableError as e:
                 if e.throttle:
-                    limit.throttled(amount if amount is not None else _units(pending))
+                    limit.throttled(amount if amount is not None else _units(pending), sent_at)
                 raise
         if unprocessed:
-            limit.throttled(amount if amount is not None else _units(pending))
+            limit.throttled(amount if amount is not None else _units(pending), sent_at)
         else:
             limit.succeeded()
         return unprocessed
