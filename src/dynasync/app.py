@@ -51,6 +51,12 @@ class App:
         self.budgets = {"sync": Budget(config.dynamodb.max_write_rate, concurrency)}
         self.budgets["backfill"] = self.budgets["sync"].sharing(config.backfill.max_write_rate)
 
+    def reconfigure(self, config: Config) -> None:
+        """Run on under a new config (a reload): the same database, connection and lock."""
+        self.config = config
+        self.budgets["sync"].set_max_rate(config.dynamodb.max_write_rate)
+        self.budgets["backfill"].set_max_rate(config.backfill.max_write_rate)
+
     def __enter__(self) -> App:
         return self
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -64,15 +65,14 @@ def backfill(
     progress_by_table = _start(app, names)
     result = BackfillResult()
     for name in names:
-        table = synced[name]
         saved = progress_by_table[name]
-        tb = TableBackfill(name, rows=saved.rows, resumed=saved.last is not None and not saved.done)
-        result.tables.append(tb)
+        copy = TableCopy(app, synced[name], synced, saved, progress)
+        result.tables.append(copy.report)
         if saved.done:
             continue
-        if tb.resumed:
+        if copy.report.resumed:
             log.info("resuming backfill", extra=fields(table=name, rows_done=saved.rows))
-        if not _copy(app, table, synced, saved, tb, progress):
+        if not copy.step():
             return result
     result.catch_up = syncer.run_pass()
     return result
@@ -100,46 +100,80 @@ def _start(app: App, names: list[str]) -> dict[str, BackfillProgress]:
     return state.backfill_progress(app.conn)
 
 
-def _copy(
-    app: App,
-    table: SyncedTable,
-    synced: dict[str, SyncedTable],
-    saved: BackfillProgress,
-    tb: TableBackfill,
-    progress: Progress | None,
-) -> bool:
-    """Copy one table from where it stopped; False when asked to stop first.
+class TableCopy:
+    """One table's copy, from where it stopped, in pipelined chunks: while one
+    chunk's writes are in flight the next is read and planned, and its writes
+    go out once the first chunk is acknowledged and committed, so no write
+    overtakes another of its item. The daemon copies a table a step at a time
+    between its passes; `backfill` copies it in one step."""
 
-    Chunks are pipelined as a pass's slices are: while one chunk's writes are in
-    flight the next is read and planned, and its writes go out once the first
-    chunk is acknowledged and committed, so no write overtakes another of its item.
-    """
-    conn, writer = app.conn, app.writer("backfill")
-    total = table.count(conn) if progress else None
-    in_flight: _InFlight | None = None
-    for chunk in table.chunks(conn, app.config.backfill.chunk_size, saved.last):
-        if app.stop.is_set():
-            break
-        app.heartbeat()
-        plan = _plan(conn, table, chunk, synced)
+    def __init__(
+        self,
+        app: App,
+        table: SyncedTable,
+        synced: dict[str, SyncedTable],
+        saved: BackfillProgress,
+        progress: Progress | None = None,
+    ) -> None:
+        self.app, self.table, self.synced, self.progress = app, table, synced, progress
+        self.last = saved.last
+        resumed = saved.last is not None and not saved.done
+        self.report = TableBackfill(table.name, rows=saved.rows, resumed=resumed)
+        self._total: int | None = None
+
+    def step(self, until: float | None = None) -> bool:
+        """Copy chunks until done, asked to stop, or past `until` (time.monotonic());
+        True once the whole table is copied."""
+        app, table, conn = self.app, self.table, self.app.conn
+        writer = app.writer("backfill")
+        if self.progress and self._total is None:
+            self._total = table.count(conn)
+        in_flight: _InFlight | None = None
+        finished = True
+        for chunk in table.chunks(conn, app.config.backfill.chunk_size, self.last):
+            if self._pause(until):
+                finished = False
+                break
+            app.heartbeat()
+            plan = _plan(conn, table, chunk, self.synced)
+            if in_flight is not None:
+                self._land(in_flight)
+                in_flight = None
+                if self._pause(until):
+                    # The planned chunk is copied next time (its claims, recorded early, are harmless).
+                    finished = False
+                    break
+            in_flight = _InFlight(chunk, plan, writer.start({table.target: plan.writes}))
         if in_flight is not None:
-            _land(app, table, synced, in_flight, tb)
-            in_flight = None
-            if progress:
-                progress(table.name, tb.rows, total)
-            if app.stop.is_set():
-                break  # the planned chunk is copied on resume (claims recorded early are harmless)
-        in_flight = _InFlight(chunk, plan, writer.start({table.target: plan.writes}))
-    if in_flight is not None:
-        _land(app, table, synced, in_flight, tb)
-        if progress:
-            progress(table.name, tb.rows, total)
-    if app.stop.is_set():
-        return False
-    null_keyed = table.null_keyed(conn)
-    state.finish_backfill(conn, table.name, null_keyed)
-    tb.rejected += len(null_keyed)
-    return True
+            self._land(in_flight)
+        if not finished or self.app.stop.is_set():
+            return False
+        null_keyed = table.null_keyed(conn)
+        state.finish_backfill(conn, table.name, null_keyed)
+        self.report.rejected += len(null_keyed)
+        return True
+
+    def _pause(self, until: float | None) -> bool:
+        return self.app.stop.is_set() or (until is not None and time.monotonic() >= until)
+
+    def _land(self, flight: _InFlight) -> None:
+        """Wait for a chunk's writes, then save its position, owners and dead letters at once."""
+        out = flight.delivery.wait()
+        refused = {id(r.write) for r in out.rejected}
+        delivered = [w for w in flight.plan.writes if id(w) not in refused]
+        rejected = flight.plan.rejected + out.rejected
+
+        def records(conn: sqlite3.Connection) -> None:
+            _records(conn, flight.plan, delivered, out.rejected, self.synced)
+
+        rows = len(flight.chunk.rows) + len(flight.chunk.refused)
+        tracked = records if self.table.tracked else None
+        state.save_backfill_chunk(self.app.conn, flight.chunk.last, rows, rejected, records=tracked)
+        self.last = flight.chunk.last
+        self.report.rows += rows
+        self.report.rejected += len(rejected)
+        if self.progress:
+            self.progress(self.table.name, self.report.rows, self._total)
 
 
 @dataclass
@@ -167,26 +201,6 @@ def _plan(
         with write_txn(conn):  # claims are recorded before their Puts go out
             owners.intend(conn, [plan])
     return plan
-
-
-def _land(
-    app: App, table: SyncedTable, synced: dict[str, SyncedTable], flight: _InFlight, tb: TableBackfill
-) -> None:
-    """Wait for a chunk's writes, then save its position, owners and dead letters at once."""
-    out = flight.delivery.wait()
-    refused = {id(r.write) for r in out.rejected}
-    delivered = [w for w in flight.plan.writes if id(w) not in refused]
-    rejected = flight.plan.rejected + out.rejected
-
-    def records(conn: sqlite3.Connection) -> None:
-        _records(conn, flight.plan, delivered, out.rejected, synced)
-
-    rows = len(flight.chunk.rows) + len(flight.chunk.refused)
-    state.save_backfill_chunk(
-        app.conn, flight.chunk.last, rows, rejected, records=records if table.tracked else None
-    )
-    tb.rows += rows
-    tb.rejected += len(rejected)
 
 
 def _records(

@@ -254,6 +254,15 @@ class Budget:
         other._shared = self._shared
         return other
 
+    def set_max_rate(self, max_write_rate: float | None) -> None:
+        """Change the configured rate (a reload); the adaptive limits carry on."""
+        if max_write_rate is None:
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = TokenBucket(max_write_rate, clock=self._clock)
+        else:
+            self.bucket.set_rate(max_write_rate)
+
     def limit(self, target: str) -> AdaptiveLimit:
         """The adaptive limit of one target table."""
         shared = self._shared

@@ -27,6 +27,8 @@ class CapturePlan:
     statements: list[str] = field(default_factory=list)
     # Tables whose capture was missing or out of date: changes may have gone uncaptured.
     disarmed: list[str] = field(default_factory=list)
+    # Tables armed for the first time: their rows are copied by a backfill, not reconciled.
+    added: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -58,7 +60,9 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
             n in existing and existing[n][0].lower() == name.lower() and existing[n][1] == text
             for n, text in triggers.items()
         )
-        if sql.STATE in present and not armed:
+        if sql.STATE in present and not armed and state.stored_shape(conn, name) is None:
+            result.added.append(name)
+        elif sql.STATE in present and not armed:
             result.disarmed.append(name)
             result.warnings.append(
                 f"capture on table {name!r} was missing or out of date (a migration that rebuilds or "

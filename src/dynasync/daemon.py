@@ -24,11 +24,13 @@ from watchdog.observers import Observer
 
 from dynasync import changelog, state
 from dynasync.app import App
+from dynasync.background import Copies
 from dynasync.database import read_txn
 from dynasync.exceptions import DynasyncError, TableGoneError, TargetError
 from dynasync.logs import fields
 from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
+from dynasync.reload import reload
 from dynasync.syncpass import PassResult, Syncer
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ class Daemon:
         self.app = app
         self.notifier = notifier or Notifier()
         self.syncer = Syncer(app)
+        self.copies = Copies(app, self.syncer)
         self.wake = threading.Event()
+        self.reload_requested = threading.Event()
         self.file_changed = threading.Event()
         self.failures = 0
         self.passes = 0
@@ -83,6 +87,7 @@ class Daemon:
         app = self.app
         app.lock()
         previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle_reload)
         try:
             with self._services():
                 log.info(
@@ -136,6 +141,22 @@ class Daemon:
         log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
         self.request_stop()
 
+    def _handle_reload(self, signum: int, frame: FrameType | None) -> None:
+        log.info("reloading the config after the pass in flight", extra=fields(signal="SIGHUP"))
+        self.reload_requested.set()
+        self.wake.set()
+
+    def _reload(self) -> None:
+        """Run on under the config file as it is now, or keep the old one if it is not valid."""
+        self.reload_requested.clear()
+        try:
+            r = reload(self.app)
+        except (DynasyncError, sqlite3.Error) as e:
+            log.error("reload refused; still running the previous config", extra=fields(error=str(e)))
+            return
+        self.syncer.schema.invalidate()
+        log.info("reloaded the config", extra=fields(added=r.added, removed=r.removed))
+
     def _loop(self) -> None:
         app, cfg = self.app, self.app.config.sync
         # With WatchdogSec= set, the loop must come round often enough to ping;
@@ -153,12 +174,16 @@ class Daemon:
                 app.stop.wait(cfg.debounce)
                 self.file_changed.clear()
             self.wake.clear()
+            if self.reload_requested.is_set():
+                self._reload()
             self._one_pass()
 
     def _one_pass(self) -> None:
         started = time.time()
         try:
             r = self.last_result = self.syncer.run_pass()
+            if self.copies.step():
+                self.wake.set()  # more to copy: come straight back, after the next pass
         except TRANSIENT as e:
             if self.app.stop.is_set():
                 # Stopping: the pass in flight was cut short; the mark did not

@@ -52,6 +52,11 @@ class SchemaWatch:
         self._tables: dict[str, SyncedTable] = {}
         self._targets_checked = 0.0
 
+    def invalidate(self) -> None:
+        """Inspect everything again at the next refresh (the config changed)."""
+        self._cookie = None
+        self._targets_checked = 0.0
+
     def recheck_targets(self) -> None:
         """Check the target tables at the next refresh (a write found one missing)."""
         self._targets_checked = 0.0

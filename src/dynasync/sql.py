@@ -471,6 +471,7 @@ _K2 = "(CASE WHEN ?5 THEN CAST(?3 AS TEXT) ELSE ?3 END)"
 DEAD_FIND = (
     f"SELECT attempts, first_failed FROM {DEAD_LETTERS} WHERE tbl = ?1 AND k1 IS {_K1} AND k2 IS {_K2}"
 )
+DEAD_DELETE_TABLE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ?"
 DEAD_DELETE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ?1 AND k1 IS {_K1} AND k2 IS {_K2}"
 DEAD_INSERT = (
     f"INSERT INTO {DEAD_LETTERS} (tbl, k1, k2, reason, seq, first_failed, last_failed, attempts) "

@@ -371,6 +371,12 @@ def finish_backfill(conn: sqlite3.Connection, table: str, rejected: Sequence[Rej
         conn.execute(sql.BACKFILL_DONE, (table,))
 
 
+def forget_dead_letters(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
+    """Drop the dead letters of tables no longer synced. Call inside a write transaction."""
+    for table in tables:
+        conn.execute(sql.DEAD_DELETE_TABLE, (table,))
+
+
 def dead_letter_count(conn: sqlite3.Connection) -> int:
     """How many dead letters there are."""
     return int(conn.execute(sql.DEAD_COUNT).fetchone()[0])
