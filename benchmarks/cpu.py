@@ -2,11 +2,16 @@
 backfill` against a zero-work DynamoDB stand-in in its own process, beside a
 bare boto3 loop and a raw signed-HTTP loop that do the same writes.
 
-Each client runs as a subprocess, at two sizes; its CPU time (user + system,
-from os.wait4) at the large size minus that at the small size, divided by the
-difference in changes, is the marginal CPU per change: interpreter start-up
-and imports cancel out. Runs are interleaved (every client at every size in
-each round) and the best of the rounds is taken per client and size.
+Each client runs as a subprocess, at two sizes. The child imports what it
+needs (dynasync's CLI, boto3, botocore), notes the CPU time that took, then
+does the work: dynasync through its CLI entry point, the loops through the
+functions below. Its CPU time (user + system, from os.wait4) minus that
+import time, at the large size minus at the small size, divided by the
+difference in changes, is the marginal CPU per change: interpreter start-up,
+imports and the command's own set-up cancel out (leaving the imports out
+first only takes their jitter out of the difference). Runs are interleaved
+(every client at every size in each round) and the best of the rounds is
+taken per client and size.
 
 Usage: cd benchmarks && ../.venv/bin/python cpu.py [--quick] [--sizes S L] [--repeats R] [--json PATH]
 """
@@ -36,13 +41,31 @@ CLIENTS = ("sync", "backfill", "boto3", "raw")
 RATIOS = (("sync", "raw"), ("backfill", "raw"), ("sync", "boto3"), ("backfill", "boto3"))
 TABLE = "stub-table"
 REGION = "us-east-1"
-FULL = (5_000, 25_000)
-QUICK = (2_000, 8_000)
+FULL = (5_000, 50_000)
+QUICK = (2_000, 20_000)
+REPEATS = 5
+READY = "DYNASYNC_BENCH_READY"  # where a child writes "CPU seconds, monotonic time" once its imports are done
 ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": REGION,
        "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-# --- the two hand-written clients, run in a subprocess: cpu.py --client KIND DB ENDPOINT ---
+# --- the children: cpu.py --client KIND DB ENDPOINT, or cpu.py --cli COMMAND ARGS... ---
+
+def ready() -> None:
+    """Note, for the parent, the CPU time the imports took and when the work starts."""
+    Path(os.environ[READY]).write_text(f"{time.process_time()} {time.monotonic()}")
+
+
+def cli(argv: list[str]) -> int:
+    """dynasync's console entry point, run after its imports are done."""
+    import boto3  # noqa: F401
+    import botocore.session  # noqa: F401
+
+    from dynasync import cli as dynasync_cli
+
+    ready()
+    return dynasync_cli.main(argv)
+
 
 def item(cols: list[str], row: tuple[Any, ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
@@ -91,7 +114,9 @@ def raw_loop(db: Path, endpoint: str) -> None:
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    signer = SigV4Auth(botocore.session.get_session().get_credentials(), "dynamodb", REGION)
+    credentials = botocore.session.get_session().get_credentials()
+    assert credentials is not None
+    signer = SigV4Auth(credentials, "dynamodb", REGION)
     url = urlsplit(endpoint)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
     headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.BatchWriteItem"}
@@ -143,7 +168,7 @@ def pending_changes(db: Path, n: int) -> None:
 
 def dynasync_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
     """An initialised database (with n pending changes for sync) and a snapshot to restore it from."""
-    from harness import DYNASYNC, make_db, run_dynasync, write_config
+    from harness import make_db, run_dynasync, write_config
 
     db = tmp / f"{kind}-{n}.db"
     make_db(db, n)
@@ -152,7 +177,7 @@ def dynasync_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
     pending_changes(db, n if kind == "sync" else 0)  # and checkpoint, so the snapshot is one file
     template = tmp / f"{kind}-{n}.template"
     shutil.copyfile(db, template)
-    return Setup([DYNASYNC, kind, "--config", str(config)], db, template)
+    return Setup([sys.executable, str(HERE), "--cli", kind, "--config", str(config)], db, template)
 
 
 def loop_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
@@ -165,17 +190,18 @@ def loop_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
 
 
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one child process, from os.wait4."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    """(CPU seconds, wall seconds) of one child process after its imports:
+    its CPU time from os.wait4 less what it noted when ready()."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as note:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**env, READY: note.name})
         _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - start
+        end = time.monotonic()
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, wall
+        imports, started = (float(x) for x in note.read().split())
+    return usage.ru_utime + usage.ru_stime - imports, end - started
 
 
 # --- the measurement ---
@@ -212,7 +238,7 @@ def setups(tmp: Path, sizes: tuple[int, int], endpoint: str) -> dict[tuple[str, 
     return out
 
 
-def measure(quick: bool, sizes: tuple[int, int] | None = None, repeats: int = 3) -> dict[str, Any]:
+def measure(quick: bool, sizes: tuple[int, int] | None = None, repeats: int = REPEATS) -> dict[str, Any]:
     """Marginal CPU µs per change and changes/s of each client, and the CPU ratios between them."""
     if str(HERE.parent) not in sys.path:
         sys.path.insert(0, str(HERE.parent))
@@ -257,12 +283,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"sizes {QUICK[0]:,} and {QUICK[1]:,}")
     ap.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="override the two sizes")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help=f"interleaved rounds (default {REPEATS})")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--client", nargs=3, metavar=("KIND", "DB", "ENDPOINT"), help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--cli"]:
+        return cli(sys.argv[2:])
     args = ap.parse_args()
     if args.client:
+        import boto3  # noqa: F401
+        import botocore.session  # noqa: F401
+
         kind, db, endpoint = args.client
+        ready()
         (boto3_loop if kind == "boto3" else raw_loop)(Path(db), endpoint)
         return 0
     result = measure(args.quick, tuple(args.sizes) if args.sizes else None, args.repeats)

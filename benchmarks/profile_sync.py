@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import DynamoDBLocal, make_db, new_table, run_dynasync, write_config
+from local import pending_changes
 from pyinstrument import Profiler
-from run import pending_changes
 
 from dynasync import config, syncpass
 from dynasync.app import App

@@ -1,239 +1,176 @@
-"""Run every benchmark, print a table, write docs/benchmarks.md and
-docs/benchmarks.png. Usage: scripts/bench [--quick]
+"""Run the benchmarks, print a table, write docs/benchmarks.md and
+docs/benchmarks.png, and compare with benchmarks/baseline.json.
+
+Usage: scripts/bench [--quick] [--compare] [--update-baseline] [--rewrite] [--only STEP ...]
 
 Each figure is a ratio or a bound measured side by side in the same run.
+Only a full run of every step writes docs/; --quick, --only and --compare
+write their report to a temporary directory instead, so a check never
+rewrites the committed results. --quick --compare runs only the steps whose
+figures the baseline checks in quick mode (the CPU per change benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import signal
+import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import capture
+import compare
+import cpu
+import flow
 import harness
-from harness import DYNASYNC, DynamoDBLocal, FaultProxy, make_db, new_table, run_dynasync, write_config
-from stub import StubDynamo
+import local
+from harness import DynamoDBLocal
 
 DOCS = harness.ROOT / "docs"
+Results = dict[str, Any]
 
 
-def pending_changes(db: Path, n: int, keys: int | None = None) -> None:
-    """n changes waiting in the changelog: updates over `keys` keys (all distinct by default)."""
-    keys = keys or n
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN")
-    for i in range(n):
-        conn.execute("UPDATE items SET qty = qty + 1 WHERE id = ?", (i % keys,))
-    conn.execute("COMMIT")
-    conn.close()
+class LazyLocal:
+    """DynamoDB Local, started the first time a step asks for it."""
+
+    def __init__(self) -> None:
+        self._ddb: DynamoDBLocal | None = None
+
+    def get(self) -> DynamoDBLocal:
+        """The running DynamoDB Local."""
+        if self._ddb is None:
+            self._ddb = DynamoDBLocal()
+        return self._ddb
+
+    def stop(self) -> None:
+        """Stop it, if it was started."""
+        if self._ddb is not None:
+            self._ddb.stop()
 
 
-def fresh(tmp: Path, name: str, rows: int, endpoint: str, **cfg: dict[str, Any]) -> tuple[Path, Path, str]:
-    db = tmp / f"{name}.db"
-    make_db(db, rows)
-    target = new_table(endpoint) if "stub" not in cfg.get("dynamodb", {}) else "stub-table"
-    cfg.get("dynamodb", {}).pop("stub", None)
-    config = write_config(tmp / f"{name}.toml", db, endpoint, target, **cfg)
-    run_dynasync("init", "--config", str(config))
-    return db, config, target
+def steps(q: bool, ddb: LazyLocal, tmp: Path) -> dict[str, Callable[[], Any]]:
+    """Every benchmark step by name, at small sizes when `q`. The ones against
+    the zero-work stand-in come first, before DynamoDB Local's JVM starts."""
 
+    def capture(fn: str, *args: Any) -> Any:
+        import capture  # imports sqlite_chronicle: only when capture is measured
 
-def replay(ddb: DynamoDBLocal, tmp: Path, n: int, rounds: int = 2) -> dict[str, Any]:
-    """Best of `rounds` interleaved runs of each side, after a warm-up: the
-    first requests a fresh JVM serves are several times slower."""
-    warm = tmp / "warmup.db"
-    make_db(warm, n)
-    harness.baseline_loop(warm, ddb.endpoint, new_table(ddb.endpoint))
-    best_dyn = best_base = float("inf")
-    rss = 0
-    for r in range(rounds):
-        db, config, _ = fresh(tmp, f"replay-{r}", n, ddb.endpoint)
-        pending_changes(db, n)
-        secs, rss = run_dynasync("sync", "--config", str(config))
-        best_dyn = min(best_dyn, secs)
-        best_base = min(best_base, harness.baseline_loop(db, ddb.endpoint, new_table(ddb.endpoint)))
-    return {"changes": n, "rounds": rounds, "dynasync_per_s": n / best_dyn, "baseline_per_s": n / best_base,
-            "ratio": best_base / best_dyn, "rss_mib": rss / 1024}
+        return getattr(capture, fn)(*args)
 
-
-def latency(ddb: DynamoDBLocal, tmp: Path, n: int, writers: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"writers": writers, "ddb_local": [], "stub": []}
-    proxy = FaultProxy(ddb.port)
-    proxy.latency = 0.020
-    stub = StubDynamo(0.020)
-    try:
-        for w in writers:
-            for kind, endpoint in (("ddb_local", proxy.endpoint), ("stub", stub.endpoint)):
-                extra = {"stub": True} if kind == "stub" else {}
-                # Default slice size: slices pipeline as in production, where a
-                # single huge slice could not overlap its own read with its writes.
-                db, config, _ = fresh(tmp, f"lat-{kind}-{w}", n, endpoint,
-                                      dynamodb={"max_concurrency": w, **extra})
-                pending_changes(db, n)
-                secs, _ = run_dynasync("sync", "--config", str(config))
-                out[kind].append(n / secs)
-    finally:
-        proxy.close()
-        stub.close()
-    for kind in ("ddb_local", "stub"):
-        out[f"{kind}_ratio_at_max"] = out[kind][-1] / out[kind][0]
-    return out
-
-
-def backfill(ddb: DynamoDBLocal, tmp: Path, sizes: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"sizes": sizes, "rows_per_s": [], "rss_mib": []}
-    for n in sizes:
-        db, config, _ = fresh(tmp, f"backfill-{n}", n, ddb.endpoint)
-        secs, rss = run_dynasync("backfill", "--config", str(config))
-        out["rows_per_s"].append(n / secs)
-        out["rss_mib"].append(rss / 1024)
-        if n == sizes[0]:
-            out["baseline_rows_per_s"] = n / harness.baseline_loop(db, ddb.endpoint, new_table(ddb.endpoint))
-        (tmp / f"backfill-{n}.db").unlink()
-    out["rss_growth"] = out["rss_mib"][-1] / out["rss_mib"][0]
-    out["speed_ratio"] = out["rows_per_s"][0] / out["baseline_rows_per_s"]
-    return out
-
-
-def backlog(ddb: DynamoDBLocal, tmp: Path, sizes: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"sizes": sizes, "rss_mib": [], "changes_per_s": []}
-    for n in sizes:
-        db, config, _ = fresh(tmp, f"backlog-{n}", n, ddb.endpoint)
-        pending_changes(db, n)
-        secs, rss = run_dynasync("sync", "--config", str(config))
-        out["rss_mib"].append(rss / 1024)
-        out["changes_per_s"].append(n / secs)
-        (tmp / f"backlog-{n}.db").unlink()
-    out["rss_growth"] = out["rss_mib"][-1] / out["rss_mib"][0]
-    return out
-
-
-def lag(ddb: DynamoDBLocal, tmp: Path, seconds: float, watch: bool) -> dict[str, Any]:
-    """Commit-to-DynamoDB delay under a steady 50 commits/s, `run` at its
-    defaults. The proxy stamps each write when DynamoDB's reply goes back."""
-    proxy = FaultProxy(ddb.port)
-    arrived: dict[int, float] = {}
-    requests = [0]
-
-    def on_reply(op: str, body: bytes, at: float) -> None:
-        if op != "BatchWriteItem":
-            return
-        requests[0] += 1
-        for reqs in json.loads(body)["RequestItems"].values():
-            for r in reqs:
-                item = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
-                arrived.setdefault(int(item["id"]["N"]), at)
-
-    proxy.on_reply = on_reply
-    db, config, _ = fresh(tmp, f"lag-{watch}", 0, proxy.endpoint, sync={"watch": watch})
-    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    committed: dict[int, float] = {}
-    try:
-        time.sleep(2)
-        conn = sqlite3.connect(db, isolation_level=None)
-        start = time.monotonic()
-        i = 0
-        while time.monotonic() - start < seconds:
-            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?)", harness.row(i))
-            committed[i] = time.time()
-            i += 1
-            time.sleep(max(0.0, start + i / 50 - time.monotonic()))
-        conn.close()
-        deadline = time.monotonic() + 15
-        while len(arrived) < len(committed) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
-        proxy.close()
-    delays = sorted(arrived[k] - committed[k] for k in committed if k in arrived)
-    q = statistics.quantiles(delays, n=100)
-    return {"watch": watch, "commits": len(committed), "arrived": len(delays),
-            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "requests_per_change": requests[0] / len(committed)}
-
-
-def cost(ddb: DynamoDBLocal, tmp: Path, changes: int, keys: int) -> dict[str, Any]:
-    proxy = FaultProxy(ddb.port)
-    try:
-        db, config, _ = fresh(tmp, "cost", keys, proxy.endpoint)
-        pending_changes(db, changes, keys)
-        before = proxy.counts["op:BatchWriteItem"]
-        run_dynasync("sync", "--config", str(config))
-        writes = proxy.counts["op:BatchWriteItem"] - before
-    finally:
-        proxy.close()
-    return {"changes": changes, "keys": keys, "requests": writes, "requests_per_change": writes / changes}
+    return {
+        "cpu": lambda: cpu.measure(q),
+        "latency": lambda: flow.latency(tmp, 3000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16, 32],
+                                        1 if q else 2),
+        "budget_200": lambda: flow.rate_limit(tmp, 200, 4 if q else 10),
+        "budget_2000": lambda: flow.rate_limit(tmp, 2000, 4 if q else 10),
+        "throttle": lambda: flow.throttle(tmp, 40_000 if q else 60_000, 2 if q else 3, 5),
+        "capture": lambda: capture("measure", 2 if q else 5),
+        "capture_shapes": lambda: capture("measure_shapes", q),
+        "capture_templates": lambda: capture("measure_templates", q),
+        "replay": lambda: local.replay(ddb.get(), tmp, 3000 if q else 30_000),
+        "backfill": lambda: local.backfill(ddb.get(), tmp, [10_000, 30_000] if q else [100_000, 1_000_000]),
+        "backlog": lambda: local.backlog(ddb.get(), tmp, [10_000, 30_000] if q else [100_000, 1_000_000]),
+        "lag_watch": lambda: local.lag(ddb.get(), tmp, 5 if q else 20, True),
+        "lag_nowatch": lambda: local.lag(ddb.get(), tmp, 5 if q else 20, False),
+        "cost": lambda: local.cost(ddb.get(), tmp, 5000 if q else 30_000, 500),
+    }
 
 
 def machine() -> dict[str, str]:
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    """What the figures were measured on."""
     import boto3
 
+    java = shutil.which("java")
+    version = subprocess.run([java, "-version"], capture_output=True, text=True).stderr.splitlines()[0] \
+        if java else "no java"
+    try:
+        ddb_local = harness.DynamoDBLocal.__module__ and Path(__import__("ddblocal").jar_dir()).name
+    except RuntimeError:
+        ddb_local = "not installed"
     return {
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "boto3": boto3.__version__,
-        "java": java,
-        "cpus": str(len(__import__("os").sched_getaffinity(0))),
+        "java": version,
+        "cpus": str(len(os.sched_getaffinity(0))),
         "platform": platform.platform(),
-        "dynamodb_local": harness.DynamoDBLocal.__module__ and Path(
-            __import__("ddblocal").jar_dir()).name,
+        "dynamodb_local": ddb_local,
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small sizes, for checking the suite itself")
-    ap.add_argument("--rewrite", action="store_true",
-                    help="re-render docs/ from the raw results already in docs/benchmarks.md")
-    args = ap.parse_args()
-    if args.rewrite:
-        import report
-
-        text = (DOCS / "benchmarks.md").read_text()
-        raw = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
-        report.write(raw, DOCS)
-        print(report.table(raw))
-        return 0
-    q = args.quick
-    results: dict[str, Any] = {"machine": machine(), "quick": q, "date": time.strftime("%Y-%m-%d")}
-    ddb = DynamoDBLocal()
+def measure(names: list[str], quick: bool) -> Results:
+    """Run the named steps in order; their results by name."""
+    results: Results = {"machine": machine(), "quick": quick, "date": time.strftime("%Y-%m-%d"),
+                        "code": compare.code_version()}
+    ddb = LazyLocal()
     tmp = Path(tempfile.mkdtemp(prefix="dynasync-bench-"))
     try:
-        steps = [
-            ("capture", lambda: capture.measure(2 if q else 5)),
-            ("capture_shapes", lambda: capture.measure_shapes(q)),
-            ("capture_templates", lambda: capture.measure_templates(q)),
-            ("replay", lambda: replay(ddb, tmp, 3000 if q else 30_000)),
-            ("latency", lambda: latency(ddb, tmp, 2000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16])),
-            ("backfill", lambda: backfill(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
-            ("backlog", lambda: backlog(ddb, tmp, [10_000, 30_000] if q else [100_000, 1_000_000])),
-            ("lag_watch", lambda: lag(ddb, tmp, 5 if q else 20, True)),
-            ("lag_nowatch", lambda: lag(ddb, tmp, 5 if q else 20, False)),
-            ("cost", lambda: cost(ddb, tmp, 5000 if q else 30_000, 500)),
-        ]
-        for name, fn in steps:
+        todo = steps(quick, ddb, tmp)
+        for name in names:
             t = time.monotonic()
-            results[name] = fn()
-            print(f"[{time.monotonic() - t:6.1f}s] {name}: {json.dumps(results[name], default=str)}", flush=True)
+            results[name] = todo[name]()
+            print(f"[{time.monotonic() - t:6.1f}s] {name}: {json.dumps(results[name], default=str)[:400]}",
+                  flush=True)
     finally:
         ddb.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def parse() -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, for checking the suite itself")
+    ap.add_argument("--compare", action="store_true",
+                    help="compare with benchmarks/baseline.json; exit 1 if a figure degraded beyond its tolerance")
+    ap.add_argument("--update-baseline", action="store_true",
+                    help="record this full run's figures in benchmarks/baseline.json (tolerances kept)")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="no new run: re-render docs/ from the raw results in docs/benchmarks.md")
+    ap.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (for developing the suite)")
+    args = ap.parse_args()
+    if args.update_baseline and (args.quick or args.only):
+        ap.error("--update-baseline needs a full run (no --quick or --only)")
+    return args
+
+
+def main() -> int:
+    """Measure (or reload), report, and compare."""
+    args = parse()
+    if args.rewrite:
+        text = (DOCS / "benchmarks.md").read_text()
+        results = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+    else:
+        names = list(steps(args.quick, LazyLocal(), Path()))
+        if args.only:
+            names = [n for n in names if n in args.only]
+        elif args.quick and args.compare:
+            names = [n for n in names if n in compare.quick_steps()]
+        results = measure(names, args.quick)
     import report
 
-    report.write(results, DOCS)
+    full = not args.quick and not args.only and not args.compare
+    out = DOCS if full or args.rewrite or args.update_baseline else Path(tempfile.mkdtemp(prefix="bench-report-"))
+    report.write(results, out)
     print(report.table(results))
+    print(f"\nreport written to {out}")
+    if args.update_baseline:
+        compare.update(results)
+        print(f"baseline written to {compare.BASELINE}")
+    if args.compare:
+        text, ok = compare.compare(results, compare.load(), args.quick)
+        print("\n" + text)
+        if not ok:
+            print("\nA figure degraded beyond its tolerance (see above).", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -1,31 +1,48 @@
 """A zero-work DynamoDB stand-in in its own process, so that the client's CPU
 time can be measured apart from the server's. It answers DescribeTable (an
 ACTIVE table keyed by a single N attribute "id") and BatchWriteItem (every
-item processed; items are counted, not parsed, and GET /counts returns the
-counts), after an optional fixed delay, with the x-amz-crc32 header real
-DynamoDB sends. It prints its port on stdout, then serves until killed.
+item processed), after an optional fixed delay, with the x-amz-crc32 header
+real DynamoDB sends. It prints its port on stdout, then serves until killed.
 
-Usage: python stubproc.py [--delay SECONDS]
+Every BatchWriteItem is logged: its arrival time (time.monotonic, which is
+system-wide, so the parent can compare), its items, its write capacity units
+and the HTTP status it got. Items are counted without parsing, because the
+stub shares the cores with the client it measures; with --units the body is
+parsed and units are counted by DynamoDB's rule (one per started KB of item,
+computed here from the attribute names and values; a delete is one). With
+--throttle AFTER FOR, every BatchWriteItem from AFTER seconds after the first
+one, for FOR seconds, is answered with ProvisionedThroughputExceededException.
+GET /counts and GET /log return what arrived (not DynamoDB's API).
+
+Usage: python stubproc.py [--delay SECONDS] [--units] [--throttle AFTER FOR]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import math
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 import zlib
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 CREATED = time.time()
+THROTTLE = json.dumps({
+    "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+    "message": "The level of configured provisioned throughput for the table was exceeded. "
+               "Consider increasing your provisioning level with the UpdateTable API."}).encode()
 
 
 def describe(name: str) -> dict[str, Any]:
+    """DescribeTable's answer: an ACTIVE on-demand table keyed by "id" (N)."""
     return {"Table": {
         "TableName": name, "TableStatus": "ACTIVE", "TableId": "00000000-0000-4000-8000-00000000cafe",
         "CreationDateTime": CREATED, "ItemCount": 0, "TableSizeBytes": 0,
@@ -34,23 +51,85 @@ def describe(name: str) -> dict[str, Any]:
         "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}}
 
 
-class Counts:
-    """Requests and items seen, shared by the handler threads."""
+# --- DynamoDB's item size, independent of dynasync's own accounting ---
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.items = 0
+def number_size(text: str) -> int:
+    """Bytes of a number: one per two significant digits, plus one."""
+    digits = text.lstrip("+-").lower().split("e")[0].replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
 
-    def add(self, raw: bytes) -> None:
-        # Counted without parsing: the stub shares the cores with the client it measures.
-        n = raw.count(b'"PutRequest"') + raw.count(b'"DeleteRequest"')
+
+def value_size(av: dict[str, Any]) -> int:
+    """Bytes of one attribute value, by DynamoDB's documented rules."""
+    ((kind, v),) = av.items()
+    sizes: dict[str, Any] = {
+        "S": lambda: len(v.encode()),
+        "N": lambda: number_size(v),
+        "B": lambda: len(base64.b64decode(v)),
+        "BOOL": lambda: 1,
+        "NULL": lambda: 1,
+        "SS": lambda: sum(len(s.encode()) for s in v),
+        "NS": lambda: sum(number_size(n) for n in v),
+        "BS": lambda: sum(len(base64.b64decode(b)) for b in v),
+        "L": lambda: 3 + sum(1 + value_size(x) for x in v),
+        "M": lambda: 3 + sum(len(k.encode()) + 1 + value_size(x) for k, x in v.items()),
+    }
+    return int(sizes[kind]())
+
+
+def item_units(item: dict[str, Any]) -> int:
+    """Write capacity units of a Put: one per started KB of the item."""
+    size = sum(len(name.encode()) + value_size(v) for name, v in item.items())
+    return max(1, math.ceil(size / 1024))
+
+
+def body_units(raw: bytes) -> int:
+    """Write capacity units of a BatchWriteItem body; a delete is one."""
+    total = 0
+    for requests in json.loads(raw)["RequestItems"].values():
+        for r in requests:
+            total += item_units(r["PutRequest"]["Item"]) if "PutRequest" in r else 1
+    return total
+
+
+# --- the server ---
+
+@dataclass
+class Log:
+    """What arrived, shared by the handler threads: one [time, items, units, status] per BatchWriteItem."""
+
+    units: bool
+    throttle: tuple[float, float] | None = None  # (seconds after the first write, duration)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    writes: list[list[float]] = field(default_factory=list)
+    episode: list[float] | None = None  # [start, end] in time.monotonic, once the first write came
+
+    def status(self, now: float) -> int:
+        """The status the write arriving now gets: 400 within the throttling episode."""
         with self.lock:
-            self.requests += 1
-            self.items += n
+            if self.episode is None and self.throttle is not None:
+                start = now + self.throttle[0]
+                self.episode = [start, start + self.throttle[1]]
+            throttled = self.episode is not None and self.episode[0] <= now < self.episode[1]
+        return 400 if throttled else 200
+
+    def add(self, now: float, raw: bytes, status: int) -> None:
+        """Record one BatchWriteItem."""
+        items = raw.count(b'"PutRequest"') + raw.count(b'"DeleteRequest"')
+        units = body_units(raw) if self.units else items
+        with self.lock:
+            self.writes.append([now, items, units, status])
+
+    def counts(self) -> dict[str, int]:
+        """Requests, and the items and units of those that succeeded."""
+        with self.lock:
+            ok = [w for w in self.writes if w[3] == 200]
+            return {"requests": len(self.writes), "items": int(sum(w[1] for w in ok)),
+                    "units": int(sum(w[2] for w in ok))}
 
 
-def handler(delay: float, counts: Counts) -> type[BaseHTTPRequestHandler]:
+def handler(delay: float, log: Log) -> type[BaseHTTPRequestHandler]:
+    """The request handler class, answering after `delay` seconds and recording into `log`."""
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body go out as two writes; without this, Nagle and
@@ -63,11 +142,13 @@ def handler(delay: float, counts: Counts) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             op = self.headers.get("X-Amz-Target", "").split(".")[-1]
+            now = time.monotonic()
             if delay:
                 time.sleep(delay)
             if op == "BatchWriteItem":
-                counts.add(raw)
-                self.reply(200, b'{"UnprocessedItems":{}}')
+                status = log.status(now)
+                log.add(now, raw, status)
+                self.reply(status, b'{"UnprocessedItems":{}}' if status == 200 else THROTTLE)
             elif op == "DescribeTable":
                 self.reply(200, json.dumps(describe(json.loads(raw)["TableName"])).encode())
             else:
@@ -78,9 +159,12 @@ def handler(delay: float, counts: Counts) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             # Not DynamoDB: lets the parent check what arrived.
-            with counts.lock:
-                seen = {"requests": counts.requests, "items": counts.items}
-            self.reply(200, json.dumps(seen).encode())
+            if self.path == "/log":
+                with log.lock:
+                    payload = json.dumps({"writes": log.writes, "episode": log.episode}).encode()
+            else:
+                payload = json.dumps(log.counts()).encode()
+            self.reply(200, payload)
 
         def reply(self, status: int, payload: bytes) -> None:
             self.send_response(status)
@@ -94,8 +178,9 @@ def handler(delay: float, counts: Counts) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(delay: float) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(delay, Counts()))
+def serve(delay: float, log: Log) -> None:
+    """Serve on a free 127.0.0.1 port, printed first, until killed."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(delay, log))
     server.daemon_threads = True
     server.request_queue_size = 128
     print(server.server_address[1], flush=True)
@@ -105,8 +190,11 @@ def serve(delay: float) -> None:
 class StubProcess:
     """Start stubproc.py as a child process; `endpoint` is its URL."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, units: bool = False,
+                 throttle: tuple[float, float] | None = None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--delay", str(delay)]
+        cmd += ["--units"] if units else []
+        cmd += ["--throttle", str(throttle[0]), str(throttle[1])] if throttle else []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -116,19 +204,33 @@ class StubProcess:
         self.port = int(line)
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.endpoint}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
     def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.endpoint}/counts", timeout=10) as r:
-            return dict(json.loads(r.read()))
+        """Requests received, and the items and units of the successful ones."""
+        return dict(self._get("/counts"))
+
+    def log(self) -> dict[str, Any]:
+        """{"writes": [[monotonic time, items, units, status], ...], "episode": [start, end] or None}."""
+        return dict(self._get("/log"))
 
     def close(self) -> None:
+        """Stop the child process."""
         self.proc.terminate()
         self.proc.wait(10)
 
 
 def main() -> None:
+    """Parse the command line and serve."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each reply")
-    serve(ap.parse_args().delay)
+    ap.add_argument("--units", action="store_true", help="parse bodies to count write capacity units")
+    ap.add_argument("--throttle", type=float, nargs=2, metavar=("AFTER", "FOR"),
+                    help="throttle every BatchWriteItem from AFTER s after the first one, for FOR s")
+    args = ap.parse_args()
+    serve(args.delay, Log(args.units, tuple(args.throttle) if args.throttle else None))
 
 
 if __name__ == "__main__":
