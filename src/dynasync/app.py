@@ -37,9 +37,12 @@ class App:
         config: Config,
         target_factory: TargetFactory = default_target,
         heartbeat: Callable[[], None] | None = None,
+        shared: App | None = None,
     ) -> None:
+        """`shared`: another App whose DynamoDB client, write budgets and stop
+        event this one uses too (the databases of a fleet share them)."""
         self.config = config
-        self.stop = Stop()
+        self.stop: Stop = shared.stop if shared is not None else Stop()
         # Called at every step of long work (slices, chunks, retry waits), so
         # only a stuck process misses the systemd watchdog.
         self.heartbeat: Callable[[], None] = heartbeat or (lambda: None)
@@ -47,6 +50,11 @@ class App:
         self._target: Target | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock: InstanceLock | None = None
+        self.budgets: dict[str, Budget]
+        if shared is not None:
+            self._target_factory = lambda _: shared.target
+            self.budgets = shared.budgets
+            return
         concurrency = config.dynamodb.max_concurrency
         self.budgets = {"sync": Budget(config.dynamodb.max_write_rate, concurrency)}
         self.budgets["backfill"] = self.budgets["sync"].sharing(config.backfill.max_write_rate)
@@ -67,12 +75,16 @@ class App:
 
     def close(self) -> None:
         """Close the connection and release the lock."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.disconnect()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def disconnect(self) -> None:
+        """Close the connection, keeping the lock (an idle database of a fleet)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -94,7 +106,7 @@ class App:
             lock = InstanceLock(self.config.database)
             if not self.config.database.exists():
                 self.conn  # noqa: B018 - raises the clear "does not exist" error
-            lock.acquire()
+            lock.acquire(park=self._conn is not None)
             self._lock = lock
             if sql.STATE in state.installed_tables(self.conn):
                 state.check_owner(self.conn, self.config.path)

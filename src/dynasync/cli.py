@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasync import __version__, config, examples, logs
+from dynasync import __version__, config, examples, fleet, logs
 from dynasync.app import App, TargetFactory, default_target
 from dynasync.exceptions import DynasyncError
 from dynasync.notify import Notifier
@@ -237,6 +237,51 @@ def _dead_json(d: DeadLetter) -> dict[str, Any]:
     }
 
 
+def each_database(cfg: config.Config, args: argparse.Namespace, target_factory: TargetFactory) -> int:
+    """A command on each database of a fleet in turn (or the one --database names),
+    sharing one DynamoDB client; the worst exit status."""
+    if args.command == "status":
+        return fleet_status(cfg, args)
+    code = 0
+    with App(cfg, target_factory) as shared:
+        for database, member in fleet.configs(cfg, args.database):
+            if cfg.databases is not None:
+                print(f"== {database}", flush=True)
+            try:
+                if isinstance(member, DynasyncError):
+                    raise member
+                with App(member, target_factory, shared=shared) as app:
+                    code = max(code, COMMANDS[args.command].handler(app, args))
+            except DynasyncError as e:
+                print(f"dynasync {args.command}: {database}: error: {e}", file=sys.stderr)
+                code = max(code, e.exit_code)
+    return code
+
+
+def fleet_status(cfg: config.Config, args: argparse.Namespace) -> int:
+    """`status` for a fleet: the summary, then one line per database."""
+    from dynasync.status import status
+
+    def status_of(member: config.Config) -> Any:
+        with App(member) as app:
+            return status(app, max_lag=args.max_lag)
+
+    s = fleet.summarize(cfg, status_of, args.database)
+    code = s.exit_code if args.check else 0
+    if args.json:
+        print(json.dumps(s.to_json(), sort_keys=True))
+        return code
+    worst = f" (worst lag {s.worst_lag_seconds}s: {s.worst_lag_database})" if s.worst_lag_database else ""
+    print(f"databases: {s.databases}: {s.healthy} healthy, {s.behind} behind, {s.failing} failing{worst}")
+    print(f"{'database':<40} {'health':<9} {'pending':>8} {'dead':>6} {'lag':>8}")
+    for name, st in s.statuses.items():
+        lag = "-" if st["lag_seconds"] is None else f"{st['lag_seconds']:.1f}s"
+        print(f"{name:<40} {st['health']:<9} {st['pending_changes']:>8} {st['dead_letters']:>6} {lag:>8}")
+    for name, error in s.errors.items():
+        print(f"{name:<40} error: {error}")
+    return code
+
+
 def config_check(args: argparse.Namespace) -> int:
     """`dynasync config check` runs without a working config, so it is not an App command."""
     path, problems = config.check(args.config)
@@ -272,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=cmd.help, description=cmd.help)
         for f in cmd.flags:
             p.add_argument(f.name, **f.options)
+        if name != "run":
+            p.add_argument("--database", metavar="PATH", help="only this database of a fleet")
     cfg = sub.add_parser("config", help="work with the config file", description="work with the config file")
     cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
     cfg_sub.add_parser("check", parents=[common], help="validate the config file and list every problem")
@@ -293,6 +340,10 @@ def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = defa
         return config_check(args)
     try:
         cfg = config.load(args.config)
+        if args.command != "run" and cfg.databases is not None:
+            return each_database(cfg, args, target_factory)
+        if args.command != "run" and args.database:
+            fleet.select(cfg, args.database)  # one database's config: it must name that one
         # Only the daemon runs under a systemd watchdog that long work must ping.
         heartbeat = Notifier().watchdog if args.command == "run" else None
         with App(cfg, target_factory, heartbeat=heartbeat) as app:

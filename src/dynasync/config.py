@@ -112,13 +112,23 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 class Config:
     """The whole config file, validated."""
 
-    database: Path
+    database: Path  # a fleet's config has none of its own: see for_database()
     tables: tuple[TableConfig, ...]
     dynamodb: DynamoConfig = DynamoConfig()
     sync: SyncConfig = SyncConfig()
     backfill: BackfillConfig = BackfillConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: Path | None = field(default=None, compare=False)
+    # [source] databases: a glob of database files, each synced as one database is.
+    databases: str | None = None
+    fleet: bool = False  # this config is one database's, made from a fleet's by for_database()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    text: str | None = field(default=None, compare=False, repr=False)
+
+    def for_database(self, database: Path) -> Config:
+        """One database of a fleet: its config, with `{database}` (the file's name
+        without its extension) filled in; ConfigError when that makes it invalid."""
+        return parse(self.raw, self.path, self.text, member=database)
 
     def table(self, source: str) -> TableConfig:
         """The entry for a source table; ConfigError names the configured ones."""
@@ -200,32 +210,86 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
     return parse(data, path, text)
 
 
-def parse(data: dict[str, Any], path: Path | None = None, text: str | None = None) -> Config:
-    """Validate parsed TOML; ConfigError lists every problem."""
-    problems = Problems(str(path) if path else "config", text)
+def parse(
+    data: dict[str, Any], path: Path | None = None, text: str | None = None, member: Path | None = None
+) -> Config:
+    """Validate parsed TOML; ConfigError lists every problem. `member`: one
+    database of a fleet (a [source] databases glob), whose config to make."""
+    where = f"{path} for {member}" if member is not None else str(path) if path else "config"
+    problems = Problems(where, text)
     for key in data:
         if key not in ("source", "tables", *SECTIONS):
             problems.add(key, None, "unknown section")
-    database = _database(data, path, problems)
+    database, databases = _database(data, path, problems)
     # Type problems first, then range problems, each in section order.
     typed = {name: _typed_section(data, name, cls, problems) for name, cls in SECTIONS.items()}
     sections = {name: _checked(name, cls, typed[name], problems) for name, cls in SECTIONS.items()}
-    tables = parse_tables(data.get("tables"), problems)
+    entries = data.get("tables")
+    if databases is not None or member is not None:
+        # A fleet's tables are checked as a database named "example" would have them.
+        entries = fill_database(entries, member.stem if member is not None else "example")
+    tables = parse_tables(entries, problems)
     problems.raise_if_any()
-    return Config(database=database, tables=tables, path=path, **sections)
+    if member is not None:
+        database, databases = member, None
+    return Config(database=database, tables=tables, path=path, databases=databases, fleet=member is not None,
+                  raw=data, text=text, **sections)
 
 
-def _database(data: dict[str, Any], path: Path | None, problems: Problems) -> Path:
+DATABASE_PLACEHOLDER = "{database}"
+
+
+def fill_database(entries: Any, name: str) -> Any:
+    """[[tables]] entries with `{database}` replaced by a database's name in
+    `target`, the key and attribute templates, and string constants."""
+    if not isinstance(entries, list):
+        return entries
+    literal = name.replace("{", "{{").replace("}", "}}")  # in a template, braces are syntax
+
+    def fill(value: Any, text: str) -> Any:
+        return value.replace(DATABASE_PLACEHOLDER, text) if isinstance(value, str) else value
+
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            out.append(entry)
+            continue
+        e = dict(entry)
+        e["target"] = fill(e.get("target"), name)
+        for key in ("partition_key", "sort_key"):
+            if isinstance(e.get(key), dict):
+                e[key] = {**e[key], "template": fill(e[key].get("template"), literal)}
+        if isinstance(e.get("attributes"), dict):
+            e["attributes"] = {k: fill(v, literal) for k, v in e["attributes"].items()}
+        if isinstance(e.get("constants"), dict):
+            e["constants"] = {k: fill(v, name) for k, v in e["constants"].items()}
+        out.append({k: v for k, v in e.items() if v is not None or k in entry})
+    return out
+
+
+def _database(data: dict[str, Any], path: Path | None, problems: Problems) -> tuple[Path, str | None]:
+    """[source]: one `database`, or a glob of them (`databases`)."""
     source = _section(data, "source", problems)
-    _no_unknown(source, {"database"}, "source", problems)
-    database = source.get("database")
+    _no_unknown(source, {"database", "databases"}, "source", problems)
+    database, databases = source.get("database"), source.get("databases")
+    if database is not None and databases is not None:
+        problems.add("source", "databases", "cannot be set together with database")
+        return Path(), None
+    if databases is not None:
+        if not isinstance(databases, str) or not databases:
+            problems.add("source", "databases", 'must be a glob of database files, like "/srv/app/*.db"')
+            return Path(), None
+        return Path(), str(_absolute(databases, path))
     if not isinstance(database, str) or not database:
-        problems.add("source", "database", "must be set to the SQLite database path")
-        return Path()
-    db_path = Path(database).expanduser()
-    if not db_path.is_absolute() and path is not None:
-        db_path = path.parent / db_path
-    return db_path
+        problems.add("source", "database", "must be set to the SQLite database path (or use databases)")
+        return Path(), None
+    return _absolute(database, path), None
+
+
+def _absolute(value: str, path: Path | None) -> Path:
+    """A path from the config, relative to the config file's directory."""
+    p = Path(value).expanduser()
+    return path.parent / p if not p.is_absolute() and path is not None else p
 
 
 def _section(data: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
@@ -291,16 +355,32 @@ def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[st
         cfg = load(path)
     except ConfigError as e:
         return path, e.problems
+    if cfg.databases is not None:
+        from dynasync import fleet  # fleet imports config
+
+        out: list[str] = []
+        for member in fleet.members(cfg):
+            try:
+                out.extend(_check_database(cfg.for_database(member), path))
+            except ConfigError as e:
+                out.extend(e.problems)
+        return path, out
     if not cfg.database.exists():
         return path, [f"{path}: [source] database {cfg.database} does not exist"]
-    from dynasync import tables  # the mapping against the tables themselves (tables imports config)
+    return path, _check_database(cfg, path)
 
-    problems = Problems(str(path), path.read_text(encoding="utf-8"))
+
+def _check_database(cfg: Config, path: Path) -> list[str]:
+    """The mapping problems of a config against its database's tables."""
+    from dynasync import tables  # tables imports config
+
+    where = f"{path} for {cfg.database}" if cfg.fleet else str(path)
+    problems = Problems(where, path.read_text(encoding="utf-8"))
     try:
         found = tables.check_mappings(cfg)
     except DynasyncError as e:
-        return path, [f"{path}: [source] database {cfg.database}: {e}"]
+        return [f"{where}: [source] database {cfg.database}: {e}"]
     for section, key, message in found:
         problems.add(section, key, message)
-    return path, problems.items
+    return problems.items
 

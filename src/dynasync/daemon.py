@@ -259,5 +259,9 @@ class Daemon:
 
 
 def run(app: App) -> int:
-    """`dynasync run`."""
+    """`dynasync run`: one database, or a fleet (`[source] databases`)."""
+    if app.config.databases is not None:
+        from dynasync.fleetd import FleetDaemon  # fleetd imports this module's neighbours
+
+        return FleetDaemon(app).run()
     return Daemon(app).run()

@@ -46,6 +46,10 @@ class StateError(DynasyncError):
     """dynasync's own tables are missing, damaged or inconsistent."""
 
 
+class OwnerError(StateError):
+    """The database is synced by another config file."""
+
+
 class LockedError(DynasyncError):
     """Another dynasync instance holds the database."""
 

@@ -62,8 +62,10 @@ class InstanceLock:
         self.database = database
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock; LockedError names the pid of the holder."""
+    def acquire(self, park: bool = True) -> None:
+        """Take the lock; LockedError names the pid of the holder. `park=False`:
+        this process has no connection to the database open, so a failed
+        attempt's descriptor can be closed (a fleet retries its skipped databases)."""
         try:
             fd = os.open(self.database, os.O_RDONLY)
         except OSError as e:
@@ -71,7 +73,10 @@ class InstanceLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _parked.append(fd)
+            if park:
+                _parked.append(fd)
+            else:
+                os.close(fd)
             pid = holder(self.database)
             raise LockedError(
                 f"another dynasync instance is running on {self.database} (pid {pid or 'unknown'})"

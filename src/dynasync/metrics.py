@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult
 
+WORST_DATABASES = 10  # a fleet's databases with labelled figures of their own
+
 
 class Metrics:
     """dynasync's Prometheus metrics, in a registry of their own."""
@@ -64,6 +66,18 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.fleet_databases = Gauge(
+            "dynasync_fleet_databases", "A fleet's databases, by state", ["state"], registry=r
+        )
+        per_db = "for the WORST_DATABASES furthest behind of a fleet"
+        self.db_lag = Gauge("dynasync_database_lag_seconds", f"Lag {per_db}", ["database"], registry=r)
+        self.db_pending = Gauge(
+            "dynasync_database_pending_changes", f"Pending changes {per_db}", ["database"], registry=r
+        )
+        self.db_dead = Gauge(
+            "dynasync_database_dead_letters", f"Dead letters {per_db}", ["database"], registry=r
+        )
+        self._worst: set[str] = set()
         self._oldest: tuple[int, float] | None = None
 
     def serve(self, listen: str) -> Any:
@@ -110,3 +124,24 @@ class Metrics:
         for table, progress in backfill.items():
             self.backfill_rows.labels(table).set(progress.rows)
             self.backfill_done.labels(table).set(1 if progress.done else 0)
+
+    def observe_fleet(
+        self, counts: dict[str, int], invalid: int, databases: dict[str, tuple[float, int, int]]
+    ) -> None:
+        """A fleet's gauges: databases by state, totals, and per-database figures
+        for only the WORST_DATABASES furthest behind, so labels stay bounded."""
+        for state, n in {**counts, "invalid": invalid}.items():
+            self.fleet_databases.labels(state).set(n)
+        self.pending.set(sum(p for _, p, _ in databases.values()))
+        self.dead_letters.set(sum(d for _, _, d in databases.values()))
+        self.lag.set(max((lag for lag, _, _ in databases.values()), default=0.0))
+        ranked = sorted(databases.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[1][2]), reverse=True)
+        worst = {name: v for name, v in ranked[:WORST_DATABASES] if v[1] or v[2]}
+        for name in self._worst - set(worst):
+            for gauge in (self.db_lag, self.db_pending, self.db_dead):
+                gauge.remove(name)
+        for name, (lag, pending, dead) in worst.items():
+            self.db_lag.labels(name).set(lag)
+            self.db_pending.labels(name).set(pending)
+            self.db_dead.labels(name).set(dead)
+        self._worst = set(worst)

@@ -45,11 +45,12 @@ class Reload:
     needs_restart: list[str] = field(default_factory=list)  # "[section] key" left as they were
 
 
-def reload(app: App) -> Reload:
-    """Run on under the config file as it is now; raises (keeping the old
-    config) when it is invalid, names a table that is not there, or a
-    DynamoDB table that does not exist and may not be created."""
-    new = config.load(app.config.path)
+def reload(app: App, new: Config | None = None) -> Reload:
+    """Run on under the config file as it is now (or `new`: one database's
+    config in a fleet's); raises, keeping the old config, when it is invalid,
+    names a table that is not there, or a DynamoDB table that does not exist
+    and may not be created."""
+    new = new if new is not None else config.load(app.config.path)
     new, result = _keep_fixed(app.config, new)
     found = tables.load(app.conn, new)
     provision.ensure_targets(found.values(), app.target, app.retrier(), new.dynamodb.create_tables)

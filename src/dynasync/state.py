@@ -19,7 +19,7 @@ from typing import Any
 
 from dynasync import sql
 from dynasync.database import write_txn
-from dynasync.exceptions import StateError
+from dynasync.exceptions import OwnerError, StateError
 from dynasync.values import InvalidText
 from dynasync.writes import Rejected, RowRef
 
@@ -111,11 +111,11 @@ def check_owner(conn: sqlite3.Connection, config_path: Path | None, taking_over:
     if not Path(row[0]).exists():
         if taking_over:
             return
-        raise StateError(
+        raise OwnerError(
             f"this database was set up by the config {row[0]}, which no longer exists: run 'dynasync init' "
             "with this config to take it over"
         )
-    raise StateError(
+    raise OwnerError(
         f"this database is already synced by another config, {row[0]}: one config per database, so put "
         "these [[tables]] into that config (two would skip each other's changes); if this config "
         "replaces that one, run 'dynasync init --takeover' with it"

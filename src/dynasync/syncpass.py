@@ -41,6 +41,7 @@ class PassResult:
     reconciled: list[str] = field(default_factory=list)
     stats: RequestStats = field(default_factory=RequestStats)
     seconds: float = 0.0
+    more: bool = False  # stopped at its deadline with changes left
 
     @property
     def applied(self) -> int:
@@ -131,15 +132,19 @@ class Syncer:
         self.app = app
         self.schema = SchemaWatch(app)
 
-    def run_pass(self, until: int | None = None, progress: Progress | None = None) -> PassResult:
-        """Apply the changelog up to `until` (default: its end now).
+    def run_pass(
+        self, until: int | None = None, progress: Progress | None = None, deadline: float | None = None
+    ) -> PassResult:
+        """Apply the changelog up to `until` (default: its end now); with a
+        `deadline` (time.monotonic()), no slice is read after it, and `more`
+        says changes were left for the next pass.
 
         Slices are pipelined: while one slice's writes are in flight, the next
         is read and planned. Its writes are only sent once the previous slice
         is acknowledged and committed, so the writes of a key never overtake.
         """
         try:
-            return self._run(until, progress)
+            return self._run(until, progress, deadline)
         except TableMissingError as e:
             # Status reports it; the next pass checks (and with create_tables
             # recreates) the table, then restores its items.
@@ -147,7 +152,7 @@ class Syncer:
             self.schema.recheck_targets()
             raise
 
-    def _run(self, until: int | None, progress: Progress | None) -> PassResult:
+    def _run(self, until: int | None, progress: Progress | None, deadline: float | None) -> PassResult:
         started = time.monotonic()
         conn = self.app.conn
         result = PassResult()
@@ -163,7 +168,7 @@ class Syncer:
             if progress:
                 progress("changelog", result.entries, max(total or 0, result.entries))
 
-        self._pipeline(refresh.tables, hwm, end, result, report)
+        self._pipeline(refresh.tables, hwm, end, result, report, deadline)
         result.high_water_mark = state.high_water_mark(conn)
         result.seconds = time.monotonic() - started
         return result
@@ -175,6 +180,7 @@ class Syncer:
         end: int,
         result: PassResult,
         report: Callable[[], None],
+        deadline: float | None = None,
     ) -> None:
         """Read and plan each slice while the previous one's writes are in flight."""
         app, conn = self.app, self.app.conn
@@ -185,8 +191,10 @@ class Syncer:
         while True:
             app.heartbeat()
             sl = None
-            if read_to < end and not app.stop.is_set():
+            late = deadline is not None and time.monotonic() >= deadline
+            if read_to < end and not app.stop.is_set() and not late:
                 sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
+            result.more = read_to < end and late
             plan = plan_slice(conn, synced, sl) if sl is not None else None
             if plan is not None and any(tp.claims for tp in plan.targets):
                 with write_txn(conn):  # claims are recorded before their Puts go out

@@ -1,0 +1,245 @@
+"""Issue 12: one `dynasync run` for a fleet of databases (`[source] databases`),
+`{database}` in shared and per-tenant targets, files appearing and going away,
+two daemons with overlapping globs, and a kill -9 in the middle of a fleet pass."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Env, _toml, unique
+from test_cli import DYNASYNC, wait_until
+
+from dynasync.lock import is_held
+
+USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, v TEXT)"
+
+
+class Fleet:
+    """A directory of tenant databases and a fleet config for them."""
+
+    def __init__(self, env: Env, name: str = "fleet") -> None:
+        self.env = env
+        self.dir = env.dir / "tenants"
+        self.dir.mkdir(exist_ok=True)
+        self.staging = env.dir / "staging"
+        self.staging.mkdir(exist_ok=True)
+        self.config = env.dir / f"{name}.toml"
+
+    def write_config(self, pattern: str = "*.db", **table: Any) -> Path:
+        lines = [f"[source]\ndatabases = {_toml(str(self.dir / pattern))}", "[dynamodb]",
+                 f"endpoint_url = {_toml(self.env.endpoint)}", 'region = "us-east-1"', "create_tables = true",
+                 "max_retry_time = 5.0", "[sync]", "interval = 0.5", "[[tables]]", 'source = "users"']
+        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+        return self.config
+
+    def add(self, name: str, rows: int = 3) -> Path:
+        """A tenant database, made aside and moved in whole, as a deploy would."""
+        staged = self.staging / f"{name}.db"
+        conn = sqlite3.connect(staged)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(USERS)
+        conn.executemany("INSERT INTO users VALUES (?, ?)", [(i, f"{name}-{i}") for i in range(rows)])
+        conn.commit()
+        conn.close()
+        path = self.dir / f"{name}.db"
+        os.rename(staged, path)
+        return path
+
+    def write(self, name: str, sql: str, params: Any = ()) -> None:
+        conn = sqlite3.connect(self.dir / f"{name}.db", timeout=5)
+        conn.execute(sql, params)
+        conn.commit()
+        conn.close()
+
+    def rows(self, name: str) -> dict[int, str]:
+        conn = sqlite3.connect(self.dir / f"{name}.db")
+        try:
+            return dict(conn.execute("SELECT id, v FROM users").fetchall())
+        finally:
+            conn.close()
+
+    def cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DYNASYNC, *args, "--config", str(config or self.config)],
+                              capture_output=True, text=True, timeout=180)
+
+    def start(self, config: Path | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen([DYNASYNC, "run", "--config", str(config or self.config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(daemon: subprocess.Popen[str]) -> str:
+    """SIGTERM: the daemon exits cleanly; its log."""
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err
+    return err
+
+
+@contextlib.contextmanager
+def running(fleet: Fleet, config: Path | None = None) -> Iterator[list[str]]:
+    """A daemon for the block; its log once it stopped cleanly (killed if the block failed)."""
+    daemon = fleet.start(config)
+    log: list[str] = []
+    try:
+        # Up once it holds a database's lock: a SIGTERM before then would find no handler.
+        wait_until(lambda: any(is_held(p) for p in fleet.dir.glob("*.db")), timeout=30)
+        yield log
+    except BaseException:
+        daemon.kill()
+        daemon.communicate(timeout=60)
+        raise
+    log.append(stop(daemon))
+
+
+def scan(env: Env, target: str) -> list[dict[str, Any]]:
+    """Every item of a table; none while the daemon has not created it yet."""
+    out: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": target, "ConsistentRead": True}
+    while True:
+        try:
+            page = env.client.scan(**kwargs)
+        except env.client.exceptions.ResourceNotFoundException:
+            return []
+        out.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def shared_items(env: Env, target: str) -> dict[str, dict[int, str]]:
+    """tenant -> {id: v}, from the shared table's PK = TENANT#{database}, SK = USER#{id}."""
+    out: dict[str, dict[int, str]] = {}
+    for item in scan(env, target):
+        tenant = item["PK"]["S"].removeprefix("TENANT#")
+        assert item["tenant"] == {"S": tenant}  # the constant names the database too
+        out.setdefault(tenant, {})[int(item["id"]["N"])] = item["v"]["S"]
+    return out
+
+
+def shared_config(fleet: Fleet, pattern: str = "*.db") -> str:
+    target = unique("shared")
+    fleet.write_config(pattern, target=target,
+                       partition_key={"name": "PK", "template": "TENANT#{database}"},
+                       sort_key={"name": "SK", "template": "USER#{id}"}, constants={"tenant": "{database}"})
+    return target
+
+
+def test_a_fleet_of_twenty_with_files_appearing_and_going_away(env: Env) -> None:
+    fleet = Fleet(env)
+    target = shared_config(fleet)
+    names = [f"t{i:02d}" for i in range(20)]
+    for name in names:
+        fleet.add(name)
+    with running(fleet) as log:  # no init: the daemon sets each database up and copies it
+        wait_until(lambda: set(shared_items(env, target)) == set(names), timeout=60)
+        rng = random.Random(3)
+        for i in range(60):
+            name = rng.choice(names)
+            op = rng.random()
+            if op < 0.6:
+                fleet.write(name, "INSERT OR REPLACE INTO users VALUES (?, ?)", (rng.randrange(10), f"w{i}"))
+            else:
+                fleet.write(name, "DELETE FROM users WHERE id = ?", (rng.randrange(10),))
+        fleet.add("new1", rows=50)
+        fleet.add("new2", rows=50)
+        gone = names[:2]
+        for name in gone:
+            (fleet.dir / f"{name}.db").unlink()
+        live = [n for n in names if n not in gone] + ["new1", "new2"]
+
+        def equal() -> bool:
+            got = shared_items(env, target)
+            return all(got.get(n, {}) == fleet.rows(n) for n in live)
+
+        wait_until(equal, timeout=60)
+        status = json.loads(fleet.cli("status", "--json").stdout)
+        assert status["databases"] == 20 and status["failing"] == 0, status
+    err = log[0]
+    assert err.count("a database went away") == 2 and err.count("a new database") == 22, err
+    # The items of a database that went away stay in DynamoDB.
+    assert all(n in shared_items(env, target) for n in gone)
+
+
+def test_database_placeholder_in_per_tenant_targets_across_the_cli(env: Env) -> None:
+    fleet = Fleet(env)
+    prefix = unique("pt")
+    fleet.write_config(target=f"{prefix}-{{database}}-users")
+    for name in ("acme", "globex", "initech"):
+        fleet.add(name, rows=5)
+    assert fleet.cli("init").returncode == 0
+    backfill = fleet.cli("backfill")
+    assert backfill.returncode == 0 and backfill.stdout.count("5 row(s) copied") == 3, backfill.stdout
+    for name in ("acme", "globex", "initech"):
+        got = {int(i["id"]["N"]): i["v"]["S"] for i in scan(env, f"{prefix}-{name}-users")}
+        assert got == fleet.rows(name)
+    fleet.write("globex", "UPDATE users SET v = 'changed' WHERE id = 1")
+    one = fleet.cli("sync", "--database", str(fleet.dir / "globex.db"))
+    assert one.returncode == 0 and "1 change(s)" in one.stdout and "acme" not in one.stdout
+    assert fleet.cli("verify").returncode == 0
+    status = json.loads(fleet.cli("status", "--json").stdout)
+    assert status["databases"] == 3 and set(status["per_database"]) == {
+        str(fleet.dir / f"{n}.db") for n in ("acme", "globex", "initech")}
+    wrong = fleet.cli("sync", "--database", str(env.dir / "elsewhere.db"))
+    assert wrong.returncode == 2 and "is not a database of this config" in wrong.stderr
+
+
+def test_two_daemons_with_overlapping_globs_never_share_a_database(env: Env) -> None:
+    first, second = Fleet(env, "first"), Fleet(env, "second")
+    target = shared_config(first, "*.db")
+    second.write_config("a*.db", **_table_options(first.config))
+    for name in ("a1", "a2", "b1"):
+        first.add(name)
+    with running(first) as log_one:
+        wait_until(lambda: set(shared_items(env, target)) == {"a1", "a2", "b1"}, timeout=60)
+        with running(second, second.config) as log_two:
+            time.sleep(2.0)
+            first.write("a1", "INSERT INTO users VALUES (100, 'while both run')")
+            wait_until(lambda: shared_items(env, target)["a1"].get(100) == "while both run", timeout=30)
+    err_one, err_two = log_one[0], log_two[0]
+    assert err_two.count("skipping a database another dynasync instance or config syncs") == 2, err_two
+    assert "skipping" not in err_one
+
+
+def _table_options(config: Path) -> dict[str, Any]:
+    """The [[tables]] keys of a fleet config written by Fleet.write_config, to share them."""
+    import tomllib
+
+    table = dict(tomllib.loads(config.read_text())["tables"][0])
+    table.pop("source")
+    return table
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_in_the_middle_of_a_fleet_pass(env: Env, seed: int) -> None:
+    fleet = Fleet(env)
+    target = shared_config(fleet)
+    names = [f"k{i}" for i in range(6)]
+    for name in names:
+        fleet.add(name, rows=0)
+    rng = random.Random(seed)
+    for _ in range(3):
+        daemon = fleet.start()
+        for i in range(150):
+            name = rng.choice(names)
+            fleet.write(name, "INSERT OR REPLACE INTO users VALUES (?, ?)", (rng.randrange(40), f"v{i}"))
+            if rng.random() < 0.2:
+                fleet.write(name, "DELETE FROM users WHERE id = ?", (rng.randrange(40),))
+        time.sleep(rng.uniform(0.05, 0.6))
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+    with running(fleet):
+        wait_until(lambda: all(shared_items(env, target).get(n, {}) == fleet.rows(n) for n in names), timeout=60)
+    check = fleet.cli("verify")
+    assert check.returncode == 0, check.stdout + check.stderr
