@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import logging
 import math
 import re
@@ -82,9 +83,10 @@ def sending_at(limit: AdaptiveLimit, clock: FakeClock, per_second: int, seconds:
 
 
 def probe(limit: AdaptiveLimit, clock: FakeClock) -> float:
-    """The spacing the limit imposes beyond its bucket: the delay once the bucket is full."""
+    """The spacing the limit imposes beyond its bucket between two sends, once the bucket is full."""
     clock.advance(60)
-    return limit.delay(1e-9)
+    assert limit.delay(1e-9) == 0.0  # long after the last send: no wait
+    return limit.delay(1e-9)  # the next, at once: the spacing
 
 
 # --- units -------------------------------------------------------------------
@@ -195,6 +197,18 @@ def test_requests_in_flight_when_the_rate_was_cut_do_not_cut_it_again() -> None:
     assert limit.rate == 250.0 and limit.window == 4
 
 
+def test_the_retries_of_requests_in_flight_are_spaced_out_not_sent_together() -> None:
+    clock = FakeClock()
+    limit = unlimited_limit(clock, concurrency=4)
+    sending_at(limit, clock, 40)
+    sent = [limit.now() for _ in range(4)]
+    clock.advance(0.02)
+    for at in sent:
+        limit.throttled(25.0, at)
+    waits = [limit.delay(25.0) for _ in range(4)]  # four lanes retry at once
+    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx([PROBE_START] * 3)
+
+
 def test_requests_older_than_a_second_do_not_count_toward_the_rate_reached() -> None:
     clock = FakeClock()
     limit = unlimited_limit(clock)
@@ -217,7 +231,7 @@ def test_throttling_halves_down_to_the_floor_and_spaces_probes_further_apart() -
         probes.append(probe(limit, clock))
     assert rates == [1000.0, 500.0, 250.0, 125.0, 62.5, 31.25, FLOOR, FLOOR]
     assert windows == [4, 2, 1, 1, 1, 1, 1, 1]
-    assert probes == [0.05, 0.1, 0.2, 0.4, 0.8, PROBE_MAX, PROBE_MAX, PROBE_MAX]
+    assert probes == [0.25, 0.5, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX]
 
 
 def test_recovery_doubles_back_to_the_ceiling_then_grows_additively() -> None:

@@ -12,9 +12,7 @@ dynasync.dynamodb's rules.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import socket
 import ssl
 import threading
 import zlib
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from dynasync import http1
 from dynasync.exceptions import RetryableError, TargetError
 from dynasync.target import WriteRequest
 
@@ -51,29 +50,6 @@ def _decode_binary(av: Any) -> Any:
     if isinstance(av, list):
         return [_decode_binary(v) for v in av]
     return av
-
-
-class _OneSend:
-    """http.client sends a request's headers and body in two writes: two
-    syscalls, and two packets under TCP_NODELAY. One write costs half."""
-
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes) and not encode_chunked:
-            buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
-            buffer.extend((b"", b""))
-            message = b"\r\n".join(buffer) + message_body
-            del buffer[:]
-            self.send(message)  # type: ignore[attr-defined]
-            return
-        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
-
-
-class _HTTPConnection(_OneSend, http.client.HTTPConnection):
-    """A plain connection that writes each request at once."""
-
-
-class _HTTPSConnection(_OneSend, http.client.HTTPSConnection):
-    """A TLS connection that writes each request at once."""
 
 
 class Response:
@@ -114,26 +90,23 @@ class WireClient:
         """Send one BatchWriteItem; the response (any status). RetryableError when
         the connection fails or the body is damaged on the way."""
         payload = body(table, requests)
-        headers = self._sign(payload)
+        request = http1.request_bytes("POST", "/", self._sign(payload), payload)
         try:
-            conn = self._connection()
-            conn.request("POST", "/", body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as e:
+            reply = self._connection().exchange(request)
+        except OSError as e:
             self._drop()
             raise RetryableError(type(e).__name__, str(e) or "connection failed") from e
-        if resp.getheader("connection", "").lower() == "close":
+        if not reply.keep_alive:
             self._drop()
-        crc = resp.getheader("x-amz-crc32")
-        if crc is not None and int(crc) != zlib.crc32(raw):
+        crc = reply.headers.get("x-amz-crc32")
+        if crc is not None and (not crc.isdigit() or int(crc) != zlib.crc32(reply.body)):
             self._drop()
             raise RetryableError("CRC32Mismatch", "the response body does not match its CRC32")
         try:
-            doc = json.loads(raw) if raw else {}
+            doc = json.loads(reply.body) if reply.body else {}
         except ValueError:
-            raise RetryableError("BadResponse", f"HTTP {resp.status} with a body that is not JSON") from None
-        return Response(resp.status, doc)
+            raise RetryableError("BadResponse", f"HTTP {reply.status} with a body that is not JSON") from None
+        return Response(reply.status, doc)
 
     def unprocessed(self, response: Response, table: str) -> list[WriteRequest]:
         """The requests DynamoDB handed back, binary values decoded."""
@@ -152,17 +125,11 @@ class WireClient:
         headers["Content-Length"] = str(len(payload))
         return headers
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _connection(self) -> http1.Connection:
+        conn: http1.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self.https:
-                conn = _HTTPSConnection(self.host, self.port, timeout=self.connect_timeout, context=self._ssl)
-            else:
-                conn = _HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-            conn.connect()
-            sock: socket.socket = conn.sock
-            sock.settimeout(self.read_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            port = self.port or (443 if self.https else 80)
+            conn = http1.Connection(self.host, port, self.connect_timeout, self.read_timeout, self._ssl)
             self._local.conn = conn
         return conn
 

@@ -1,0 +1,109 @@
+"""The minimal HTTP/1.1 exchange the lean write path uses, against a server
+that answers scripted raw bytes (so odd but legal replies can be sent)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from dynasync.http1 import Connection, ProtocolError, request_bytes
+
+
+class Scripted:
+    """A one-connection server: reads a request, writes the next scripted reply."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.replies = replies
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            for reply in self.replies:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + rest)
+                closing = reply.endswith(b"<close>")
+                conn.sendall(reply.removesuffix(b"<close>"))
+                if closing:
+                    return
+
+
+@pytest.fixture
+def post() -> Iterator[bytes]:
+    yield request_bytes("POST", "/", {"Host": "x", "Content-Length": "2"}, b"{}")
+
+
+def connect(server: Scripted) -> Connection:
+    return Connection("127.0.0.1", server.port, 5.0, 5.0)
+
+
+def test_content_length_bodies_over_one_kept_alive_connection(post: bytes) -> None:
+    server = Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Amz-Crc32: 1\r\n\r\n{}",
+                       b"HTTP/1.1 400 Bad Request\r\ncontent-length: 5\r\n\r\nhello"])
+    conn = connect(server)
+    first, second = conn.exchange(post), conn.exchange(post)
+    assert (first.status, first.body, first.headers["x-amz-crc32"], first.keep_alive) == (200, b"{}", "1", True)
+    assert (second.status, second.body) == (400, b"hello")
+    assert server.requests[0] == post  # the request went out whole
+    conn.close()
+
+
+def test_chunked_bodies_interim_replies_and_repeated_headers(post: bytes) -> None:
+    server = Scripted([b"HTTP/1.1 100 Continue\r\n\r\n"
+                       b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nA: 1\r\na: 2\r\n\r\n"
+                       b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n"])
+    reply = connect(server).exchange(post)
+    assert (reply.status, reply.body, reply.headers["a"]) == (200, b"abcde", "1, 2")
+
+
+@pytest.mark.parametrize(("reply", "keep"), [
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", True),
+])
+def test_whether_the_connection_may_be_kept(post: bytes, reply: bytes, keep: bool) -> None:
+    assert connect(Scripted([reply])).exchange(post).keep_alive is keep
+
+
+def test_a_body_that_runs_to_the_end_of_the_connection(post: bytes) -> None:
+    reply = connect(Scripted([b"HTTP/1.1 200 OK\r\n\r\nall of it<close>"])).exchange(post)
+    assert reply.body == b"all of it" and reply.keep_alive is False
+
+
+@pytest.mark.parametrize("reply", [
+    b"SSH-2.0-OpenSSH\r\n<close>",  # not HTTP
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort<close>",  # cut short
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n<close>",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n<close>",
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n<close>",
+    b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 101 + b"\r\n<close>",
+    b"<close>",  # closed without a reply
+])
+def test_a_malformed_reply_is_a_protocol_error(post: bytes, reply: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        connect(Scripted([reply])).exchange(post)
+
+
+def test_a_silent_server_times_out(post: bytes) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    conn = Connection("127.0.0.1", server.getsockname()[1], 5.0, 0.2)
+    with pytest.raises(TimeoutError):
+        conn.exchange(post)
+    server.close()
