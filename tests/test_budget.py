@@ -83,10 +83,17 @@ def sending_at(limit: AdaptiveLimit, clock: FakeClock, per_second: int, seconds:
 
 
 def probe(limit: AdaptiveLimit, clock: FakeClock) -> float:
-    """The spacing the limit imposes beyond its bucket between two sends, once the bucket is full."""
+    """The spacing the limit imposes between two sends."""
     clock.advance(60)
-    assert limit.delay(1e-9) == 0.0  # long after the last send: no wait
-    return limit.delay(1e-9)  # the next, at once: the spacing
+    assert limit.spacing() == 0.0  # long after the last send: no wait
+    return limit.spacing()  # the next, at once: the spacing
+
+
+def send(limit: AdaptiveLimit, clock: FakeClock, amount: float | None) -> None:
+    """Wait as a lane does before a request goes out: for the bucket, then for the spacing."""
+    clock.advance(limit.delay(amount))
+    while (pause := limit.spacing()) > 0:
+        clock.advance(pause)
 
 
 # --- units -------------------------------------------------------------------
@@ -205,8 +212,27 @@ def test_the_retries_of_requests_in_flight_are_spaced_out_not_sent_together() ->
     clock.advance(0.02)
     for at in sent:
         limit.throttled(25.0, at)
-    waits = [limit.delay(25.0) for _ in range(4)]  # four lanes retry at once
-    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx([PROBE_START] * 3)
+    waiting = 4  # four lanes retry at once
+    sends = []
+    while waiting:
+        pauses = [limit.spacing() for _ in range(waiting)]  # each asks; the first due one goes
+        if 0.0 in pauses:
+            sends.append(clock.now)
+            waiting -= 1
+        clock.advance(min([p for p in pauses if p > 0] or [0.0]))
+    assert [b - a for a, b in itertools.pairwise(sends)] == pytest.approx([PROBE_START] * 3)
+
+
+def test_a_throttle_answered_while_a_lane_waits_spaces_its_send_further_out() -> None:
+    clock = FakeClock()
+    limit = unlimited_limit(clock, concurrency=4)
+    sending_at(limit, clock, 40)
+    limit.throttled(25.0)
+    assert probe(limit, clock) == PROBE_START  # one request out; a second lane waits PROBE_START
+    at = limit.now()
+    clock.advance(0.1)
+    limit.throttled(25.0, at)  # the first is throttled too: probes twice as far apart
+    assert limit.spacing() == pytest.approx(2 * PROBE_START - 0.1)
 
 
 def test_requests_older_than_a_second_do_not_count_toward_the_rate_reached() -> None:
@@ -231,7 +257,7 @@ def test_throttling_halves_down_to_the_floor_and_spaces_probes_further_apart() -
         probes.append(probe(limit, clock))
     assert rates == [1000.0, 500.0, 250.0, 125.0, 62.5, 31.25, FLOOR, FLOOR]
     assert windows == [4, 2, 1, 1, 1, 1, 1, 1]
-    assert probes == [0.25, 0.5, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX]
+    assert probes == [PROBE_START, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX, PROBE_MAX]
 
 
 def test_recovery_doubles_back_to_the_ceiling_then_grows_additively() -> None:
@@ -263,13 +289,13 @@ def test_a_total_throttle_episode_costs_few_requests_and_recovery_takes_seconds(
     sending_at(limit, clock, 40)  # 1,000 units/s, in requests of 25 units
     start, sent = clock.now, []
     while clock.now < start + 5.0:  # 5 s of DynamoDB throttling everything
-        clock.advance(limit.delay(25.0 if limit.rate is not None else None))
+        send(limit, clock, 25.0 if limit.rate is not None else None)
         sent.append(clock.now)
         limit.throttled(25.0)
     assert len([t for t in sent if t < start + 5.0]) <= 10  # the issue: at most 2 a second
     end = clock.now
     while limit.rate is not None and limit.rate < 1000.0:
-        clock.advance(limit.delay(25.0))
+        send(limit, clock, 25.0)
         limit.succeeded()
     assert clock.now - end <= 5.0 and limit.window == 4
 
@@ -364,7 +390,7 @@ def test_an_unlimited_backfill_budget_still_obeys_the_adaptive_limits() -> None:
     assert backfill.bucket is None and backfill.delay("t", 10_000.0) == 0.0
     sync.limit("t").throttled(25.0)
     clock.advance(10)
-    assert backfill.counts("t") and backfill.delay("t", 25.0) == pytest.approx(max(0.9, PROBE_START))
+    assert backfill.counts("t") and backfill.delay("t", 25.0) == pytest.approx(0.9)
 
 
 # --- what watches the limits: the gauges and the log ---------------------------------

@@ -34,7 +34,7 @@ from dynasync.values import Item, item_size
 log = logging.getLogger(__name__)
 
 FLOOR = 25.0  # units/s: the adaptive rate never goes below one full request a second
-PROBE_START, PROBE_MAX = 0.25, 1.0  # seconds between requests while throttling lasts
+PROBE_START, PROBE_MAX = 0.5, 1.0  # seconds between requests while throttling lasts
 RECOVER_EVERY = 0.1  # seconds between doublings after throttling ends
 ADDITIVE = 0.05  # of the rate, per second, above the level throttling began at
 LOG_EVERY = 1.0  # seconds: at most one limit line per table, so a throttle storm logs a few lines
@@ -100,7 +100,7 @@ class AdaptiveLimit:
         self._last_change = 0.0
         self._sent: collections.deque[float] = collections.deque()  # when the last second's requests went out
         self._last_cut = float("-inf")
-        self._last_send = float("-inf")  # when the last request went out (or will, once it waited)
+        self._last_send = float("-inf")  # when the last request went out
         self._lock = threading.Lock()
         self._slots = threading.Condition()
         self._in_flight = 0
@@ -131,14 +131,24 @@ class AdaptiveLimit:
             while sent and now - sent[0] >= 1.0:
                 sent.popleft()
             sent.append(now)
-            # While throttled, sends are spaced `probe` apart, whichever lane
-            # makes them: the retries of requests that were in flight queue up
-            # behind one another instead of going out together.
-            start = max(now, self._last_send + self._probe) if self._probe > 0.0 else now
-            self._last_send = start
             bucket = self._bucket
-        wait = bucket.reserve(amount or 1.0) if bucket is not None else 0.0
-        return max(wait, start - now)
+        return bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+
+    def spacing(self) -> float:
+        """Seconds to wait, holding a slot, before the request goes out; 0 books it as sent now.
+
+        While throttled, sends are spaced `probe` apart, whichever lane makes
+        them, so the retries of requests that were in flight queue up behind one
+        another instead of going out together. It is asked again after the wait:
+        an answer that came meanwhile may have spaced the probes further apart.
+        """
+        with self._lock:
+            now = self._clock()
+            due = self._last_send + self._probe if self._probe > 0.0 else now
+            if due > now:
+                return due - now
+            self._last_send = now
+            return 0.0
 
     def now(self) -> float:
         """The limit's clock: pass its reading when a request went out to throttled()."""

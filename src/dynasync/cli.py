@@ -4,6 +4,7 @@ result. Errors are one line on stderr; --verbose adds the traceback."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -40,6 +41,8 @@ def flag(name: str, help_text: str, **options: Any) -> Flag:
 
 
 TABLE = flag("--table", "only this source table", metavar="NAME")
+# Cyclic-garbage collection runs after this many new container objects (Python's default: 700).
+GC_THRESHOLD = 10_000
 JSON = flag("--json", "machine-readable output")
 
 
@@ -329,9 +332,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_gc() -> None:
+    """Collect cyclic garbage less often than Python's default, for the process.
+
+    A pass holds every item of its slice (a few small dicts per row) until
+    DynamoDB acknowledges them, so with the default threshold of 700 the
+    collector runs every hundred rows and, as those survivors pile up,
+    re-traverses them and all of boto3's models in full collections: measured
+    at a third of sync's CPU per change. dynasync makes few reference cycles, so
+    a larger first generation costs little memory. Freezing what start-up
+    allocated keeps it out of every later full collection.
+    """
+    if gc.get_threshold()[0] == GC_THRESHOLD:  # already tuned: main() called again in one process
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = default_target) -> int:
     """Run one command; returns its exit status."""
     args = build_parser().parse_args(argv)
+    tune_gc()
     if args.command == "example":  # needs no config and logs nothing
         return example(args)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING

@@ -137,6 +137,9 @@ class Writer:
             raise TargetUnavailableError(f"writing to {table!r}: stopped while waiting for the write budget")
         limit = budget.limit(table)
         with limit.slot(stop):
+            while (pause := limit.spacing()) > 0:
+                if stop.wait(pause):
+                    raise TargetUnavailableError(f"writing to {table!r}: stopped while throttled")
             sent_at = limit.now()
             try:
                 unprocessed = self._batch(table, pending)
