@@ -243,3 +243,74 @@ def test_kill_9_in_the_middle_of_a_fleet_pass(env: Env, seed: int) -> None:
         wait_until(lambda: all(shared_items(env, target).get(n, {}) == fleet.rows(n) for n in names), timeout=60)
     check = fleet.cli("verify")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_only_a_write_makes_a_database_ready_not_its_own_turn(tmp_path: Path) -> None:
+    """A turn opens and closes the database: the events that causes (opened,
+    closed, attrib, the -wal created and deleted) must not make it ready
+    again, or an idle fleet turns every database over and over at 100% CPU."""
+    from types import SimpleNamespace
+
+    from watchdog import events
+
+    from dynasync.fleetd import _FleetEvents
+
+    db = str(tmp_path / "t.db")
+    source = SimpleNamespace(ready=False)
+    daemon: Any = SimpleNamespace(sources={db: source}, wake=SimpleNamespace(set=lambda: None),
+                                  rescan=SimpleNamespace(set=lambda: None), matches=lambda p: p.endswith(".db"))
+    handler = _FleetEvents(daemon)
+    for event in (events.FileOpenedEvent(db), events.FileCreatedEvent(db + "-wal"),
+                  events.FileOpenedEvent(db + "-wal"), events.FileClosedEvent(db + "-wal"),
+                  events.FileDeletedEvent(db + "-wal"), events.FileClosedEvent(db),
+                  events.FileClosedNoWriteEvent(db), events.FileSystemEvent(db + "-shm")):
+        handler.on_any_event(event)
+    assert not source.ready
+    handler.on_any_event(events.FileModifiedEvent(db + "-wal"))
+    assert source.ready
+
+
+def test_sighup_reloads_the_whole_fleet_and_new_files_follow_the_new_config(env: Env) -> None:
+    fleet = Fleet(env)
+    target = shared_config(fleet)
+    notes = unique("notes")
+    for name in ("r1", "r2"):
+        fleet.add(name)
+        fleet.write(name, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        fleet.write(name, "INSERT INTO notes VALUES (1, ?)", (f"{name} note",))
+    old = fleet.config.read_text()
+    with running(fleet) as log:
+        wait_until(lambda: set(shared_items(env, target)) == {"r1", "r2"}, timeout=60)
+        fleet.config.write_text(old + f'[[tables]]\nsource = "notes"\ntarget = "{notes}-{{database}}"\n')
+        os.kill(_daemon_pid(fleet), signal.SIGHUP)
+
+        def notes_of(name: str) -> dict[int, str]:
+            return {int(i["id"]["N"]): i["body"]["S"] for i in scan(env, f"{notes}-{name}")}
+
+        # Each database's notes are copied into its own table and then kept in sync.
+        wait_until(lambda: all(notes_of(n) == {1: f"{n} note"} for n in ("r1", "r2")), timeout=60)
+        fleet.write("r2", "INSERT INTO notes VALUES (2, 'after the reload')")
+        wait_until(lambda: notes_of("r2").get(2) == "after the reload", timeout=30)
+        # A database that appears after the reload gets the reloaded config.
+        fleet.add("r3")
+        fleet.write("r3", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        fleet.write("r3", "INSERT INTO notes VALUES (7, 'late tenant')")
+        wait_until(lambda: notes_of("r3") == {7: "late tenant"}, timeout=60)
+        # An invalid config is refused for the whole fleet; the old one keeps syncing.
+        good = fleet.config.read_text()
+        fleet.config.write_text(good.replace('source = "notes"', 'source = "notes"\ncolumns = ["nope"]'))
+        os.kill(_daemon_pid(fleet), signal.SIGHUP)
+        time.sleep(1.0)
+        fleet.write("r1", "INSERT INTO notes VALUES (3, 'still syncing')")
+        wait_until(lambda: notes_of("r1").get(3) == "still syncing", timeout=30)
+        fleet.config.write_text(good)
+    err = log[0]
+    assert err.count("reloaded the config") == 1 and "reload refused" in err and "nope" in err, err
+
+
+def _daemon_pid(fleet: Fleet) -> int:
+    """The pid of the `dynasync run` on this fleet's config."""
+    out = subprocess.run(["pgrep", "-f", f"dynasync run --config {fleet.config}"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 1, out
+    return pids[0]

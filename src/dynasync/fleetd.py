@@ -56,7 +56,10 @@ class _FleetEvents(FileSystemEventHandler):
                 continue
             database = path.removesuffix("-wal")
             source = self.daemon.sources.get(database)
-            if source is not None and event.event_type not in ("deleted", "moved"):
+            # Only a write is a change: a turn opens and closes the database
+            # itself, and the open, close, attrib, created and deleted (-wal)
+            # events that causes would make it ready again, turn after turn.
+            if source is not None and event.event_type == "modified":
                 source.ready = True
                 self.daemon.wake.set()
             elif self.daemon.matches(path) and event.event_type in ("created", "moved", "deleted"):
@@ -230,6 +233,12 @@ class FleetDaemon:
                 refused += 1
                 log.error("reload refused for a database; it keeps its previous config",
                           extra=fields(database=key, error=str(e)))
+        if self.sources and refused == len(self.sources):
+            # Not one database takes it: it is the config that is wrong, and
+            # files that appear later must not get it either.
+            log.error("reload refused; still running the previous config",
+                      extra=fields(error="no database accepts the new config"))
+            return
         self.shared.reconfigure(new)
         self.invalid.clear()
         self.rescan.set()
