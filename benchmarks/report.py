@@ -23,6 +23,10 @@ LATENCY_TARGET = 10.0  # 16 in flight at least this x one in flight
 BUDGET_TOLERANCE = 0.10  # achieved within 10% of configured, every 2 s window after the first second
 THROTTLE_REQUESTS = 2.0  # requests per second at most, during a total-throttle episode
 RECOVERY_S = 5.0  # seconds at most until throughput is back at 90% after it
+FLEET_RSS_MIB = 300.0  # peak RSS of one `run` over the whole fleet
+FLEET_IDLE_PCT = 5.0  # its CPU with no writes, in % of one core
+FLEET_P99_MS = 2000.0  # commit to DynamoDB when 50 random databases each commit one row
+FLEET_LIVE_P99_MS = 1000.0  # the same for the other databases while a big one is copied in
 
 
 def verdict(ok: bool) -> str:
@@ -169,9 +173,79 @@ def throttle_rows(r: Results) -> list[Row]:
     ]
 
 
+def _lat(x: dict[str, Any]) -> str:
+    """p50, p99 and max of a latency summary, and any row that never arrived."""
+    lost = x["commits"] - x["arrived"]
+    return (f"p50 {x['p50_ms']:,.0f} ms, p99 {x['p99_ms']:,.0f} ms, max {x['max_ms']:,.0f} ms"
+            + (f", {lost} never arrived" if lost else ""))
+
+
+def _lat_ok(x: dict[str, Any], p99_ms: float) -> bool:
+    return x["arrived"] == x["commits"] and x["p99_ms"] < p99_ms
+
+
+def _copies(live: dict[str, Any]) -> str:
+    """Each live copy's duration and pace."""
+    return ", ".join(f"{c['copy_s']:.1f} s = {c['rows_per_s']:,.0f} rows/s" for c in live["copies"])
+
+
+def fleet_rows(r: Results) -> list[Row]:
+    """10. one `run` over a fleet of small databases: memory, idle CPU, latency, a big one added live."""
+    f = r["fleet"]
+    n, live, burst = f"{f['databases']:,} databases", f["live"], (f["at_once"], f["spread"])
+    idle = f["idle"]
+    return [
+        (f"10. fleet of {n} in one run: memory",
+         f"VmRSS {f['memory_settled']['rss_mib']:.0f} MiB settled; peak VmHWM {f['peak_mib']:.0f} MiB "
+         "over the whole step", f"< {FLEET_RSS_MIB:g} MiB", verdict(f["peak_mib"] < FLEET_RSS_MIB)),
+        (f"10. fleet of {n}: idle CPU",
+         f"{idle['cpu_pct']:.2f}% of one core over {idle['seconds']:g} s ({idle['requests']} requests)",
+         f"< {FLEET_IDLE_PCT:g}%", verdict(idle["cpu_pct"] < FLEET_IDLE_PCT)),
+        (f"10. fleet of {n}: 50 random databases commit one row ({f['at_once']['rounds']} rounds each way)",
+         f"all at once: {_lat(burst[0])}; spread over {burst[1]['spread_s']:g} s: {_lat(burst[1])}",
+         f"p99 < {FLEET_P99_MS / 1000:g} s", verdict(all(_lat_ok(x, FLEET_P99_MS) for x in burst))),
+        (f"10. fleet of {n}: the others' lag while a {live['rows']:,}-row database is added live "
+         f"({len(live['copies'])} times)",
+         f"{_lat(live['others'])} ({live['others']['commits']} commits at 20/s); each copy: {_copies(live)}",
+         f"p99 < {FLEET_LIVE_P99_MS / 1000:g} s", verdict(_lat_ok(live["others"], FLEET_LIVE_P99_MS))),
+    ]
+
+
+def fleet_section(r: Results) -> list[str]:
+    """docs/benchmarks.md's section on the fleet: every phase of figure 10."""
+    if "fleet" not in r:
+        return []
+    f = r["fleet"]
+    setup, live = f["setup_s"], f["live"]
+    mem = ("memory_settled", "memory_after_commits", "memory_after_copy")
+    rows = [
+        ("make the files (sqlite3, one copied)", f"{setup['files']:.2f} s, {f['rows_each']} rows each"),
+        ("`dynasync init` over the fleet", f"{setup['init']:.1f} s"),
+        ("`dynasync backfill` over the fleet", f"{setup['backfill']:.1f} s"),
+        ("`dynasync run` settled (every database's first turn)",
+         f"{f['settle_s']:.1f} s after start, {f['run_describes']:,} DescribeTable calls"),
+        ("VmRSS: settled / after the commits / after the live copies; peak VmHWM",
+         " / ".join(f"{f[k]['rss_mib']:.0f}" for k in mem) + f"; {f['peak_mib']:.0f} MiB"),
+        (f"idle, {f['idle']['seconds']:g} s", f"{f['idle']['cpu_pct']:.2f}% of one core, "
+         f"{f['idle']['requests']} requests"),
+        ("50 random databases commit one row at once", _lat(f["at_once"])),
+        (f"50 random databases commit one row over {f['spread']['spread_s']:g} s", _lat(f["spread"])),
+        *((f"a {live['rows']:,}-row database moved in ({i + 1}): first item, last item",
+           f"{c['first_item_s']:.2f} s, {c['copy_s']:.1f} s after the move ({c['rows_per_s']:,.0f} rows/s)")
+          for i, c in enumerate(live["copies"])),
+        ("meanwhile, one commit per 50 ms into the others", _lat(live["others"])),
+        ("`run`'s log", ", ".join(f"{k}: {v}" for k, v in f["log_lines"].items())),
+    ]
+    return ["## Many databases (figure 10)", "",
+            f"One `dynasync run` over {f['databases']:,} databases (`[source] databases`, one target each), "
+            "against the zero-work stand-in `benchmarks/fleetstub.py`, which logs when each item "
+            "arrives. How it is measured: see below.", "",
+            "| phase | measured |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
+
+
 SECTIONS: list[tuple[str, Callable[[Results], list[Row]]]] = [
     ("capture", capture_rows), ("cpu", cpu_rows), ("", local_rows), ("latency", latency_rows),
-    ("", memory_rows), ("", lag_rows), ("", budget_rows), ("", throttle_rows),
+    ("", memory_rows), ("", lag_rows), ("", budget_rows), ("", throttle_rows), ("fleet", fleet_rows),
 ]
 
 
@@ -225,6 +299,7 @@ def write(r: Results, docs: Path) -> None:
     ]
     md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
     md += ["", "![benchmarks](benchmarks.png)", ""]
+    md += fleet_section(r)
     if NOTES.exists():
         md += [NOTES.read_text()]
     md += ["", "## Raw results", "", "```json", compact_json(r), "```", ""]

@@ -64,6 +64,9 @@ class Source:
         self.locked: str | None = None  # why another process has it
         self.position = Position()
         self.signature: tuple[int, ...] = ()
+        # The files as they are now, which the first turn covers: otherwise
+        # the first look finds every database changed and turns it again.
+        self.changed()
         self.last_turn = 0.0
         self.last_result: PassResult | None = None
 

@@ -1,0 +1,200 @@
+"""A zero-work DynamoDB stand-in, in its own process, that records when each
+item arrives, for the fleet benchmark (benchmarks/fleet.py).
+
+Unlike stubproc.py, which counts items without parsing, this one parses every
+BatchWriteItem body, so that a row committed in SQLite can be matched to the
+moment its item reached "DynamoDB": each item's table and "id" key value are
+logged with the request's arrival time (time.monotonic, which is system-wide on
+Linux, so the parent can compare it with its own commit times). Tables named
+with --count-only are only counted (items, first and last arrival), so a bulk
+copy does not fill the log. DescribeTable answers every table as ACTIVE and
+keyed by a single N attribute "id".
+
+GET /arrivals?since=N returns the logged items from index N on
+({"next": M, "items": [[time, table, id], ...]}); GET /counts returns
+{"requests", "items", "describes", "tables": {table: [items, first, last]}}.
+Neither is DynamoDB's API. Binds 127.0.0.1 only; prints its port, then serves
+until killed.
+
+Usage: python fleetstub.py [--count-only TABLE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CREATED = time.time()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def describe(name: str) -> dict[str, Any]:
+    """DescribeTable's answer: an ACTIVE on-demand table keyed by "id" (N)."""
+    return {"Table": {
+        "TableName": name, "TableStatus": "ACTIVE", "TableId": "00000000-0000-4000-8000-00000000f1ee",
+        "CreationDateTime": CREATED, "ItemCount": 0, "TableSizeBytes": 0,
+        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"}],
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}}
+
+
+class Log:
+    """What arrived, shared by the handler threads."""
+
+    def __init__(self, count_only: set[str]) -> None:
+        self.count_only = count_only
+        self.lock = threading.Lock()
+        self.items: list[list[Any]] = []  # [time, table, id] of every item of a logged table
+        self.tables: dict[str, list[Any]] = {}  # table -> [items, first arrival, last arrival]
+        self.requests = 0
+        self.describes = 0
+
+    def add(self, now: float, raw: bytes) -> None:
+        """Record one BatchWriteItem's items."""
+        body = json.loads(raw)["RequestItems"]
+        logged: list[list[Any]] = []
+        counted: list[tuple[str, int]] = []
+        for table, requests in body.items():
+            counted.append((table, len(requests)))
+            if table in self.count_only:
+                continue
+            for r in requests:
+                key = r["PutRequest"]["Item"] if "PutRequest" in r else r["DeleteRequest"]["Key"]
+                logged.append([now, table, int(key["id"]["N"])])
+        with self.lock:
+            self.requests += 1
+            self.items.extend(logged)
+            for table, n in counted:
+                entry = self.tables.setdefault(table, [0, now, now])
+                entry[0] += n
+                entry[2] = now
+
+    def arrivals(self, since: int) -> dict[str, Any]:
+        """The logged items from index `since` on, and the index after them."""
+        with self.lock:
+            return {"next": len(self.items), "items": self.items[since:]}
+
+    def counts(self) -> dict[str, Any]:
+        """Requests, items, DescribeTable calls, and per table [items, first, last]."""
+        with self.lock:
+            return {"requests": self.requests, "items": sum(e[0] for e in self.tables.values()),
+                    "describes": self.describes, "tables": dict(self.tables)}
+
+
+def handler(log: Log) -> type[BaseHTTPRequestHandler]:
+    """The request handler class, recording into `log`."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            now = time.monotonic()
+            op = self.headers.get("X-Amz-Target", "").split(".")[-1]
+            if op == "BatchWriteItem":
+                log.add(now, raw)
+                self.reply(200, b'{"UnprocessedItems":{}}')
+            elif op == "DescribeTable":
+                with log.lock:
+                    log.describes += 1
+                self.reply(200, json.dumps(describe(json.loads(raw)["TableName"])).encode())
+            else:
+                print(f"fleetstub: unsupported operation {op!r}", file=sys.stderr)
+                self.reply(400, json.dumps({
+                    "__type": "com.amazon.coral.service#UnknownOperationException",
+                    "message": f"stub does not implement {op}"}).encode())
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/arrivals":
+                since = int(parse_qs(url.query).get("since", ["0"])[0])
+                payload = json.dumps(log.arrivals(since)).encode()
+            else:
+                payload = json.dumps(log.counts()).encode()
+            self.reply(200, payload)
+
+        def reply(self, status: int, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("x-amz-crc32", str(zlib.crc32(payload)))
+            self.send_header("x-amzn-RequestId", "fleetstub")
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+class FleetStub:
+    """fleetstub.py as a child process; `endpoint` is its URL."""
+
+    def __init__(self, count_only: tuple[str, ...] = ()) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve())]
+        for t in count_only:
+            cmd += ["--count-only", t]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"fleetstub did not start (got {line!r})")
+        self.endpoint = f"http://127.0.0.1:{int(line)}"
+        self._next = 0
+        self.seen: dict[tuple[str, int], float] = {}  # (table, id) -> first arrival
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.endpoint}{path}", timeout=30) as r:
+            return json.loads(r.read())
+
+    def counts(self) -> dict[str, Any]:
+        """Requests, items, DescribeTable calls, and per table [items, first, last]."""
+        return dict(self._get("/counts"))
+
+    def poll(self) -> dict[tuple[str, int], float]:
+        """Fetch the items logged since the last poll into `seen`; `seen`."""
+        got = self._get(f"/arrivals?since={self._next}")
+        self._next = got["next"]
+        for t, table, key in got["items"]:
+            self.seen.setdefault((table, key), t)
+        return self.seen
+
+    def cpu_seconds(self) -> float:
+        """The stand-in's own CPU time so far (user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def close(self) -> None:
+        """Stop the child process."""
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def main() -> None:
+    """Parse the command line and serve."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count-only", action="append", default=[], metavar="TABLE",
+                    help="only count this table's items (repeatable)")
+    args = ap.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(Log(set(args.count_only))))
+    server.daemon_threads = True
+    server.request_queue_size = 128
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
