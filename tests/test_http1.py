@@ -8,8 +8,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from botocore.credentials import Credentials
 
-from dynasync.http1 import Connection, ProtocolError, request_bytes
+from dynasync import http1
+from dynasync.exceptions import RetryableError
+from dynasync.http1 import Closed, Connection, ProtocolError, request_bytes
+from dynasync.wire import WireClient
 
 
 class Scripted:
@@ -93,6 +97,11 @@ def test_a_body_that_runs_to_the_end_of_the_connection(post: bytes) -> None:
     b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n<close>",
     b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 101 + b"\r\n<close>",
     b"<close>",  # closed without a reply
+    b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n<close>",  # a digit to str.isdigit, not to int()
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n<close>",  # over sys.maxsize
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n<close>",  # not allocated at once
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nab\r\n0\r\n\r\n<close>",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n<close>",
 ])
 def test_a_malformed_reply_is_a_protocol_error(post: bytes, reply: bytes) -> None:
     with pytest.raises(ProtocolError):
@@ -107,3 +116,28 @@ def test_a_silent_server_times_out(post: bytes) -> None:
     with pytest.raises(TimeoutError):
         conn.exchange(post)
     server.close()
+
+
+def test_a_body_over_max_body_is_a_protocol_error(post: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY", 10)
+    monkeypatch.setattr(http1, "PIECE", 4)
+    for reply in (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11 + b"<close>",
+                  b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n6\r\nxxxxxx\r\n0\r\n\r\n"):
+        with pytest.raises(ProtocolError, match="over 10 bytes"):
+            connect(Scripted([reply])).exchange(post)
+    body = connect(Scripted([b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 10 + b"<close>"])).exchange(post).body
+    assert body == b"x" * 10
+
+
+def test_a_connection_the_server_closed_while_idle_raises_closed(post: bytes) -> None:
+    conn = connect(Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"]))  # then closes, unannounced
+    assert conn.exchange(post).keep_alive and conn.exchanges == 1
+    with pytest.raises(Closed):
+        conn.exchange(post)
+
+
+def test_a_crc32_of_digits_int_does_not_read_is_a_mismatch() -> None:
+    server = Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-amz-crc32: \xb2\r\n\r\n{}"])
+    client = WireClient(f"http://127.0.0.1:{server.port}", "us-east-1", lambda: Credentials("a", "b"), 5.0, 5.0)
+    with pytest.raises(RetryableError, match="CRC32Mismatch"):
+        client.batch_write("t", [])

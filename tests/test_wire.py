@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import boto3
@@ -134,3 +135,16 @@ def test_a_refused_connection_is_retryable() -> None:
 
     with pytest.raises(RetryableError):
         target(f"http://127.0.0.1:{free_port()}").batch_write("t", [put({"id": {"N": "1"}})])
+
+
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced_at_once() -> None:
+    stub = ReplyStub(lambda op, body: (200, {"UnprocessedItems": {}}))
+    stub.server.RequestHandlerClass.timeout = 0.2  # type: ignore[attr-defined]  # an idle connection lives 0.2 s
+    try:
+        t = target(stub.endpoint)
+        t.batch_write("t", [put({"id": {"N": "1"}})])
+        time.sleep(0.6)
+        t.batch_write("t", [put({"id": {"N": "2"}})])  # no RetryableError: sent again on a new connection
+        assert len(stub.bodies) == 2 and stub.ports[0] != stub.ports[1]
+    finally:
+        stub.close()

@@ -92,14 +92,24 @@ class WireClient:
         payload = body(table, requests)
         request = http1.request_bytes("POST", "/", self._sign(payload), payload)
         try:
-            reply = self._connection().exchange(request)
+            conn = self._connection()
+            try:
+                reply = conn.exchange(request)
+            except http1.Closed:
+                if not conn.exchanges:
+                    raise
+                # A kept-alive connection the server closed while it sat idle:
+                # sent again at once on a new one (writes are idempotent), not
+                # counted as a failed request and retried after a backoff.
+                self._drop()
+                reply = self._connection().exchange(request)
         except OSError as e:
             self._drop()
             raise RetryableError(type(e).__name__, str(e) or "connection failed") from e
         if not reply.keep_alive:
             self._drop()
         crc = reply.headers.get("x-amz-crc32")
-        if crc is not None and (not crc.isdigit() or int(crc) != zlib.crc32(reply.body)):
+        if crc is not None and (not (crc.isascii() and crc.isdigit()) or int(crc) != zlib.crc32(reply.body)):
             self._drop()
             raise RetryableError("CRC32Mismatch", "the response body does not match its CRC32")
         try:
