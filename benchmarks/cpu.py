@@ -64,7 +64,8 @@ def cli(argv: list[str]) -> int:
     from dynasync import cli as dynasync_cli
 
     ready()
-    return dynasync_cli.main(argv)
+    sys.argv = ["dynasync", *argv]  # main() with no argv: exactly what the console script runs
+    return dynasync_cli.main()
 
 
 def item(cols: list[str], row: tuple[Any, ...]) -> dict[str, dict[str, Any]]:

@@ -338,13 +338,11 @@ def tune_gc() -> None:
     A pass holds every item of its slice (a few small dicts per row) until
     DynamoDB acknowledges them, so with the default threshold of 700 the
     collector runs every hundred rows and, as those survivors pile up,
-    re-traverses them and all of boto3's models in full collections: measured
-    at a third of sync's CPU per change. dynasync makes few reference cycles, so
-    a larger first generation costs little memory. Freezing what start-up
-    allocated keeps it out of every later full collection.
+    re-traverses them in full collections: measured at a third of sync's CPU
+    per change. dynasync makes few reference cycles, so a larger first
+    generation costs little memory. Freezing the modules imported at start-up
+    keeps them out of every later full collection.
     """
-    if gc.get_threshold()[0] == GC_THRESHOLD:  # already tuned: main() called again in one process
-        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
@@ -353,7 +351,8 @@ def tune_gc() -> None:
 def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = default_target) -> int:
     """Run one command; returns its exit status."""
     args = build_parser().parse_args(argv)
-    tune_gc()
+    if argv is None:  # the console command owns its process; a caller of main() keeps its own collector
+        tune_gc()
     if args.command == "example":  # needs no config and logs nothing
         return example(args)
     level = logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING

@@ -31,7 +31,13 @@ from watchdog.observers import Observer
 
 from dynasync import config, fleet
 from dynasync.app import App
-from dynasync.exceptions import ConfigError, DynasyncError
+from dynasync.exceptions import (
+    ConfigError,
+    DynasyncError,
+    LockedError,
+    RetryableError,
+    TargetUnavailableError,
+)
 from dynasync.logs import fields
 from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
@@ -40,6 +46,8 @@ from dynasync.source import Source
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 300.0
+# Why a database may refuse a reload that says nothing about the config.
+TRANSIENT = (LockedError, RetryableError, TargetUnavailableError)
 
 
 class _FleetEvents(FileSystemEventHandler):
@@ -225,16 +233,18 @@ class FleetDaemon:
         except ConfigError as e:
             log.error("reload refused; still running the previous config", extra=fields(error=str(e)))
             return
-        refused = 0
+        refused, for_the_config = 0, 0
         for key, source in self.sources.items():
             try:
                 source.reconfigure(new.for_database(source.path))
             except DynasyncError as e:
                 refused += 1
+                for_the_config += not isinstance(e, TRANSIENT)
                 log.error("reload refused for a database; it keeps its previous config",
                           extra=fields(database=key, error=str(e)))
-        if self.sources and refused == len(self.sources):
-            # Not one database takes it: it is the config that is wrong, and
+        if self.sources and refused == len(self.sources) and for_the_config:
+            # Not one database takes it, and not only because it was busy or
+            # DynamoDB was out of reach: it is the config that is wrong, and
             # files that appear later must not get it either.
             log.error("reload refused; still running the previous config",
                       extra=fields(error="no database accepts the new config"))
