@@ -262,3 +262,16 @@ def test_config_check_and_init_report_every_mapping_problem_with_its_line(
     line = next(n for n, text in enumerate(lines, 1) if text.startswith(option))
     assert f":{line}: [tables 1]" in p.stdout
     assert cli(env, "init").returncode != 0  # nothing passes init to fail later
+
+
+def test_config_check_lists_every_problem_of_one_table_not_only_the_first(env: Env) -> None:
+    env.table("users", USERS)
+    env.options["users"] = {"where": "nope > 1", "attributes": {"G": "{missing}"},
+                            "rename": {"name": "email"}, "exclude_columns": ["gone"]}
+    env.write_config()
+    p = cli(env, "config", "check")
+    assert p.returncode == 1, p.stdout
+    for option, message in [("where", "nope"), ("attributes", "names column 'missing'"),
+                            ("rename", "would be written as 'email'"), ("exclude_columns", "names column 'gone'")]:
+        assert any(f"[tables 1] {option}" in line and message in line for line in p.stdout.splitlines()), p.stdout
+    assert "4 problem(s)" in p.stdout, p.stdout

@@ -11,7 +11,7 @@ key each row last wrote.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -317,19 +317,28 @@ def _sqlite_values(av: AttributeValue) -> list[Any]:
     return [v]
 
 
+def problems(cfg: TableConfig, schema: TableSchema) -> list[MappingError]:
+    """Every problem of a table's mapping options against its schema, not only the first."""
+    return [*_column_problems(cfg, schema), *_name_problems(cfg, schema, _key_names(cfg, schema))]
+
+
+def _key_names(cfg: TableConfig, schema: TableSchema) -> tuple[str, ...]:
+    templates = [t for t in (cfg.partition_key, cfg.sort_key) if t is not None]
+    if templates:
+        return tuple(t.name for t in templates)
+    rename = dict(cfg.rename)
+    return tuple(rename.get(c, c) for c in schema.key)
+
+
 def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
-    """Check a table's mapping options against its schema; SourceError names the problem."""
-    _check_columns(cfg, schema)
+    """Check a table's mapping options against its schema; MappingError names the first problem."""
+    for problem in problems(cfg, schema):
+        raise problem
     rename = dict(cfg.rename)
     templates = tuple(t for t in (cfg.partition_key, cfg.sort_key) if t is not None)
-    if templates:
-        key_names = tuple(t.name for t in templates)
-        key_types = tuple("S" for _ in templates)
-    else:
-        key_names = tuple(rename.get(c, c) for c in schema.key)
-        key_types = schema.key_types
+    key_names = _key_names(cfg, schema)
+    key_types = tuple("S" for _ in templates) if templates else schema.key_types
     constants = {name: constant(v) for name, v in cfg.constants}
-    _check_names(cfg, schema, key_names)
     plain = not (
         cfg.columns is not None or cfg.exclude_columns or rename or cfg.json_columns or cfg.ttl_column
     )
@@ -349,7 +358,7 @@ def build(cfg: TableConfig, schema: TableSchema) -> ItemMap:
     )
 
 
-def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:
+def _column_problems(cfg: TableConfig, schema: TableSchema) -> Iterator[MappingError]:
     known = set(schema.columns) or set(schema.key) | {name for name, _ in schema.shape}
     named = [
         ("columns", cfg.columns or ()),
@@ -364,16 +373,18 @@ def _check_columns(cfg: TableConfig, schema: TableSchema) -> None:
     for option, names in named:
         for n in names:
             if n not in known:
-                raise MappingError(schema.name, option, f"names column {n!r}, which the table does not have")
+                yield MappingError(schema.name, option, f"names column {n!r}, which the table does not have")
     if set(cfg.json_columns) & set(schema.key):
-        raise MappingError(schema.name, "json_columns", "a key column cannot be a JSON column")
+        yield MappingError(schema.name, "json_columns", "a key column cannot be a JSON column")
     templates = [t for t in (cfg.partition_key, cfg.sort_key) if t is not None]
     if templates and not any(t.fields for t in templates):
-        raise MappingError(schema.name, "partition_key", "the key templates name no column, so every row "
+        yield MappingError(schema.name, "partition_key", "the key templates name no column, so every row "
                                                          "would map to the same item")
 
 
-def _check_names(cfg: TableConfig, schema: TableSchema, key_names: tuple[str, ...]) -> None:
+def _name_problems(
+    cfg: TableConfig, schema: TableSchema, key_names: tuple[str, ...]
+) -> Iterator[MappingError]:
     """No two sources of one attribute: a column (renamed or not), a key, a computed attribute, a constant."""
     written = set(schema.columns) or {c for c, _ in schema.shape} | set(schema.key)
     if cfg.columns is not None:
@@ -387,15 +398,15 @@ def _check_names(cfg: TableConfig, schema: TableSchema, key_names: tuple[str, ..
         name = rename.get(col, col)
         option = "rename" if col in rename else "columns"
         if name in owners:
-            raise MappingError(schema.name, option, f"column {col!r} would be written as {name!r}, "
+            yield MappingError(schema.name, option, f"column {col!r} would be written as {name!r}, "
                                                     f"which is already {owners[name]}")
         owners[name] = f"column {col!r}"
     for t in cfg.attributes:
         if t.name in owners:
             clash = f"attribute {t.name!r} would overwrite {owners[t.name]}"
-            raise MappingError(schema.name, "attributes", clash)
+            yield MappingError(schema.name, "attributes", clash)
         owners[t.name] = f"computed attribute {t.name!r}"
     for name, _ in cfg.constants:
         if name in owners:
             what = "a key attribute" if name in key_names else owners[name]
-            raise MappingError(schema.name, "constants", f"constant {name!r} would overwrite {what}")
+            yield MappingError(schema.name, "constants", f"constant {name!r} would overwrite {what}")

@@ -319,14 +319,31 @@ def check_mappings(config: Config) -> list[tuple[str, str | None, str]]:
     conn = connect(config.database, readonly=True)
     try:
         for entry in config.tables:
-            try:
-                build(config, inspect(conn, config, [entry.source]))
-            except MappingError as e:
-                out.append((entry.section, e.option or None, e.detail))
-            except SourceError as e:
-                out.append((entry.section, "source", str(e)))
-            except (DynasyncError, Poison) as e:  # whatever else init would fail on
-                out.append((entry.section, None, str(e)))
+            out.extend((entry.section, *problem) for problem in _entry_problems(conn, config, entry))
     finally:
         conn.close()
     return out
+
+
+def _entry_problems(
+    conn: sqlite3.Connection, config: Config, entry: TableConfig
+) -> list[tuple[str | None, str]]:
+    """Every problem of one [[tables]] entry against its table, as (key, message)."""
+    try:
+        table_schema = schema.inspect(conn, entry.source)
+    except SourceError as e:
+        return [("source", str(e))]
+    found = [(p.option or None, p.detail) for p in items.problems(entry, table_schema)]
+    if entry.where:
+        try:
+            filters.check_filter(conn, table_schema, entry.where)
+        except MappingError as e:
+            found.append((e.option or None, e.detail))
+    if not found:
+        try:  # whatever else init would fail on
+            build(config, {entry.source: table_schema})
+        except MappingError as e:
+            found.append((e.option or None, e.detail))
+        except (DynasyncError, Poison) as e:
+            found.append((None, str(e)))
+    return found
