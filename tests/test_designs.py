@@ -275,3 +275,53 @@ def test_config_check_lists_every_problem_of_one_table_not_only_the_first(env: E
                             ("rename", "would be written as 'email'"), ("exclude_columns", "names column 'gone'")]:
         assert any(f"[tables 1] {option}" in line and message in line for line in p.stdout.splitlines()), p.stdout
     assert "4 problem(s)" in p.stdout, p.stdout
+
+
+NOTES = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, meta TEXT, expires REAL, owner TEXT)"
+
+
+@pytest.mark.parametrize(("before", "after", "expect"), [
+    ({}, {"columns": ["body"]}, {"id": {"N": "1"}, "body": {"S": "hello"}}),
+    ({"exclude_columns": ["meta"]}, {}, None),
+    ({"constants": {"type": "note"}}, {"constants": {"kind": "n"}}, None),
+    ({}, {"json_columns": ["meta"]}, None),
+    ({}, {"ttl_column": "expires"}, None),
+    ({"rename": {"owner": "by"}}, {"rename": {"owner": "author"}}, None),
+    ({"partition_key": {"name": "PK", "template": "N#{id}"}},
+     {"partition_key": {"name": "PK", "template": "N#{owner}#{id}"}}, None),
+    ({"partition_key": {"name": "PK", "template": "N#{id}"}},
+     {"partition_key": {"name": "PK", "template": "N#{id}"}, "sort_key": {"name": "SK", "template": "{owner}"}},
+     None),
+])
+def test_every_mapping_option_changed_and_restarted_leaves_dynamodb_equal_to_the_new_mapping(
+    env: Env, before: dict[str, Any], after: dict[str, Any], expect: dict[str, Any] | None
+) -> None:
+    env.table("notes", NOTES)
+    env.options["notes"] = before
+    env.write_config()
+    env.sql("INSERT INTO notes VALUES (1, 'hello', '{\"a\": [1, 2.5]}', 1900000000.5, 'ann'), "
+            "(2, 'world', '[]', NULL, 'bob')")
+    env.run(capture.init)
+    env.run(backfill.backfill)
+    if "sort_key" in after:  # a new key schema needs a new DynamoDB table
+        env.table("notes")
+    env.options["notes"] = after
+    env.write_config()
+    sync(env)  # a restart under the new mapping
+    check = env.run(verify.verify)
+    assert check.in_sync, check
+    got = {int(i["id"]["N"]): i for i in env.items("notes")} if "partition_key" not in after else {
+        int(i["PK"]["S"].rsplit("#", 1)[1]): i for i in env.items("notes")}
+    assert sorted(got) == [1, 2]  # no ghost of the old mapping's items
+    if expect is not None:
+        assert got[1] == expect
+    if "json_columns" in after:
+        assert got[1]["meta"] == {"M": {"a": {"L": [{"N": "1"}, {"N": "2.5"}]}}}
+    if "ttl_column" in after:
+        assert got[1]["expires"] == {"N": "1900000000"}
+    if "constants" in after:
+        assert got[1]["kind"] == {"S": "n"} and "type" not in got[1]
+    if "rename" in after:
+        assert got[1]["author"] == {"S": "ann"} and "by" not in got[1] and "owner" not in got[1]
+    if "exclude_columns" in before:
+        assert got[1]["meta"] == {"S": '{"a": [1, 2.5]}'}

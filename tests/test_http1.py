@@ -11,8 +11,8 @@ import pytest
 from botocore.credentials import Credentials
 
 from dynasync import http1
-from dynasync.exceptions import RetryableError
-from dynasync.http1 import Closed, Connection, ProtocolError, request_bytes
+from dynasync.exceptions import Closed, ProtocolError, RetryableError
+from dynasync.http1 import Connection, request_bytes
 from dynasync.wire import WireClient
 
 

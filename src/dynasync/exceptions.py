@@ -98,3 +98,16 @@ class ValidationError(TargetError):
 
 class Poison(Exception):
     """A row DynamoDB can never accept; the message is the dead-letter reason."""
+
+
+class ProtocolError(OSError):
+    """The server's reply is not HTTP/1.x as dynasync.http1 understands it: a
+    connection failure (an OSError), retryable, and the connection is dropped."""
+
+
+class Closed(ProtocolError):
+    """The server closed (or reset) the connection before any of its reply came."""
+
+
+class Abandoned(Exception):
+    """A DynamoDB call still running ABANDON_AFTER seconds after a stop was asked for."""

@@ -18,19 +18,13 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from dynasync.exceptions import Closed, ProtocolError
+
 MAX_LINE = 65536
 MAX_HEADERS = 100
 MAX_BODY = 256 * 1024 * 1024  # far above any BatchWriteItem reply (a request is at most 16 MB)
 PIECE = 1024 * 1024  # a body is read this much at a time, not allocated whole from a length the server gave
 HEX_DIGITS = b"0123456789abcdefABCDEF"
-
-
-class ProtocolError(OSError):
-    """The server's reply is not HTTP/1.x as this reader understands it."""
-
-
-class Closed(ProtocolError):
-    """The server closed (or reset) the connection before any of its reply came."""
 
 
 @dataclass

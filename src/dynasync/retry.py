@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dynasync import workers
-from dynasync.exceptions import RetryableError, TargetUnavailableError
+from dynasync.exceptions import Abandoned, RetryableError, TargetUnavailableError
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -96,7 +96,7 @@ class Retrier:
                     results, rest = send(pending)
                 else:
                     results, rest = workers.call(functools.partial(send, pending), self.stop)
-            except workers.Abandoned:
+            except Abandoned:
                 raise TargetUnavailableError(
                     f"{what}: stopped, abandoning a request DynamoDB has not answered"
                 ) from None

@@ -24,7 +24,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from dynasync import http1
-from dynasync.exceptions import RetryableError, TargetError
+from dynasync.exceptions import Closed, RetryableError, TargetError
 from dynasync.target import WriteRequest
 
 TARGET = "DynamoDB_20120810.BatchWriteItem"
@@ -95,7 +95,7 @@ class WireClient:
             conn = self._connection()
             try:
                 reply = conn.exchange(request)
-            except http1.Closed:
+            except Closed:
                 if not conn.exchanges:
                     raise
                 # A kept-alive connection the server closed while it sat idle:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from dynasync.exceptions import Abandoned
+
 T = TypeVar("T")
 
 ABANDON_AFTER = 5.0  # seconds an attempt may still take once a stop is asked for
@@ -34,10 +36,6 @@ class Stop(threading.Event):
         if self.since is None:
             self.since = time.monotonic()
         super().set()
-
-
-class Abandoned(Exception):
-    """An attempt still running ABANDON_AFTER seconds after a stop was asked for."""
 
 
 class _Pool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from dynasync import workers
 from dynasync.budget import Budget, units
-from dynasync.exceptions import RetryableError, TargetUnavailableError, ValidationError
+from dynasync.exceptions import Abandoned, RetryableError, TargetUnavailableError, ValidationError
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import MAX_BATCH_WRITE, Target
 from dynasync.writes import Rejected, Write
@@ -77,7 +77,7 @@ class Delivery:
         for lane in self._lanes:
             try:
                 workers.wait(lane, stop)
-            except workers.Abandoned:
+            except Abandoned:
                 message = "stopped, abandoning requests DynamoDB has not answered"
                 raise TargetUnavailableError(message) from None
         if self._error is not None:
