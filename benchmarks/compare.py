@@ -85,6 +85,9 @@ FIGURES = [
            {"factor": 1.25, "slack": 0.0}, None, _capture(1), "capture"),
     Figure("capture.updates", "capture cost, updates by key", "lower",
            {"factor": 1.25, "slack": 0.0}, None, _capture(2), "capture"),
+    Figure("capture.templates", "capture cost, orders under a key template over a non-key column", "lower",
+           {"factor": 1.25, "slack": 0.0}, None, lambda r: float(r["capture_templates"][1]["ratio"]),
+           "capture_templates"),
     Figure("cost.requests_per_change", "write requests per change, 500 hot keys", "lower",
            {"factor": 1.5, "slack": 0.001}, None, lambda r: float(r["cost"]["requests_per_change"]), "cost"),
     # The fleet's memory and idle CPU are its own process's, so steady on a shared machine; its
