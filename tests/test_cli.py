@@ -148,9 +148,10 @@ def test_python_dash_m(env: Env) -> None:
 def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
     import pty
 
-    env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    env.table("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL)")
     env.write_config(backfill={"chunk_size": 100})
-    env.sql("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 500) INSERT INTO t SELECT x FROM s")
+    env.sql("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 500) "
+            "INSERT INTO t (id) SELECT x FROM s")
     cli(env, "init", check=True)
     piped = cli(env, "backfill", check=True)
     assert "[" not in piped.stderr and "rows" not in piped.stderr
@@ -181,6 +182,11 @@ def test_backfill_progress_bar_only_on_a_terminal(env: Env) -> None:
     env.sql("UPDATE t SET id = id + 1000")
     rc, text = in_terminal("sync")
     assert rc == 0 and "sync changelog: [" in text and "1000/1000 changes" in text, text
+    env.sql("INSERT INTO t VALUES (5000, 1e400)")  # inf: DynamoDB can never hold it, a dead letter
+    cli(env, "sync", check=True)
+    rc, text = in_terminal("dead-letters", "--retry")
+    assert rc == 0 and "retry changelog: [" in text and "1/1 changes" in text, text
+    assert "queued 1 row(s) again" in text, text
 
 
 def test_config_check(env: Env) -> None:
