@@ -314,3 +314,30 @@ def _daemon_pid(fleet: Fleet) -> int:
     pids = [int(p) for p in out.stdout.split()]
     assert len(pids) == 1, out
     return pids[0]
+
+
+def test_a_database_busy_at_a_reload_takes_the_new_config_once_it_is_free(env: Env) -> None:
+    from dynasync.lock import InstanceLock
+
+    fleet = Fleet(env)
+    target = shared_config(fleet)
+    notes = unique("notes")
+    for name in ("f1", "f2"):
+        fleet.add(name)
+        fleet.write(name, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        fleet.write(name, "INSERT INTO notes VALUES (1, ?)", (f"{name} note",))
+    busy = InstanceLock(fleet.dir / "f2.db")
+    busy.acquire(park=False)  # another process syncs f2 for now
+    try:
+        with running(fleet) as log:
+            wait_until(lambda: set(shared_items(env, target)) == {"f1"}, timeout=60)
+            fleet.config.write_text(fleet.config.read_text()
+                                    + f'[[tables]]\nsource = "notes"\ntarget = "{notes}-{{database}}"\n')
+            os.kill(_daemon_pid(fleet), signal.SIGHUP)
+            wait_until(lambda: len(scan(env, f"{notes}-f1")) == 1, timeout=60)
+            busy.release()
+            wait_until(lambda: [i["body"]["S"] for i in scan(env, f"{notes}-f2")] == ["f2 note"], timeout=60)
+            assert set(shared_items(env, target)) == {"f1", "f2"}
+    finally:
+        busy.release()
+    assert "it will on a later turn" in log[0] and "a database took the reloaded config" in log[0], log[0]

@@ -31,23 +31,15 @@ from watchdog.observers import Observer
 
 from dynasync import config, fleet
 from dynasync.app import App
-from dynasync.exceptions import (
-    ConfigError,
-    DynasyncError,
-    LockedError,
-    RetryableError,
-    TargetUnavailableError,
-)
+from dynasync.exceptions import ConfigError, DynasyncError
 from dynasync.logs import fields
 from dynasync.metrics import Metrics
 from dynasync.notify import Notifier
-from dynasync.source import Source
+from dynasync.source import TRANSIENT, Source
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 300.0
-# Why a database may refuse a reload that says nothing about the config.
-TRANSIENT = (LockedError, RetryableError, TargetUnavailableError)
 
 
 class _FleetEvents(FileSystemEventHandler):
@@ -237,15 +229,20 @@ class FleetDaemon:
         for key, source in self.sources.items():
             try:
                 source.reconfigure(new.for_database(source.path))
-            except DynasyncError as e:
+            except TRANSIENT as e:
                 refused += 1
-                for_the_config += not isinstance(e, TRANSIENT)
+                log.warning("a database cannot take the reloaded config now; it will on a later turn",
+                            extra=fields(database=key, error=str(e)))
+            except DynasyncError as e:
+                refused, for_the_config = refused + 1, for_the_config + 1
                 log.error("reload refused for a database; it keeps its previous config",
                           extra=fields(database=key, error=str(e)))
         if self.sources and refused == len(self.sources) and for_the_config:
             # Not one database takes it, and not only because it was busy or
             # DynamoDB was out of reach: it is the config that is wrong, and
-            # files that appear later must not get it either.
+            # files that appear later (or databases that were busy) must not get it either.
+            for source in self.sources.values():
+                source.pending = None
             log.error("reload refused; still running the previous config",
                       extra=fields(error="no database accepts the new config"))
             return

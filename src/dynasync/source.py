@@ -25,7 +25,13 @@ from dynasync.app import App
 from dynasync.background import Copies
 from dynasync.config import Config
 from dynasync.database import read_txn
-from dynasync.exceptions import DynasyncError, LockedError, OwnerError
+from dynasync.exceptions import (
+    DynasyncError,
+    LockedError,
+    OwnerError,
+    RetryableError,
+    TargetUnavailableError,
+)
 from dynasync.logs import fields
 from dynasync.reload import reload
 from dynasync.syncpass import PassResult, Syncer
@@ -33,6 +39,8 @@ from dynasync.syncpass import PassResult, Syncer
 log = logging.getLogger(__name__)
 
 TURN_SECONDS = 0.5  # the most one turn's pass reads slices for
+# Why a database may refuse a reload that says nothing about the config.
+TRANSIENT = (LockedError, RetryableError, TargetUnavailableError)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class Source:
         self.changed()
         self.last_turn = 0.0
         self.last_result: PassResult | None = None
+        self.pending: Config | None = None  # a reloaded config still to apply
 
     @property
     def health(self) -> str:
@@ -117,6 +126,7 @@ class Source:
     def _turn(self) -> bool:
         app = self.app
         app.lock()
+        self._apply_pending()
         if sql.STATE not in state.installed_tables(app.conn):
             log.info("a new database: installing capture, then copying its tables",
                      extra=fields(database=str(self.path)))
@@ -149,14 +159,38 @@ class Source:
             database=str(self.path), error=str(error), failures=self.failures, retry_in=round(delay, 1)))
 
     def reconfigure(self, cfg: Config) -> None:
-        """Run on under a reloaded config; raises (keeping the old one) if it does not fit this database."""
+        """Run on under a reloaded config; raises (keeping the old one) if it does not fit this database.
+        Refused only for now (the database locked, DynamoDB out of reach), it is tried again each turn."""
+        self.pending = None
         try:
             self.app.lock()
-            reload(self.app, cfg)
+            self._apply(cfg)
+        except TRANSIENT:
+            self.pending = cfg
+            raise
         finally:
             self.app.disconnect()
-        self.syncer.schema.invalidate()
         self.ready = True
+
+    def _apply(self, cfg: Config) -> None:
+        reload(self.app, cfg)
+        self.syncer.schema.invalidate()
+
+    def _apply_pending(self) -> None:
+        """The reloaded config this database could not take at the reload, if it can now."""
+        cfg, self.pending = self.pending, None
+        if cfg is None:
+            return
+        try:
+            self._apply(cfg)
+        except TRANSIENT:
+            self.pending = cfg
+            raise
+        except DynasyncError as e:
+            log.error("reload refused for a database; it keeps its previous config",
+                      extra=fields(database=str(self.path), error=str(e)))
+            return
+        log.info("a database took the reloaded config", extra=fields(database=str(self.path)))
 
     def close(self) -> None:
         """Stop syncing this database: close its connection and let its lock go."""
