@@ -37,9 +37,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve()
-CLIENTS = ("sync", "backfill", "boto3", "raw")
-RATIOS = (("sync", "raw"), ("backfill", "raw"), ("sync", "boto3"), ("backfill", "boto3"))
+# sync_tracked: sync of the same rows under a key template, so that dynasync
+# records (and looks up) the item each row wrote: what templates cost the pass.
+CLIENTS = ("sync", "backfill", "boto3", "raw", "sync_tracked")
+RATIOS = (("sync", "raw"), ("backfill", "raw"), ("sync", "boto3"), ("backfill", "boto3"),
+          ("sync_tracked", "sync"))
 TABLE = "stub-table"
+TRACKED_TABLE = "stub-table-pk"  # the stand-in keys it by PK (S)
+TRACKED = '\npartition_key = { name = "PK", template = "ITEM#{name}" }\n'
+
 REGION = "us-east-1"
 FULL = (5_000, 50_000)
 QUICK = (2_000, 20_000)
@@ -173,12 +179,18 @@ def dynasync_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
 
     db = tmp / f"{kind}-{n}.db"
     make_db(db, n)
-    config = write_config(tmp / f"{kind}-{n}.toml", db, endpoint, TABLE)
+    tracked = kind == "sync_tracked"
+    config = write_config(tmp / f"{kind}-{n}.toml", db, endpoint, TRACKED_TABLE if tracked else TABLE)
+    if tracked:
+        config.write_text(config.read_text() + TRACKED)
+    command = "backfill" if kind == "backfill" else "sync"
     run_dynasync("init", "--config", str(config))
-    pending_changes(db, n if kind == "sync" else 0)  # and checkpoint, so the snapshot is one file
+    if tracked:  # the rows' items recorded, as a daemon that synced them before would have them
+        run_dynasync("backfill", "--config", str(config))
+    pending_changes(db, n if command == "sync" else 0)  # and checkpoint, so the snapshot is one file
     template = tmp / f"{kind}-{n}.template"
     shutil.copyfile(db, template)
-    return Setup([sys.executable, str(HERE), "--cli", kind, "--config", str(config)], db, template)
+    return Setup([sys.executable, str(HERE), "--cli", command, "--config", str(config)], db, template)
 
 
 def loop_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
@@ -234,7 +246,7 @@ def setups(tmp: Path, sizes: tuple[int, int], endpoint: str) -> dict[tuple[str, 
     out = {}
     for n in sizes:
         for kind in CLIENTS:
-            make = dynasync_setup if kind in ("sync", "backfill") else loop_setup
+            make = loop_setup if kind in ("boto3", "raw") else dynasync_setup
             out[kind, n] = make(tmp, kind, n, endpoint)
     return out
 

@@ -70,6 +70,12 @@ def cpu_rows(r: Results) -> list[Row]:
                 f"raw signed-HTTP {c['raw']['cpu_us_per_change']:.1f} µs, {c['raw']['changes_per_s']:,.0f}/s; "
                 f"bare boto3 {c['boto3']['cpu_us_per_change']:.1f} µs, {c['boto3']['changes_per_s']:,.0f}/s",
                 "(reference)", "-"))
+    if "sync_tracked" in c:
+        tracked = c["sync_tracked"]
+        out.append((f"2. CPU per change, sync under a key template ({where})",
+                    f"{tracked['cpu_us_per_change']:.1f} µs, {tracked['changes_per_s']:,.0f}/s = "
+                    f"{r['cpu']['ratios']['sync_tracked/sync']:.2f}x plain sync (the record of each row's item, "
+                    "read and kept)", "(reference)", "-"))
     return out
 
 

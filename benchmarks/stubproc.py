@@ -42,12 +42,14 @@ THROTTLE = json.dumps({
 
 
 def describe(name: str) -> dict[str, Any]:
-    """DescribeTable's answer: an ACTIVE on-demand table keyed by "id" (N)."""
+    """DescribeTable's answer: an ACTIVE on-demand table keyed by "id" (N), or by
+    "PK" (S) when its name ends in "-pk" (for a key template)."""
+    key, kind = ("PK", "S") if name.endswith("-pk") else ("id", "N")
     return {"Table": {
         "TableName": name, "TableStatus": "ACTIVE", "TableId": "00000000-0000-4000-8000-00000000cafe",
         "CreationDateTime": CREATED, "ItemCount": 0, "TableSizeBytes": 0,
-        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"}],
-        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": key, "AttributeType": kind}],
+        "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
         "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}}
 
 

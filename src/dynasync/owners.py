@@ -85,16 +85,22 @@ def plan_target(
     # keeps an item must not depend on the order of a batch.
     puts.sort(key=lambda p: p[0] not in p[1].old)
     for item, c in puts:
-        other = claimed.get(item) or _owner_elsewhere(conn, target, item, c, in_batch, tables)
+        # A row whose record already names this item is its recorded owner
+        # (one record per item): no other row outside the batch can hold it.
+        mine = item in c.old
+        other = claimed.get(item)
+        if other is None and not mine:
+            other = _owner_elsewhere(conn, target, item, c, in_batch, tables)
         if other is not None:
             c.write = Rejected(c.ref, collision(other, item))
             collided.add(c.ref)
             continue
         claimed[item] = c.ref
-        if tables[c.ref.table].tracked and item not in c.old:
+        if tables[c.ref.table].tracked and not mine:
             plan.claims[c.ref] = item
+    texts = {id(c): item for item, c in puts}
     for c in changes:
-        _place(c, claimed, c.ref in collided, plan)
+        _place(c, texts.get(id(c)), claimed, c.ref in collided, plan)
     return plan
 
 
@@ -133,13 +139,13 @@ def recorded_owner(
     return owner if table.current_key_text(conn, owner) == item else None
 
 
-def _place(c: Change, claimed: dict[str, RowRef], collided: bool, plan: TargetPlan) -> None:
-    """Sort one change into the plan: its Put, the Deletes of its other items, or nothing."""
+def _place(c: Change, put: str | None, claimed: dict[str, RowRef], collided: bool, plan: TargetPlan) -> None:
+    """Sort one change into the plan: its Put (of item `put`), the Deletes of its other items, or nothing."""
     if isinstance(c.write, Rejected):
         plan.rejected.append(c.write)
         if not collided:
             return  # a row DynamoDB cannot take keeps its last item, and its record
-    new = key_text(c.write.key) if isinstance(c.write, Write) and c.write.is_put else None
+    new = put if isinstance(c.write, Write) and c.write.is_put else None
     for old in c.old:
         if old == new:
             continue

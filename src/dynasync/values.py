@@ -219,6 +219,10 @@ def key_identity(key: Item) -> tuple[Any, ...]:
     return tuple(sorted((name, normalize(av)) for name, av in key.items()))
 
 
+# One encoder for key_text: json.dumps with options builds a new one per call.
+_KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def key_text(key: Item) -> str:
     """A key as text, equal for keys DynamoDB treats as one (numbers normalized,
     binary as base64): how dynasync's own tables store an item's key."""
@@ -230,7 +234,7 @@ def key_text(key: Item) -> str:
         elif kind == "B":
             v = base64.b64encode(bytes(v)).decode("ascii")
         out[name] = {kind: v}
-    return json.dumps(out, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _KEY_JSON.encode(out)
 
 
 def key_from_text(text: str) -> Item:
