@@ -29,24 +29,14 @@ import sys
 import threading
 import time
 import urllib.request
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-CREATED = time.time()
+from stubproc import JsonHandler, describe
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def describe(name: str) -> dict[str, Any]:
-    """DescribeTable's answer: an ACTIVE on-demand table keyed by "id" (N)."""
-    return {"Table": {
-        "TableName": name, "TableStatus": "ACTIVE", "TableId": "00000000-0000-4000-8000-00000000f1ee",
-        "CreationDateTime": CREATED, "ItemCount": 0, "TableSizeBytes": 0,
-        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"}],
-        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
-        "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}}
 
 
 class Log:
@@ -94,12 +84,8 @@ class Log:
 
 def handler(log: Log) -> type[BaseHTTPRequestHandler]:
     """The request handler class, recording into `log`."""
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-
-        def log_message(self, *args: Any) -> None:
-            pass
+    class Handler(JsonHandler):
+        request_id = "fleetstub"
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -126,15 +112,6 @@ def handler(log: Log) -> type[BaseHTTPRequestHandler]:
             else:
                 payload = json.dumps(log.counts()).encode()
             self.reply(200, payload)
-
-        def reply(self, status: int, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-amz-json-1.0")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("x-amz-crc32", str(zlib.crc32(payload)))
-            self.send_header("x-amzn-RequestId", "fleetstub")
-            self.end_headers()
-            self.wfile.write(payload)
 
     return Handler
 

@@ -130,17 +130,33 @@ class Log:
                     "units": int(sum(w[2] for w in ok))}
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """What both stand-ins' handlers share: keep-alive HTTP/1.1, no request log, and
+    replies carrying the headers DynamoDB sends (x-amz-crc32 included)."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; without this, Nagle and
+    # delayed ACKs add ~40 ms to every reply.
+    disable_nagle_algorithm = True
+    request_id = "stub"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, payload: bytes) -> None:
+        """Send one JSON response."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-amz-crc32", str(zlib.crc32(payload)))
+        self.send_header("x-amzn-RequestId", self.request_id)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
 def handler(delay: float, log: Log) -> type[BaseHTTPRequestHandler]:
     """The request handler class, answering after `delay` seconds and recording into `log`."""
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out as two writes; without this, Nagle and
-        # delayed ACKs add ~40 ms to every reply.
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             op = self.headers.get("X-Amz-Target", "").split(".")[-1]
@@ -167,15 +183,6 @@ def handler(delay: float, log: Log) -> type[BaseHTTPRequestHandler]:
             else:
                 payload = json.dumps(log.counts()).encode()
             self.reply(200, payload)
-
-        def reply(self, status: int, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-amz-json-1.0")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("x-amz-crc32", str(zlib.crc32(payload)))
-            self.send_header("x-amzn-RequestId", "stub")
-            self.end_headers()
-            self.wfile.write(payload)
 
     return Handler
 

@@ -270,14 +270,19 @@ def test_only_a_write_makes_a_database_ready_not_its_own_turn(tmp_path: Path) ->
     assert source.ready
 
 
+def with_notes(fleet: Fleet, *names: str) -> None:
+    """Tenants whose databases also have a notes table, not synced yet, with one note each."""
+    for name in names:
+        fleet.add(name)
+        fleet.write(name, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        fleet.write(name, "INSERT INTO notes VALUES (1, ?)", (f"{name} note",))
+
+
 def test_sighup_reloads_the_whole_fleet_and_new_files_follow_the_new_config(env: Env) -> None:
     fleet = Fleet(env)
     target = shared_config(fleet)
     notes = unique("notes")
-    for name in ("r1", "r2"):
-        fleet.add(name)
-        fleet.write(name, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        fleet.write(name, "INSERT INTO notes VALUES (1, ?)", (f"{name} note",))
+    with_notes(fleet, "r1", "r2")
     old = fleet.config.read_text()
     with running(fleet) as log:
         wait_until(lambda: set(shared_items(env, target)) == {"r1", "r2"}, timeout=60)
@@ -322,10 +327,7 @@ def test_a_database_busy_at_a_reload_takes_the_new_config_once_it_is_free(env: E
     fleet = Fleet(env)
     target = shared_config(fleet)
     notes = unique("notes")
-    for name in ("f1", "f2"):
-        fleet.add(name)
-        fleet.write(name, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        fleet.write(name, "INSERT INTO notes VALUES (1, ?)", (f"{name} note",))
+    with_notes(fleet, "f1", "f2")
     busy = InstanceLock(fleet.dir / "f2.db")
     busy.acquire(park=False)  # another process syncs f2 for now
     try:
