@@ -226,6 +226,7 @@ class FleetDaemon:
             log.error("reload refused; still running the previous config", extra=fields(error=str(e)))
             return
         refused, for_the_config = 0, 0
+        earlier = {key: source.pending for key, source in self.sources.items()}
         for key, source in self.sources.items():
             try:
                 source.reconfigure(new.for_database(source.path))
@@ -240,9 +241,10 @@ class FleetDaemon:
         if self.sources and refused == len(self.sources) and for_the_config:
             # Not one database takes it, and not only because it was busy or
             # DynamoDB was out of reach: it is the config that is wrong, and
-            # files that appear later (or databases that were busy) must not get it either.
-            for source in self.sources.values():
-                source.pending = None
+            # files that appear later (or databases busy just now) must not get it either;
+            # a database still owed the last good config keeps that debt.
+            for key, source in self.sources.items():
+                source.pending = earlier[key]
             log.error("reload refused; still running the previous config",
                       extra=fields(error="no database accepts the new config"))
             return
