@@ -228,3 +228,29 @@ def test_constants_dynamodb_cannot_store_are_refused_by_config_check(
     env.write_config()
     p = cli(env, "config", "check")
     assert p.returncode == 1 and "[tables 1] constants" in p.stdout and message in p.stdout, p.stdout
+
+
+def test_a_row_moving_back_while_its_move_is_in_flight_keeps_its_item_recorded(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.write_config(sync={"batch_size": 2})
+    slotted(env, "(1, 'a', ''), (2, 'u', ''), (3, 'w', '')")
+    env.sql("UPDATE t SET slot = 'b' WHERE id = 1",  # slice 1: row 1 moves a -> b
+            "UPDATE t SET v = 'x' WHERE id = 2", "UPDATE t SET v = 'x' WHERE id = 3")
+    read_slice, reads = syncpass.changelog.read_slice, []
+
+    def moved_back_after_the_first_read(*args: Any, **kwargs: Any) -> Any:
+        if len(reads) == 1:
+            # While slice 1 (Delete a, Put b) is in flight, row 1 moves back to
+            # slot a; slice 2 reads it there, while its record still names a.
+            env.sql("UPDATE t SET slot = 'a' WHERE id = 1")
+        reads.append(1)
+        return read_slice(*args, **kwargs)
+
+    monkeypatch.setattr(syncpass.changelog, "read_slice", moved_back_after_the_first_read)
+    sync(env)
+    assert slots(env) == {"SLOT#a": 1, "SLOT#u": 2, "SLOT#w": 3}
+    assert env.rows("SELECT item FROM _dynasync_keys WHERE k1 = 1") == [('{"PK":{"S":"SLOT#a"}}',)]
+    env.sql("DELETE FROM t WHERE id = 1")
+    sync(env)
+    assert slots(env) == {"SLOT#u": 2, "SLOT#w": 3}  # no ghost of row 1

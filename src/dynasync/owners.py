@@ -70,6 +70,10 @@ class TargetPlan:
     # them, with the row that held them: if DynamoDB refuses that Put, the
     # item is that row's again, and is deleted by the next pass.
     overwritten: dict[str, RowRef] = field(default_factory=dict)
+    # Puts of an item the row's record already names (nothing to claim). The
+    # batch before this one, planned earlier and still in flight, may be
+    # deleting that item for the same row: its commit must not forget it.
+    kept: dict[RowRef, str] = field(default_factory=dict)
 
 
 def plan_target(
@@ -96,8 +100,8 @@ def plan_target(
             collided.add(c.ref)
             continue
         claimed[item] = c.ref
-        if tables[c.ref.table].tracked and not mine:
-            plan.claims[c.ref] = item
+        if tables[c.ref.table].tracked:
+            (plan.kept if mine else plan.claims)[c.ref] = item
     texts = {id(c): item for item, c in puts}
     for c in changes:
         _place(c, texts.get(id(c)), claimed, c.ref in collided, plan)
@@ -175,15 +179,21 @@ def commit(
     delivered: Iterable[Write],
     refused: Iterable[Rejected],
     tables: Mapping[str, SyncedTable],
+    later: Iterable[TargetPlan] = (),
 ) -> set[tuple[str, str]]:
     """Forget the items whose Delete DynamoDB acknowledged, and give back the
     items a refused Put was to overwrite; returns the (target, item) freed.
+    An item a `later` batch (planned already, sent after this one) puts again
+    for the same row, trusting its record, stays recorded.
     Call inside the batch's write transaction."""
     freed: set[tuple[str, str]] = set()
+    kept = {(p.target, ref, item) for p in later for ref, item in p.kept.items()}
     for w in delivered:
         table = tables.get(w.ref.table)
         if table is not None and table.tracked and not w.is_put:
             item = key_text(w.key)
+            if (table.target, w.ref, item) in kept:
+                continue  # the row moved back to it: the later Put writes it again
             conn.execute(sql.KEYS_FORGET_ROW_ITEM, (*w.ref, table.target, item))
             freed.add((table.target, item))
     by_target = {p.target: p for p in plans}

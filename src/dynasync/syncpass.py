@@ -202,7 +202,7 @@ class Syncer:
             read_to = sl.high if sl is not None else read_to
             if in_flight is not None:
                 outcome = _outcome(in_flight.plan, in_flight.delivery.wait())
-                self._commit(synced, in_flight.slice, in_flight.plan, outcome, result)
+                self._commit(synced, in_flight.slice, in_flight.plan, outcome, result, plan)
                 in_flight = None
                 report()
             if sl is None or plan is None:
@@ -216,13 +216,17 @@ class Syncer:
         plan: SlicePlan,
         delivery: _Delivered,
         result: PassResult,
+        later: SlicePlan | None = None,
     ) -> None:
+        """Save what became of a slice's writes; `later`, the next slice planned
+        meanwhile, keeps the items its rows put again under their record."""
         rejected = plan.rejected + delivery.rejected
         delivered = plan.settled + [w.ref for w in delivery.delivered]
         tables = {ref.table for ref in delivered} | {r.ref.table for r in rejected}
 
         def records(conn: sqlite3.Connection) -> None:
-            freed = owners.commit(conn, plan.targets, delivery.delivered, delivery.rejected, synced)
+            after = later.targets if later is not None else ()
+            freed = owners.commit(conn, plan.targets, delivery.delivered, delivery.rejected, synced, after)
             owners.requeue_collisions(conn, freed, synced.values())
 
         state.commit_pass(self.app.conn, sl.high, rejected, delivered, tables=tables, records=records)
