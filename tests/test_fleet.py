@@ -343,3 +343,24 @@ def test_a_database_busy_at_a_reload_takes_the_new_config_once_it_is_free(env: E
     finally:
         busy.release()
     assert "it will on a later turn" in log[0] and "a database took the reloaded config" in log[0], log[0]
+
+
+def test_a_database_another_config_syncs_stays_refused_turn_after_turn(env: Env) -> None:
+    """The fleet keeps each database's App between turns: an owner refused once
+    must be refused again, not let through because the lock was kept."""
+    from dynasync import capture, config
+    from dynasync.app import App
+    from dynasync.exceptions import OwnerError
+
+    env.table("users", USERS)
+    env.run(capture.init)  # owned by env's config
+    other = env.dir / "other.toml"
+    other.write_text(env.config_path.read_text())
+    app = App(config.load(other))
+    try:
+        for _ in range(2):
+            with pytest.raises(OwnerError):
+                app.lock()
+            app.disconnect()
+    finally:
+        app.close()

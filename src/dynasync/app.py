@@ -107,9 +107,17 @@ class App:
             if not self.config.database.exists():
                 self.conn  # noqa: B018 - raises the clear "does not exist" error
             lock.acquire(park=self._conn is not None)
+            try:
+                if sql.STATE in state.installed_tables(self.conn):
+                    state.check_owner(self.conn, self.config.path)
+            except BaseException:
+                # Not this config's database: do not keep its lock, or the next
+                # lock() (a fleet keeps its Apps) would skip the check. The
+                # connection goes first: closing the lock's descriptor would drop its locks.
+                self.disconnect()
+                lock.release()
+                raise
             self._lock = lock
-            if sql.STATE in state.installed_tables(self.conn):
-                state.check_owner(self.conn, self.config.path)
 
     def retrier(self) -> Retrier:
         """The retry loop, bounded by [dynamodb] max_retry_time and this app's stop event."""
