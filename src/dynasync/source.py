@@ -39,8 +39,9 @@ from dynasync.syncpass import PassResult, Syncer
 log = logging.getLogger(__name__)
 
 TURN_SECONDS = 0.5  # the most one turn's pass reads slices for
-# Why a database may refuse a reload that says nothing about the config.
-TRANSIENT = (LockedError, RetryableError, TargetUnavailableError)
+# Why a database may refuse a reload that says nothing about the config: another
+# process or config has it for now, DynamoDB is out of reach, SQLite is busy.
+TRANSIENT = (LockedError, OwnerError, RetryableError, TargetUnavailableError, sqlite3.Error)
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Source:
             self.app.lock()
             self._apply(cfg)
         except TRANSIENT:
-            self.pending = cfg
+            self.pending, self.ready = cfg, True  # a turn soon takes it, not the next write
             raise
         finally:
             self.app.disconnect()
