@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -28,7 +27,7 @@ from dynasync.background import Copies
 from dynasync.database import read_txn
 from dynasync.exceptions import DynasyncError, TableGoneError, TargetError
 from dynasync.logs import fields
-from dynasync.metrics import Metrics
+from dynasync.metrics import Metrics, serving
 from dynasync.notify import Notifier
 from dynasync.reload import reload
 from dynasync.syncpass import PassResult, Syncer
@@ -110,32 +109,24 @@ class Daemon:
     @contextlib.contextmanager
     def _services(self) -> Iterator[None]:
         """The metrics server, the interval scheduler and the file watch, stopped on the way out."""
-        cfg, listen = self.app.config.sync, self.app.config.metrics.listen
+        cfg = self.app.config.sync
         scheduler = BackgroundScheduler(daemon=True)
         scheduler.add_job(
             self.wake.set, "interval", seconds=cfg.interval, id="pass", max_instances=1, coalesce=True
         )
-        observer: Any = None
-        server: Any = None
+        database = self.app.config.database.resolve()
+        watch = (watching(_DatabaseEvents(database, self._on_file_change), database.parent)
+                 if cfg.watch else contextlib.nullcontext())
         try:
-            if self.metrics is not None and listen:
-                server = self.metrics.serve(listen)
-                log.info("serving metrics", extra=fields(url=f"http://{listen}/metrics"))
-            scheduler.start()
-            if cfg.watch:
-                database = self.app.config.database.resolve()
-                observer = Observer()
-                observer.schedule(_DatabaseEvents(database, self._on_file_change), str(database.parent))
-                observer.start()
-            yield
+            with serving(self.metrics, self.app.config.metrics.listen):
+                scheduler.start()
+                try:
+                    with watch:
+                        yield
+                finally:
+                    scheduler.shutdown(wait=False)
         finally:
             self.notifier.stopping()
-            if server is not None:
-                server[0].shutdown()
-            scheduler.shutdown(wait=False)
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
@@ -265,3 +256,16 @@ def run(app: App) -> int:
 
         return FleetDaemon(app).run()
     return Daemon(app).run()
+
+
+@contextlib.contextmanager
+def watching(handler: FileSystemEventHandler, directory: Path, recursive: bool = False) -> Iterator[None]:
+    """A watchdog observer sending the directory's file events to `handler` for the block."""
+    observer = Observer()
+    observer.schedule(handler, str(directory), recursive=recursive)
+    observer.start()
+    try:
+        yield
+    finally:
+        observer.stop()
+        observer.join(timeout=5)

@@ -24,16 +24,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from dynasync import config, fleet
 from dynasync.app import App
+from dynasync.daemon import watching
 from dynasync.exceptions import ConfigError, DynasyncError
 from dynasync.logs import fields
-from dynasync.metrics import Metrics
+from dynasync.metrics import Metrics, serving
 from dynasync.notify import Notifier
 from dynasync.source import TRANSIENT, Source
 
@@ -126,26 +125,14 @@ class FleetDaemon:
     @contextlib.contextmanager
     def _services(self) -> Iterator[None]:
         """The metrics server and the watch on the glob's directory, stopped on the way out."""
-        observer: Any = None
-        server: Any = None
+        base, recursive = _watch_root(self.cfg.databases or "")
+        watch = (watching(_FleetEvents(self), base, recursive)
+                 if self.cfg.sync.watch and base.is_dir() else contextlib.nullcontext())
         try:
-            listen = self.cfg.metrics.listen
-            if self.metrics is not None and listen:
-                server = self.metrics.serve(listen)
-            if self.cfg.sync.watch:
-                base, recursive = _watch_root(self.cfg.databases or "")
-                if base.is_dir():
-                    observer = Observer()
-                    observer.schedule(_FleetEvents(self), str(base), recursive=recursive)
-                    observer.start()
-            yield
+            with serving(self.metrics, self.cfg.metrics.listen), watch:
+                yield
         finally:
             self.notifier.stopping()
-            if server is not None:
-                server[0].shutdown()
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
 
     def _loop(self) -> None:
         interval = self.cfg.sync.interval

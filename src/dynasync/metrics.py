@@ -7,13 +7,19 @@ pass that first saw it: an estimate that is high by at most one pass.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from dynasync.logs import fields
 from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult
+
+log = logging.getLogger(__name__)
 
 WORST_DATABASES = 10  # a fleet's databases with labelled figures of their own
 
@@ -145,3 +151,17 @@ class Metrics:
             self.db_pending.labels(name).set(pending)
             self.db_dead.labels(name).set(dead)
         self._worst = set(worst)
+
+
+@contextlib.contextmanager
+def serving(metrics: Metrics | None, listen: str | None) -> Iterator[None]:
+    """/metrics served on `listen` for the block, when there are metrics and an address."""
+    if metrics is None or not listen:
+        yield
+        return
+    server = metrics.serve(listen)
+    log.info("serving metrics", extra=fields(url=f"http://{listen}/metrics"))
+    try:
+        yield
+    finally:
+        server[0].shutdown()
