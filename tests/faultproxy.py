@@ -23,6 +23,18 @@ THROTTLE_CODES = ("ProvisionedThroughputExceededException", "ThrottlingException
 WRITES = ("BatchWriteItem", "PutItem", "DeleteItem")
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A keep-alive HTTP/1.1 handler that logs nothing: the base of the test servers."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; without this, Nagle and
+    # delayed ACKs add ~40 ms to every reply.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 class FaultProxy:
     def __init__(self, upstream_port: int, seed: int = 0, **rates: float) -> None:
         self.upstream_port = upstream_port
@@ -41,15 +53,7 @@ class FaultProxy:
         self._random = random.Random(seed)
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out as two writes; without this, Nagle and
-            # delayed ACKs add ~40 ms to every reply.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 proxy._handle(self)
 

@@ -7,8 +7,10 @@ import json
 import threading
 import zlib
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from faultproxy import QuietHandler
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -24,13 +26,7 @@ class ReplyStub:
         self.bad_crc = False
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.bodies.append(raw)
