@@ -514,7 +514,8 @@ def test_the_daemon_feeds_the_gauge_from_its_writes(tmp_path: Path) -> None:
     c.executemany("INSERT INTO t VALUES (?, 'v')", [(i,) for i in range(30)])
     c.close()
     fake.fault = throttle_then_succeed(2)
-    daemon._one_pass()
+    daemon._rescan()
+    daemon._round()
     assert daemon.passes == 1 and len(fake.items("target-t")) == 30
     registry = daemon.metrics.registry
     rate = registry.get_sample_value("dynasync_write_rate_limit", {"table": "target-t"})

@@ -50,3 +50,59 @@ def test_no_module_defines_its_own_logger_name() -> None:
     for p in PACKAGE.glob("*.py"):
         for name in re.findall(r"getLogger\(([^)]*)\)", p.read_text()):
             assert name in ("__name__", "", "name"), f"{p.name} uses getLogger({name})"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every dynasync module a module imports: at the top, inside functions and under TYPE_CHECKING."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "dynasync":
+                found.update(a.name for a in node.names)
+            elif node.module.startswith("dynasync."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("dynasync."))
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    return (found & modules) - {path.stem}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, as the modules along it, or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module):], module]
+        if module in done:
+            return None
+        path.append(module)
+        for other in sorted(graph.get(module, ())):
+            found = visit(other)
+            if found:
+                return found
+        path.pop()
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        found = visit(module)
+        if found:
+            return found
+    return None
+
+
+def test_the_module_graph_has_no_cycle_counting_every_import() -> None:
+    graph = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_config_imports_no_dynasync_module_above_it() -> None:
+    # config reads and validates a file: it may use only the leaf modules that describe that file.
+    assert _imports(PACKAGE / "config.py") <= {"exceptions", "problems", "tableconfig", "templates", "values"}

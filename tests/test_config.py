@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dynasync import config
+from dynasync import config, configcheck
 from dynasync.exceptions import ConfigError
 
 MINIMAL = '[source]\ndatabase = "app.db"\n[[tables]]\nsource = "users"\ntarget = "app-users"\n'
@@ -73,7 +73,7 @@ def test_check_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     p = write(tmp_path, '[source]\ndatabase = "missing.db"\n\n[sync]\ninterval = 0\nwatch = "yes"\n'
                         '[dynamodb]\nmax_concurrency = 0\n\n[[tables]]\nsource = "a"\ntarget = "ok-table"\n'
                         '[[tables]]\nsource = "b"\ntarget = "no"\n')
-    _, problems = config.check(p)
+    _, problems = configcheck.check(p)
     assert problems == [
         f"{p}:6: [sync] watch must be true or false",
         f"{p}:8: [dynamodb] max_concurrency must be at least 1",
@@ -86,13 +86,13 @@ def test_check_reports_every_problem_with_its_line(tmp_path: Path) -> None:
 
 
 def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
-    _, notes = config.check(write(tmp_path, MINIMAL))
+    _, notes = configcheck.check(write(tmp_path, MINIMAL))
     assert notes == [f"{tmp_path / 'c.toml'}: [source] database {tmp_path / 'app.db'} does not exist"]
     (tmp_path / "app.db").touch()
     # With the database there, check looks at the tables too.
-    assert "[tables 1] source table 'users' does not exist" in config.check(tmp_path / "c.toml")[1][0]
+    assert "[tables 1] source table 'users' does not exist" in configcheck.check(tmp_path / "c.toml")[1][0]
     sqlite3.connect(tmp_path / "app.db").execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
-    assert config.check(tmp_path / "c.toml")[1] == []
+    assert configcheck.check(tmp_path / "c.toml")[1] == []
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_check_of_a_valid_file_notes_a_missing_database(tmp_path: Path) -> None:
 )
 def test_config_check_reports_template_problems_without_a_database(tmp_path: Path, entry: str, message: str) -> None:
     # The database does not exist: these are found by parsing alone.
-    _, problems = config.check(write(tmp_path, MINIMAL + entry + "\n"))
+    _, problems = configcheck.check(write(tmp_path, MINIMAL + entry + "\n"))
     found = [p for p in problems if message in p]
     assert found and re.search(r"c\.toml:[67]: ", found[0]), problems
 

@@ -253,13 +253,15 @@ def test_only_a_write_makes_a_database_ready_not_its_own_turn(tmp_path: Path) ->
 
     from watchdog import events
 
-    from dynasync.fleetd import _FleetEvents
+    from dynasync.daemon import Daemon
+    from dynasync.watch import FileEvents
 
     db = str(tmp_path / "t.db")
     source = SimpleNamespace(ready=False)
-    daemon: Any = SimpleNamespace(sources={db: source}, wake=SimpleNamespace(set=lambda: None),
-                                  rescan=SimpleNamespace(set=lambda: None), matches=lambda p: p.endswith(".db"))
-    handler = _FleetEvents(daemon)
+    unset = SimpleNamespace(set=lambda: None)
+    daemon: Any = SimpleNamespace(by_file={db: source}, wake=unset, file_changed=unset,
+                                  rescan=unset, matches=lambda p: p.endswith(".db"))
+    handler = FileEvents(lambda kind, path: Daemon.file_event(daemon, kind, path))
     for event in (events.FileOpenedEvent(db), events.FileCreatedEvent(db + "-wal"),
                   events.FileOpenedEvent(db + "-wal"), events.FileClosedEvent(db + "-wal"),
                   events.FileDeletedEvent(db + "-wal"), events.FileClosedEvent(db),

@@ -254,8 +254,10 @@ def test_table_renamed_with_legacy_alter_table_leaves_no_trigger_behind(env: Env
         syncer = syncpass.Syncer(app)
         syncer.run_pass()
         env.sql("PRAGMA legacy_alter_table = ON", "ALTER TABLE t RENAME TO t2")
+        # Reported, and set aside: a daemon goes on with the other tables, and t may come back.
+        assert "does not exist" in syncer.run_pass().failed["t"]
         with pytest.raises(TableGoneError):
-            syncer.run_pass()  # reported, and a daemon retries it: t may come back
+            syncpass.sync(app)  # the one-shot command fails on it
     env.sql("INSERT INTO t2 VALUES ('b', 'y', NULL)")  # the application's writes work again
     assert env.rows("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'") == [(0,)]
 

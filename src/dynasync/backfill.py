@@ -61,7 +61,9 @@ def backfill(
     # and their mappings reconciled first: a copy under a changed mapping
     # would otherwise leave the old mapping's items behind.
     syncer = Syncer(app)
-    synced = syncer.schema.refresh().tables
+    refresh = syncer.schema.refresh()
+    refresh.raise_failed()
+    synced = refresh.tables
     progress_by_table = _start(app, names)
     result = BackfillResult()
     for name in names:

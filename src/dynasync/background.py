@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 STEP_SECONDS = 0.25
 
 
-class Copies:
-    """The background copies of one database's tables."""
+class Background:
+    """The background work of one database: copies of its tables, a step at a time."""
 
     def __init__(self, app: App, syncer: Syncer) -> None:
         self.app = app
@@ -35,7 +35,8 @@ class Copies:
 
     def step(self) -> bool:
         """Copy for up to STEP_SECONDS; whether a table still remains to copy."""
-        todo = self.pending()
+        synced = self.syncer.schema.refresh().tables
+        todo = [name for name in self.pending() if name in synced]  # not a table set aside
         if not todo:
             return False
         name, conn = todo[0], self.app.conn
@@ -44,7 +45,6 @@ class Copies:
             log.info("copying the table in the background", extra=fields(table=name))
             state.start_backfill(conn, [name])
             progress = state.backfill_progress(conn)
-        synced = self.syncer.schema.refresh().tables
         copy = TableCopy(self.app, synced[name], synced, progress[name])
         if not copy.step(until=time.monotonic() + STEP_SECONDS):
             return True

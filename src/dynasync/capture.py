@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynasync import provision, sql, state, tables
+from dynasync import filters, provision, schema, sql, state, tables
 from dynasync.app import App
 from dynasync.config import Config
 from dynasync.database import write_txn
-from dynasync.exceptions import SourceError, TableGoneError
+from dynasync.exceptions import DynasyncError, SourceError
 from dynasync.logs import fields
 from dynasync.schema import TableSchema
 
@@ -51,8 +51,8 @@ def plan(conn: sqlite3.Connection, schemas: Mapping[str, TableSchema]) -> Captur
             result.statements.extend(ddl)
     existing = {name: (table, text) for name, table, text in conn.execute(sql.LIST_OWN_TRIGGERS)}
     wanted: dict[str, str] = {}
-    for name, schema in schemas.items():
-        triggers = sql.trigger_sql(schema.trigger_spec)
+    for name, table_schema in schemas.items():
+        triggers = sql.trigger_sql(table_schema.trigger_spec)
         wanted.update(triggers)
         # Capture that is missing, attached to another table (renamed away by a
         # migration) or out of date (a new UNIQUE index) may have missed changes.
@@ -132,12 +132,14 @@ def init(app: App, dry_run: bool = False, takeover: bool = False) -> InitResult:
 
 @dataclass
 class Rearm:
-    """The schemas as re-armed, the tables owing a reconcile, and the schema cookie they go with."""
+    """The schemas as re-armed, the tables owing a reconcile, the tables that
+    cannot be synced now (and why), and the schema cookie they go with."""
 
     schemas: dict[str, TableSchema]
     disarmed: list[str]
     owed: list[str]  # tables flagged for a reconcile earlier, not yet done
     cookie: int
+    failed: dict[str, DynasyncError] = field(default_factory=dict)
 
 
 def rearm(conn: sqlite3.Connection, config: Config) -> Rearm:
@@ -146,25 +148,28 @@ def rearm(conn: sqlite3.Connection, config: Config) -> Rearm:
     was inspected and the triggers installed, and the cookie read at the end
     is exactly this schema's.
 
-    A configured table that is missing (dropped, or renamed away) loses its
-    triggers too, so none is left behind on another table, then the error is raised."""
+    A configured table that cannot be synced now (dropped or renamed away, its
+    filter naming a column a migration dropped) fails alone, in `failed`: a
+    missing table loses its triggers, so none is left behind on another
+    table; one whose filter no longer fits keeps capture armed, so its changes
+    are still logged while it is set aside."""
     with write_txn(conn):
         owed = state.flagged_for_reconcile(conn, [t.source for t in config.tables])
-        missing: SourceError | None = None
+        failed: dict[str, DynasyncError] = {}
         schemas: dict[str, TableSchema] = {}
         for t in config.tables:
             try:
-                schemas.update(tables.inspect(conn, config, [t.source]))
-            except TableGoneError as e:
-                missing = missing or e
+                schemas[t.source] = schema.inspect(conn, t.source)
+                if t.where:
+                    filters.check_filter(conn, schemas[t.source], t.where)
+            except SourceError as e:
+                failed[t.source] = e
         p = plan(conn, schemas)
         if p.statements:
             _apply(conn, p, schemas)
             log.warning("capture triggers were missing or outdated; reinstalled them")
         cookie = int(conn.execute(sql.SCHEMA_COOKIE).fetchone()[0])
-    if missing is not None:
-        raise missing
-    return Rearm(schemas, p.disarmed, owed, cookie)
+    return Rearm(schemas, p.disarmed, owed, cookie, failed)
 
 
 def uninstall(app: App) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasync import __version__, config, examples, fleet, logs
+from dynasync import __version__, config, configcheck, examples, fleet, logs
 from dynasync.app import App, TargetFactory, default_target
 from dynasync.exceptions import DynasyncError
 from dynasync.notify import Notifier
@@ -287,7 +287,7 @@ def fleet_status(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     """`dynasync config check` runs without a working config, so it is not an App command."""
-    path, problems = config.check(args.config)
+    path, problems = configcheck.check(args.config)
     for line in problems:
         print(line)
     if problems:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynasync.exceptions import ConfigError, DynasyncError
+from dynasync.exceptions import ConfigError
+from dynasync.problems import Problems
 from dynasync.tableconfig import TABLE_KEYS, TableConfig, parse_tables
 
-__all__ = ["TABLE_KEYS", "Config", "TableConfig", "check", "load", "parse"]
+__all__ = ["TABLE_KEYS", "Config", "TableConfig", "load", "parse"]
 
 CONFIG_ENV = "DYNASYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "dynasync.toml"
@@ -147,50 +148,6 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
     if env:
         return Path(env)
     return Path(DEFAULT_CONFIG_NAME)
-
-
-class Problems:
-    """Every problem found in a config file, each with the file, the line when
-    it can be found, and the [section] key."""
-
-    def __init__(self, where: str, text: str | None = None) -> None:
-        self.where = where
-        self.items: list[str] = []
-        self._lines = _index_lines(text) if text else {}
-
-    def add(self, section: str, key: str | None, message: str) -> None:
-        """Record one problem."""
-        line = self._lines.get((section, key)) or self._lines.get((section, None))
-        loc = f"{self.where}:{line}" if line else self.where
-        label = f"[{section}] {key}" if key else f"[{section}]"
-        self.items.append(f"{loc}: {label} {message}" if key else f"{loc}: {label}: {message}")
-
-    def raise_if_any(self) -> None:
-        """Raise a ConfigError carrying every problem, the first as its message."""
-        if self.items:
-            extra = len(self.items) - 1
-            more = f" (and {extra} more: run 'dynasync config check')" if extra else ""
-            raise ConfigError(self.items[0] + more, problems=self.items)
-
-
-def _index_lines(text: str) -> dict[tuple[str, str | None], int]:
-    """(section, key) -> line number; [[tables]] entries are "tables N"."""
-    index: dict[tuple[str, str | None], int] = {}
-    section, entries = "", 0
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        m = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line) or re.match(r"^\[\s*([^\]]+?)\s*\]", line)
-        if m:
-            section = m.group(1)
-            if line.startswith("[["):
-                entries += 1
-                section = f"{section} {entries}"
-            index.setdefault((section, None), n)
-            continue
-        k = re.match(r"^([A-Za-z0-9_\-]+)\s*=", line)
-        if k:
-            index.setdefault((section, k.group(1)), n)
-    return index
 
 
 def load(explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -346,41 +303,3 @@ def _typed(value: Any, hint: Any) -> tuple[bool, str, Any]:
         ok = isinstance(value, int | float)
         return ok, "a number", float(value) if ok else value
     return isinstance(value, str), "a string", value
-
-
-def check(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, list[str]]:
-    """`dynasync config check`: every problem in the file, not just the first."""
-    path = resolve_path(explicit)
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        return path, e.problems
-    if cfg.databases is not None:
-        from dynasync import fleet  # fleet imports config
-
-        out: list[str] = []
-        for member in fleet.members(cfg):
-            try:
-                out.extend(_check_database(cfg.for_database(member), path))
-            except ConfigError as e:
-                out.extend(e.problems)
-        return path, out
-    if not cfg.database.exists():
-        return path, [f"{path}: [source] database {cfg.database} does not exist"]
-    return path, _check_database(cfg, path)
-
-
-def _check_database(cfg: Config, path: Path) -> list[str]:
-    """The mapping problems of a config against its database's tables."""
-    from dynasync import tables  # tables imports config
-
-    where = f"{path} for {cfg.database}" if cfg.fleet else str(path)
-    problems = Problems(where, path.read_text(encoding="utf-8"))
-    try:
-        found = tables.check_mappings(cfg)
-    except DynasyncError as e:
-        return [f"{where}: [source] database {cfg.database}: {e}"]
-    for section, key, message in found:
-        problems.add(section, key, message)
-    return problems.items
-

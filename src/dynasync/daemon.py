@@ -1,271 +1,335 @@
-"""`dynasync run`: passes on an APScheduler interval and, through a watchdog
-observer on the database's directory, as soon as the database or its WAL
-changes. Transient failures back off exponentially and log once; the first
-success after them logs "recovered" once. SIGTERM/SIGINT let the pass in
-flight finish and save, then exit cleanly."""
+"""`dynasync run`: the one daemon, for one database or a fleet of them
+(`[source] databases = "<glob>"`). A single database is a fleet of one.
+
+One process, one DynamoDB client and one write budget for every database.
+Databases take turns (dynasync.member): each round gives every ready database
+one bounded turn, so one with a huge backlog or a long reconcile cannot hold
+the others up. A database is ready when the file watch on its directory sees
+it (or its WAL) written, when a stat at each interval finds it changed, when
+it is due a retry, and every KEEPALIVE_SECONDS anyway (its DynamoDB tables
+are checked then). Files matching a fleet's glob that appear are picked up,
+initialized and copied; files that go away stop being synced and are reported.
+
+The failure policy: `run` stops only on a signal (SIGTERM, SIGINT), or when
+its config cannot be read at start. Any error in one database's work marks
+that database failing (the log, `status`, the metrics), and it backs off and
+retries while the others go on. SIGHUP reloads the config for every database.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
-import random
+import os
+import resource
 import signal
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
-from dynasync import changelog, state
+from dynasync import config, fleet, watch
 from dynasync.app import App
-from dynasync.background import Copies
-from dynasync.database import read_txn
-from dynasync.exceptions import DynasyncError, TableGoneError, TargetError
+from dynasync.exceptions import ConfigError, DynasyncError
 from dynasync.logs import fields
+from dynasync.member import NOT_NOW, Member
 from dynasync.metrics import Metrics, serving
 from dynasync.notify import Notifier
-from dynasync.reload import reload
-from dynasync.syncpass import PassResult, Syncer
 
 log = logging.getLogger(__name__)
 
-# What a later pass may get past: DynamoDB failing, the database busy, a table
-# gone for a moment (a migration between dropping and creating it).
-TRANSIENT: tuple[type[BaseException], ...] = (TargetError, sqlite3.OperationalError, TableGoneError)
-
-
-class _DatabaseEvents(FileSystemEventHandler):
-    """Calls on_change when the database file or its WAL changes."""
-
-    def __init__(self, database: Path, on_change: Callable[[], None]) -> None:
-        self._paths = {str(database), str(database) + "-wal"}
-        self._on_change = on_change
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-        if paths & self._paths:
-            self._on_change()
+KEEPALIVE_SECONDS = 300.0
 
 
 class Daemon:
-    """The main loop of `dynasync run`, with its scheduler, file watch, metrics and systemd notices."""
+    """The main loop of `dynasync run`, over every database of its config."""
 
     def __init__(self, app: App, notifier: Notifier | None = None) -> None:
-        self.app = app
+        self.shared = app  # the config, DynamoDB client, budgets and stop every database shares
         self.notifier = notifier or Notifier()
-        self.syncer = Syncer(app)
-        self.copies = Copies(app, self.syncer)
+        self.members: dict[str, Member] = {}
+        self.by_file: dict[str, Member] = {}  # each member by its file's real path, for file events
+        self.invalid: dict[str, str] = {}  # databases whose config is invalid, and why
         self.wake = threading.Event()
-        self.reload_requested = threading.Event()
+        self.rescan = threading.Event()
         self.file_changed = threading.Event()
-        self.failures = 0
-        self.passes = 0
-        self.last_result: PassResult | None = None
+        self.reload_requested = threading.Event()
+        self.look_due = threading.Event()  # set at each interval by the scheduler
         self.metrics: Metrics | None = Metrics() if app.config.metrics.listen else None
         if self.metrics is not None:
-            # `run` writes within the sync budget; its adaptive limits are the ones all writers share.
+            # Every database writes within the sync budget, whose adaptive limits all writers share.
             app.budgets["sync"].watch(self.metrics.observe_write_limit)
         self._ready = False
 
-    def request_stop(self, *_: object) -> None:
-        """Let the pass in flight finish, then leave the loop."""
-        self.app.stop.set()
-        self.wake.set()
+    @property
+    def cfg(self) -> config.Config:
+        """The daemon's config (a fleet's, or one database's)."""
+        return self.shared.config
 
-    def _on_file_change(self) -> None:
-        self.file_changed.set()
-        self.wake.set()
+    @property
+    def passes(self) -> int:
+        """Successful turns so far, over every database."""
+        return sum(m.passes for m in self.members.values())
+
+    def matches(self, path: str) -> bool:
+        """Whether a path is (or would be) one of the daemon's databases."""
+        if self.cfg.databases is None:
+            return os.path.realpath(path) == os.path.realpath(self.cfg.database)
+        return fnmatch.fnmatch(path, self.cfg.databases) and not path.endswith(fleet.SIDE_FILES)
 
     def run(self) -> int:
         """Run until asked to stop; 0 on a clean stop."""
-        app = self.app
-        app.lock()
-        previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle_reload)
+        _raise_file_limit()
+        handlers = {signal.SIGTERM: self._stop, signal.SIGINT: self._stop, signal.SIGHUP: self._hup}
+        previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         try:
             with self._services():
-                log.info(
-                    "running",
-                    extra=fields(
-                        tables=len(app.config.tables),
-                        interval=app.config.sync.interval,
-                        watch=app.config.sync.watch,
-                        database=str(app.config.database.resolve()),
-                    ),
-                )
-                self.wake.set()  # a first pass straight away
+                log.info("running", extra=fields(
+                    databases=self.cfg.databases or str(self.cfg.database.resolve()),
+                    tables=len(self.cfg.tables), interval=self.cfg.sync.interval, watch=self.cfg.sync.watch))
+                self.rescan.set()
+                self.wake.set()
                 self._loop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        log.info("stopped", extra=fields(passes=self.passes))
+            for member in self.members.values():
+                member.close()
+        log.info("stopped", extra=fields(databases=len(self.members), passes=self.passes))
         return 0
+
+    def request_stop(self) -> None:
+        """Let the turn in flight finish, then leave the loop."""
+        self.shared.stop.set()
+        self.wake.set()
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
+        self.request_stop()
+
+    def _hup(self, signum: int, frame: FrameType | None) -> None:
+        log.info("reloading the config after the pass in flight", extra=fields(signal="SIGHUP"))
+        self.reload_requested.set()
+        self.wake.set()
 
     @contextlib.contextmanager
     def _services(self) -> Iterator[None]:
         """The metrics server, the interval scheduler and the file watch, stopped on the way out."""
-        cfg = self.app.config.sync
+        base, recursive = watch.root(self.cfg.databases or str(self.cfg.database))
+        base = Path(os.path.realpath(base))
+        on = self.cfg.sync.watch and base.is_dir()
+        watching = watch.watching(watch.FileEvents(self.file_event), base, recursive) if on else None
         scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(
-            self.wake.set, "interval", seconds=cfg.interval, id="pass", max_instances=1, coalesce=True
-        )
-        database = self.app.config.database.resolve()
-        watch = (watching(_DatabaseEvents(database, self._on_file_change), database.parent)
-                 if cfg.watch else contextlib.nullcontext())
+        scheduler.add_job(self._interval, "interval", seconds=self.cfg.sync.interval, id="look",
+                          max_instances=1, coalesce=True)
         try:
-            with serving(self.metrics, self.app.config.metrics.listen):
+            with serving(self.metrics, self.cfg.metrics.listen), watching or contextlib.nullcontext():
                 scheduler.start()
                 try:
-                    with watch:
-                        yield
+                    yield
                 finally:
                     scheduler.shutdown(wait=False)
         finally:
             self.notifier.stopping()
 
-    def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
-        self.request_stop()
-
-    def _handle_reload(self, signum: int, frame: FrameType | None) -> None:
-        log.info("reloading the config after the pass in flight", extra=fields(signal="SIGHUP"))
-        self.reload_requested.set()
+    def _interval(self) -> None:
+        self.look_due.set()
         self.wake.set()
 
-    def _reload(self) -> None:
-        """Run on under the config file as it is now, or keep the old one if it is not valid."""
-        self.reload_requested.clear()
-        try:
-            r = reload(self.app)
-        except (DynasyncError, sqlite3.Error) as e:
-            log.error("reload refused; still running the previous config", extra=fields(error=str(e)))
-            return
-        self.syncer.schema.invalidate()
-        log.info("reloaded the config", extra=fields(added=r.added, removed=r.removed))
+    def file_event(self, event_type: str, path: str) -> None:
+        """A file event: a write to a database (or its WAL) makes it ready; a
+        database file appearing, moving or going away asks for a rescan."""
+        member = self.by_file.get(path.removesuffix("-wal"))
+        # Only a write is a change: a turn opens and closes the database
+        # itself, and the open, close, attrib, created and deleted (-wal)
+        # events that causes would make it ready again, turn after turn.
+        if member is not None and event_type == "modified":
+            member.ready = True
+            self.file_changed.set()
+            self.wake.set()
+        elif event_type in ("created", "moved", "deleted") and self.matches(path):
+            if member is not None:
+                member.ready = True
+            self.rescan.set()
+            self.wake.set()
 
     def _loop(self) -> None:
-        app, cfg = self.app, self.app.config.sync
+        interval = self.cfg.sync.interval
         # With WatchdogSec= set, the loop must come round often enough to ping;
-        # a pass that hangs stops the pings and systemd restarts the service.
-        tick = min(cfg.interval, self.notifier.watchdog_interval or cfg.interval)
-        while not app.stop.is_set():
+        # a turn that hangs stops the pings and systemd restarts the service.
+        tick = min(interval, self.notifier.watchdog_interval or interval)
+        self.look_due.set()  # a first look straight away
+        while not self.shared.stop.is_set():
             self.notifier.watchdog()
             self.wake.wait(tick)
-            if app.stop.is_set():
+            if self.shared.stop.is_set():
                 return
-            if not self.wake.is_set():
-                continue
             if self.file_changed.is_set():
                 # Let a burst of commits land so it becomes one pass.
-                app.stop.wait(cfg.debounce)
+                self.shared.stop.wait(self.cfg.sync.debounce)
                 self.file_changed.clear()
             self.wake.clear()
             if self.reload_requested.is_set():
                 self._reload()
-            self._one_pass()
+            if self.look_due.is_set():
+                self.look_due.clear()
+                self.rescan.set()
+                self._look()
+            if self.rescan.is_set():
+                self._rescan()
+            if self._round():
+                self.wake.set()
+            self._report()
 
-    def _one_pass(self) -> None:
-        started = time.time()
-        try:
-            r = self.last_result = self.syncer.run_pass()
-            if self.copies.step():
-                self.wake.set()  # more to copy: come straight back, after the next pass
-        except TRANSIENT as e:
-            if self.app.stop.is_set():
-                # Stopping: the pass in flight was cut short; the mark did not
-                # move, so its changes are applied on the next start.
-                log.info("stopping: the pass in flight is left to the next start", extra=fields(error=str(e)))
-                return
+    def _look(self) -> None:
+        """Mark ready each database whose files changed, that was skipped
+        (locked or failing, now due) or has not had a turn for KEEPALIVE_SECONDS,
+        and, at each interval, every database of a fleet of one."""
+        now = time.monotonic()
+        alone = len(self.members) == 1
+        for m in self.members.values():
+            if alone or m.changed() or m.locked is not None or now - m.last_turn > KEEPALIVE_SECONDS:
+                m.ready = True
+
+    def _round(self) -> bool:
+        """One turn for each ready database; whether any has work left."""
+        now, more = time.monotonic(), False
+        for member in list(self.members.values()):
+            if self.shared.stop.is_set():
+                return False
+            if not member.ready or member.retry_at > now:
+                continue
+            self.notifier.watchdog()
+            failures = member.failures
+            if member.turn():
+                member.ready, more = True, True
             if self.metrics is not None:
-                self.metrics.failures.inc()
-            self._observe(started)
-            self._failed(e)
+                if member.failures > failures:
+                    self.metrics.failures.inc()
+                if member.last_result is not None:
+                    self.metrics.observe_pass(member.last_result)
+            member.last_result = None
+        return more
+
+    def _rescan(self) -> None:
+        """Start syncing databases that appeared; stop those that went away."""
+        self.rescan.clear()
+        found = {str(p): p for p in fleet.members(self.cfg)}
+        for key in sorted(set(self.members) - set(found)):
+            log.warning("a database went away: no longer syncing it", extra=fields(database=key))
+            self._forget(key)
+        for key, path in found.items():
+            if key in self.members:
+                continue
+            try:
+                member_cfg = self.cfg if self.cfg.databases is None else self.cfg.for_database(path)
+            except ConfigError as e:
+                if self.invalid.get(key) != str(e):
+                    log.error("cannot sync a database: its config is invalid", extra=fields(
+                        database=key, error=str(e)))
+                self.invalid[key] = str(e)
+                continue
+            self.invalid.pop(key, None)
+            member = Member(path, member_cfg, self.shared, self.notifier.watchdog)
+            self.members[key] = member
+            self.by_file[os.path.realpath(path)] = member
+            self.wake.set()
+
+    def _forget(self, key: str) -> None:
+        member = self.members.pop(key)
+        self.by_file = {f: m for f, m in self.by_file.items() if m is not member}
+        member.close()
+
+    def _reload(self) -> None:
+        """Read the config again and apply it to every database, or keep the old one."""
+        self.reload_requested.clear()
+        try:
+            new = config.load(self.cfg.path)
+            if (new.databases is None) != (self.cfg.databases is None):
+                raise ConfigError("[source]: switching between database and databases needs a restart")
+        except ConfigError as e:
+            log.error("reload refused; still running the previous config", extra=fields(error=str(e)))
             return
-        self.passes += 1
-        if self.metrics is not None:
-            self.metrics.observe_pass(r)
-        self._observe(started)
-        summary = (
-            f"mark {r.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
-            f"{r.entries} change(s), {r.rejected} dead letter(s)"
-        )
+        refused, for_the_config, why = 0, 0, ""
+        earlier = {key: m.pending for key, m in self.members.items()}
+        for key, member in self.members.items():
+            try:
+                member.reconfigure(new if new.databases is None else new.for_database(member.path))
+            except NOT_NOW as e:
+                refused += 1
+                log.warning("a database cannot take the reloaded config now; it will on a later turn",
+                            extra=fields(database=key, error=str(e)))
+            except DynasyncError as e:
+                refused, for_the_config = refused + 1, for_the_config + 1
+                why = str(e)
+                if self.cfg.databases is not None:
+                    log.error("reload refused for a database; it keeps its previous config",
+                              extra=fields(database=key, error=why))
+        if self.members and refused == len(self.members) and for_the_config:
+            # Not one database takes it, and not only because it was busy or
+            # DynamoDB was out of reach: it is the config that is wrong, and
+            # files that appear later (or databases busy just now) must not get it either;
+            # a database still owed the last good config keeps that debt.
+            for key, member in self.members.items():
+                member.pending = earlier[key]
+            alone = self.cfg.databases is None
+            log.error("reload refused; still running the previous config",
+                      extra=fields(error=why if alone else "no database accepts the new config"))
+            return
+        self.shared.reconfigure(new)
+        self.invalid.clear()
+        self.rescan.set()
+        log.info("reloaded the config", extra=fields(databases=len(self.members), refused=refused))
+
+    def _report(self) -> None:
+        """Health for systemd (READY once every database had its first turn) and the metrics."""
+        counts = dict.fromkeys(("healthy", "behind", "failing", "locked"), 0)
+        for m in self.members.values():
+            counts[m.health] += 1
+        text = self._summary(counts)
         if not self._ready:
             self._ready = True
-            self.notifier.ready(summary)  # the first pass proves SQLite and DynamoDB both work
+            self.notifier.ready(text)
         else:
-            self.notifier.status(summary)
-        if self.failures:
-            log.info("recovered", extra=fields(failed_passes=self.failures))
-            self.failures = 0
-        if r.applied or r.rejected:
-            log.info(
-                "pass",
-                extra=fields(
-                    changes=r.entries,
-                    writes=r.applied,
-                    dead_letters=r.rejected,
-                    high_water_mark=r.high_water_mark,
-                    seconds=round(r.seconds, 3),
-                    retries=r.stats.retries,
-                ),
-            )
-
-    def _observe(self, pass_started: float) -> None:
+            self.notifier.status(text)
         if self.metrics is None:
             return
-        conn = self.app.conn
-        try:
-            with read_txn(conn):
-                hwm = state.high_water_mark(conn)
-                oldest, pending = changelog.oldest_pending(conn, hwm)
-                dead = state.dead_letter_count(conn)
-                backfill = state.backfill_progress(conn)
-        except (DynasyncError, sqlite3.Error) as e:
-            log.debug("could not read the position for metrics: %s", e)
-            return
-        self.metrics.observe_position(pending, oldest, pass_started, dead, backfill)
-
-    def _failed(self, error: BaseException) -> None:
-        cfg = self.app.config.sync
-        self.failures += 1
-        delay = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (self.failures - 1))
-        delay *= random.uniform(0.8, 1.0)
-        level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(
-            level,
-            "pass failed; retrying with backoff",
-            extra=fields(error=str(error), failures=self.failures, retry_in=round(delay, 1)),
+        now = time.time()
+        self.metrics.observe_fleet(
+            counts, len(self.invalid),
+            {key: (m.position.lag(now), m.position.pending, m.position.dead_letters)
+             for key, m in self.members.items()},
+            sum(len(m.failed_tables) for m in self.members.values()),
         )
-        self.notifier.status(f"failing ({self.failures} pass(es)): {error}")
-        deadline = time.monotonic() + delay
-        while not self.app.stop.is_set() and time.monotonic() < deadline:
-            self.notifier.watchdog()
-            self.app.stop.wait(min(0.5, deadline - time.monotonic()))
-        self.wake.set()
+        if self.cfg.databases is None:
+            for m in self.members.values():
+                self.metrics.observe_backfill(m.position.backfill)
+
+    def _summary(self, counts: dict[str, int]) -> str:
+        """The one-line STATUS=: one database's position, or a fleet's counts."""
+        if self.cfg.databases is None and len(self.members) == 1:
+            m = next(iter(self.members.values()))
+            if m.error is not None:
+                return f"failing ({m.failures} pass(es)): {m.error}"
+            p = m.position
+            return (f"mark {p.high_water_mark}, last pass {time.strftime('%H:%M:%S')}: "
+                    f"{p.pending} change(s) pending, {p.dead_letters} dead letter(s)")
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+        return f"{len(self.members)} database(s): {summary}"
 
 
 def run(app: App) -> int:
-    """`dynasync run`: one database, or a fleet (`[source] databases`)."""
-    if app.config.databases is not None:
-        from dynasync.fleetd import FleetDaemon  # fleetd imports this module's neighbours
-
-        return FleetDaemon(app).run()
+    """`dynasync run`: the daemon, on one database or a fleet (`[source] databases`)."""
     return Daemon(app).run()
 
 
-@contextlib.contextmanager
-def watching(handler: FileSystemEventHandler, directory: Path, recursive: bool = False) -> Iterator[None]:
-    """A watchdog observer sending the directory's file events to `handler` for the block."""
-    observer = Observer()
-    observer.schedule(handler, str(directory), recursive=recursive)
-    observer.start()
-    try:
-        yield
-    finally:
-        observer.stop()
-        observer.join(timeout=5)
+def _raise_file_limit() -> None:
+    """Each database's lock holds a descriptor: allow as many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -23,10 +23,12 @@ from typing import Any
 
 from dynasync import capture, owners, provision, sql, state, tables
 from dynasync.app import App
+from dynasync.config import Config
 from dynasync.database import write_txn
+from dynasync.exceptions import DynasyncError, MappingError, Poison
 from dynasync.items import Ownership
 from dynasync.logs import fields
-from dynasync.schema import reshaped
+from dynasync.schema import TableSchema, reshaped
 from dynasync.tables import SyncedTable
 from dynasync.verify import Previous, verify_tables
 
@@ -37,10 +39,17 @@ TARGET_CHECK_INTERVAL = 60.0
 
 @dataclass
 class Refresh:
-    """The tables as they are now, and those reconciled to get there."""
+    """The tables as they are now, those reconciled to get there, and those
+    set aside: configured, but they cannot be synced now (and why)."""
 
     tables: dict[str, SyncedTable]
     reconciled: list[str] = field(default_factory=list)
+    failed: dict[str, DynasyncError] = field(default_factory=dict)
+
+    def raise_failed(self) -> None:
+        """Raise the first set-aside table's error (the commands that need every table)."""
+        for error in self.failed.values():
+            raise error
 
 
 class SchemaWatch:
@@ -50,6 +59,7 @@ class SchemaWatch:
         self.app = app
         self._cookie: int | None = None
         self._tables: dict[str, SyncedTable] = {}
+        self._failed: dict[str, DynasyncError] = {}
         self._targets_checked = 0.0
 
     def invalidate(self) -> None:
@@ -67,8 +77,8 @@ class SchemaWatch:
         cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
         changed = cookie != self._cookie
         if not changed and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
-            return Refresh(self._tables)
-        found, stale, reshapes = self._tables, set[str](), dict[str, bool]()
+            return Refresh(self._tables, failed=self._failed)
+        found, failed, stale, reshapes = self._tables, self._failed, set[str](), dict[str, bool]()
         previous: dict[str, Previous] = {}
         if changed:
             # The cookie recorded is the one read with the schema, under the write
@@ -76,15 +86,24 @@ class SchemaWatch:
             # below) moves it on, and is seen next time.
             armed = capture.rearm(conn, self.app.config)
             cookie = armed.cookie
-            found = tables.build(self.app.config, armed.schemas)
+            found, failed = _build(self.app.config, armed.schemas, armed.failed)
+            self._set_aside(failed)
             reshapes = _reshapes(self.app, found)
             stale = set(armed.owed) | set(armed.disarmed) | {n for n, r in reshapes.items() if r}
+            stale &= set(found)  # a table set aside is reconciled once it is back
             previous = self._remapped(found)
             stale |= set(previous)
         stale |= set(self._check_targets(found))
         reconciled = self._reconcile(found, sorted(stale), reshapes, previous)
-        self._tables, self._cookie = found, cookie
-        return Refresh(found, reconciled)
+        self._tables, self._failed, self._cookie = found, failed, cookie
+        return Refresh(found, reconciled, failed)
+
+    def _set_aside(self, failed: dict[str, DynasyncError]) -> None:
+        """Record the tables set aside, for status, and flag them for a reconcile:
+        their changes are skipped meanwhile, so their items are made right once they are back."""
+        with write_txn(self.app.conn):
+            state.record_set_aside(self.app.conn, {name: str(e) for name, e in failed.items()})
+            state.flag_reconcile(self.app.conn, failed)
 
     def _remapped(self, found: dict[str, SyncedTable]) -> dict[str, Previous]:
         """Tables whose items follow another mapping than the config's now (the
@@ -156,6 +175,21 @@ class SchemaWatch:
             log.warning("DynamoDB table lost its items (deleted or replaced): restoring it",
                         extra=fields(table=target))
         return restore
+
+
+def _build(
+    config: Config, schemas: dict[str, TableSchema], failed: dict[str, DynasyncError]
+) -> tuple[dict[str, SyncedTable], dict[str, DynasyncError]]:
+    """The synced tables for the schemas whose mapping fits; the others join `failed`."""
+    failed = dict(failed)
+    fitting = {name: s for name, s in schemas.items() if name not in failed}
+    for name, s in list(fitting.items()):
+        try:
+            tables.build(config, {name: s})
+        except (DynasyncError, Poison) as e:
+            failed[name] = e if isinstance(e, DynasyncError) else MappingError(name, "", str(e))
+            del fitting[name]
+    return tables.build(config, fitting), failed
 
 
 def _reshapes(app: App, found: dict[str, SyncedTable]) -> dict[str, bool]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dynasync.config import TableConfig
 from dynasync.exceptions import MappingError, Poison
 from dynasync.schema import TableSchema
+from dynasync.tableconfig import TableConfig
 from dynasync.templates import Template
 from dynasync.values import (
     MAX_ITEM_BYTES,

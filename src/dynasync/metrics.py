@@ -83,8 +83,12 @@ class Metrics:
         self.db_dead = Gauge(
             "dynasync_database_dead_letters", f"Dead letters {per_db}", ["database"], registry=r
         )
+        self.tables_set_aside = Gauge(
+            "dynasync_tables_set_aside",
+            "Tables set aside because their mapping does not fit the table now (the others go on)",
+            registry=r,
+        )
         self._worst: set[str] = set()
-        self._oldest: tuple[int, float] | None = None
 
     def serve(self, listen: str) -> Any:
         """Serve /metrics on "host:port"; returns what start_http_server returns."""
@@ -109,35 +113,24 @@ class Metrics:
         self.write_rate_limit.labels(table).set(rate)
         self.write_concurrency_limit.labels(table).set(in_flight)
 
-    def observe_position(
-        self,
-        pending: int,
-        oldest_seq: int | None,
-        seen_at: float,
-        dead: int,
-        backfill: dict[str, BackfillProgress],
-    ) -> None:
-        """Set the position gauges: backlog, lag, dead letters, backfill progress."""
-        self.pending.set(pending)
-        self.dead_letters.set(dead)
-        if oldest_seq is None:
-            self._oldest = None
-            self.lag.set(0)
-        else:
-            if self._oldest is None or self._oldest[0] != oldest_seq:
-                self._oldest = (oldest_seq, seen_at)
-            self.lag.set(max(0.0, time.time() - self._oldest[1]))
+    def observe_backfill(self, backfill: dict[str, BackfillProgress]) -> None:
+        """Set the backfill gauges of one database's tables."""
         for table, progress in backfill.items():
             self.backfill_rows.labels(table).set(progress.rows)
             self.backfill_done.labels(table).set(1 if progress.done else 0)
 
     def observe_fleet(
-        self, counts: dict[str, int], invalid: int, databases: dict[str, tuple[float, int, int]]
+        self,
+        counts: dict[str, int],
+        invalid: int,
+        databases: dict[str, tuple[float, int, int]],
+        tables_set_aside: int = 0,
     ) -> None:
-        """A fleet's gauges: databases by state, totals, and per-database figures
-        for only the WORST_DATABASES furthest behind, so labels stay bounded."""
+        """The daemon's gauges: databases by state, totals, tables set aside, and per-database
+        figures for only the WORST_DATABASES furthest behind, so labels stay bounded."""
         for state, n in {**counts, "invalid": invalid}.items():
             self.fleet_databases.labels(state).set(n)
+        self.tables_set_aside.set(tables_set_aside)
         self.pending.set(sum(p for _, p, _ in databases.values()))
         self.dead_letters.set(sum(d for _, _, d in databases.values()))
         self.lag.set(max((lag for lag, _, _ in databases.values()), default=0.0))

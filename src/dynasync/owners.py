@@ -25,15 +25,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from dynasync import sql
+from dynasync.tables import SyncedTable
 from dynasync.target import delete
 from dynasync.values import key_from_text, key_text
-from dynasync.writes import Rejected, RowRef, Write
-
-if TYPE_CHECKING:
-    from dynasync.tables import SyncedTable
+from dynasync.writes import Change, Rejected, RowRef, Write
 
 COLLISION = "maps to the same DynamoDB item as"  # the start of a collision dead letter's reason
 
@@ -46,15 +43,6 @@ def collision(other: RowRef, item: str) -> str:
 
 def _item_suffix(item: str) -> str:
     return f"; item {item}"
-
-
-@dataclass
-class Change:
-    """One row of a batch: what it should write now, and the items it may have written."""
-
-    ref: RowRef
-    write: Write | Rejected | None  # None: the row is gone (or filtered out) with no known item
-    old: tuple[str, ...] = ()  # key_text of every item recorded for this row
 
 
 @dataclass

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from dynasync import config, provision, state, tables
 from dynasync.app import App
 from dynasync.config import Config
 from dynasync.database import write_txn
+from dynasync.exceptions import DynasyncError, Poison
 from dynasync.logs import fields
 
 log = logging.getLogger(__name__)
@@ -45,14 +47,21 @@ class Reload:
     needs_restart: list[str] = field(default_factory=list)  # "[section] key" left as they were
 
 
-def reload(app: App, new: Config | None = None) -> Reload:
+def reload(app: App, new: Config | None = None, set_aside: Collection[str] = ()) -> Reload:
     """Run on under the config file as it is now (or `new`: one database's
     config in a fleet's); raises, keeping the old config, when it is invalid,
     names a table that is not there, or a DynamoDB table that does not exist
-    and may not be created."""
+    and may not be created. A table already `set_aside` (its mapping does not
+    fit it now) may still not fit: it stays set aside, and does not stop the others."""
     new = new if new is not None else config.load(app.config.path)
     new, result = _keep_fixed(app.config, new)
-    found = tables.load(app.conn, new)
+    found: dict[str, tables.SyncedTable] = {}
+    for entry in new.tables:
+        try:
+            found.update(tables.load(app.conn, new, [entry.source]))
+        except (DynasyncError, Poison):
+            if entry.source not in set_aside:
+                raise
     provision.ensure_targets(found.values(), app.target, app.retrier(), new.dynamodb.create_tables)
     before = {t.source for t in app.config.tables}
     after = {t.source for t in new.tables}

@@ -30,6 +30,8 @@ VERSION = "schema_version"  # the layout of dynasync's tables (sql.SCHEMA_VERSIO
 OWNER = "config"  # the absolute path of the one config file that syncs this database
 TARGET = "target:"  # + DynamoDB table: its identity when dynasync last checked it
 TARGET_MISSING = "target_missing:"  # + DynamoDB table: unix time it was first found missing
+FAILING = "failing"  # why the daemon's turns on this database fail (JSON); gone once one succeeds
+SET_ASIDE = "set_aside:"  # + table: why the table cannot be synced now (its mapping does not fit it)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,15 @@ class DeadLetter:
         """The key values, one per key column (a NULL second column included)."""
         width = self.width or (1 if self.k2 is None else 2)
         return (self.k1, self.k2)[:width]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the daemon's turns on a database fail, since when, and how many times."""
+
+    error: str
+    since: float
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,41 @@ def mark_target_missing(conn: sqlite3.Connection, target: str) -> None:
 def missing_targets(conn: sqlite3.Connection) -> dict[str, float]:
     """Target tables last seen missing, with when that was first noticed."""
     return {name: float(value) for name, value in conn.execute(sql.STATE_PREFIXED, (TARGET_MISSING,))}
+
+
+def record_failure(conn: sqlite3.Connection, error: str | None, attempts: int) -> None:
+    """Keep why the daemon's turns fail (None: they succeed again). Call inside a write transaction."""
+    if error is None:
+        conn.execute(sql.STATE_DELETE, (FAILING,))
+        return
+    since = time.time()
+    found = failure(conn)
+    if found is not None:
+        since = found.since
+    conn.execute(sql.STATE_SET, (FAILING, json.dumps({"error": error, "since": since, "attempts": attempts})))
+
+
+def failure(conn: sqlite3.Connection) -> Failure | None:
+    """Why the daemon's turns on this database fail, if they do."""
+    row = conn.execute(sql.STATE_GET, (FAILING,)).fetchone()
+    try:
+        doc = json.loads(row[0]) if row else None
+        return Failure(str(doc["error"]), float(doc["since"]), int(doc["attempts"])) if doc else None
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def record_set_aside(conn: sqlite3.Connection, failed: Mapping[str, str]) -> None:
+    """Keep which tables are set aside, and why (the others are back). Call inside a write transaction."""
+    for name in set(set_aside(conn)) - set(failed):
+        conn.execute(sql.STATE_DELETE, (SET_ASIDE + name,))
+    for name, reason in failed.items():
+        conn.execute(sql.STATE_SET, (SET_ASIDE + name, reason))
+
+
+def set_aside(conn: sqlite3.Connection) -> dict[str, str]:
+    """The tables set aside, and why."""
+    return {name: str(reason) for name, reason in conn.execute(sql.STATE_PREFIXED, (SET_ASIDE,))}
 
 
 def timestamp(conn: sqlite3.Connection, name: str) -> float | None:

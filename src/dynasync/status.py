@@ -31,6 +31,7 @@ class TableStatus:
     lag_seconds: float | None = 0.0
     backfill: str = "not started"
     backfill_rows: int = 0
+    set_aside: str | None = None  # why the table cannot be synced now; None while it syncs
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Status:
     exit_code: int = OK
     tables: dict[str, TableStatus] = field(default_factory=dict)
     missing_targets: list[str] = field(default_factory=list)  # DynamoDB tables found missing
+    failing: str | None = None  # why the daemon's turns on this database fail, while they do
+    failing_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The fields of `status --json`."""
@@ -97,12 +100,26 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
             ts.last_applied = state.timestamp(conn, state.APPLIED_AT + table)
             ts.lag_seconds = _lag(ts.pending, ts.last_applied or result.last_pass, now)
         result.missing_targets = sorted(state.missing_targets(conn))
+        for table, reason in state.set_aside(conn).items():
+            if table in result.tables:
+                result.tables[table].set_aside = reason
+        failure = state.failure(conn)
+        if failure is not None:
+            result.failing, result.failing_since = failure.error, failure.since
     result.lag_seconds = _lag(result.pending_changes, result.last_pass, now)
     _judge(result, max_lag)
     return result
 
 
 def _judge(s: Status, max_lag: float) -> None:
+    if s.failing is not None:
+        since = f" for {time.time() - s.failing_since:.0f}s" if s.failing_since else ""
+        s.problems.append(f"the daemon's passes on this database are failing{since}: {s.failing}")
+        s.exit_code = CRITICAL
+    for name, t in s.tables.items():
+        if t.set_aside is not None:
+            s.problems.append(f"table {name!r} is set aside (the other tables go on): {t.set_aside}")
+            s.exit_code = CRITICAL
     for target in s.missing_targets:
         s.problems.append(
             f"DynamoDB table {target!r} does not exist: its items are lost until it exists again "

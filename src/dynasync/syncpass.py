@@ -22,7 +22,7 @@ from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
 from dynasync.writer import Delivery, WriteResult
-from dynasync.writes import Rejected, RowRef, Write
+from dynasync.writes import Change, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class PassResult:
     stats: RequestStats = field(default_factory=RequestStats)
     seconds: float = 0.0
     more: bool = False  # stopped at its deadline with changes left
+    failed: dict[str, str] = field(default_factory=dict)  # tables set aside, and why
 
     @property
     def applied(self) -> int:
@@ -64,7 +65,7 @@ def plan_slice(conn: sqlite3.Connection, synced: dict[str, SyncedTable], sl: Sli
     """One write per DynamoDB key: each changed row's Put or Delete, and the
     Delete of an item a row left; a row claiming an item another row holds is
     a dead letter (dynasync.owners)."""
-    by_target: dict[str, list[owners.Change]] = {}
+    by_target: dict[str, list[Change]] = {}
     p = SlicePlan()
     for name, changes in sl.changes.items():
         table, columns = synced[name], sl.columns[name]
@@ -161,6 +162,7 @@ class Syncer:
         state.check_position(conn, hwm)
         refresh = self.schema.refresh()
         result.reconciled.extend(refresh.reconciled)
+        result.failed = {name: str(e) for name, e in refresh.failed.items()}
         end = until if until is not None else changelog.last_seq(conn)
         total = changelog.pending(conn, hwm) if progress else None
 
@@ -241,6 +243,10 @@ class Syncer:
 
 
 def sync(app: App, progress: Progress | None = None) -> PassResult:
-    """`dynasync sync`: apply every change pending now, then return."""
+    """`dynasync sync`: apply every change pending now, then return; a table that
+    cannot be synced now fails the command, after every other table is synced."""
     app.lock()
-    return Syncer(app).run_pass(progress=progress)
+    syncer = Syncer(app)
+    result = syncer.run_pass(progress=progress)
+    syncer.schema.refresh().raise_failed()
+    return result

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dynasync import values
 from dynasync.exceptions import Poison
+from dynasync.problems import Problems
 from dynasync.templates import Template
-
-if TYPE_CHECKING:
-    from dynasync.config import Problems
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 

@@ -21,14 +21,14 @@ from typing import Any
 
 from dynasync import filters, items, schema, sql
 from dynasync.changelog import TableRead
-from dynasync.config import Config, TableConfig
+from dynasync.config import Config
 from dynasync.database import connect, read_txn
 from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
 from dynasync.logs import fields
-from dynasync.owners import Change
+from dynasync.tableconfig import TableConfig
 from dynasync.target import delete
 from dynasync.values import Item, key_identity, key_text
-from dynasync.writes import Rejected, RowRef, Write
+from dynasync.writes import Change, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 

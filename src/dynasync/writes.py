@@ -79,3 +79,11 @@ class Rejected:
     reason: str
     write: Write | None = None  # the write DynamoDB refused, when it was one
 
+
+@dataclass
+class Change:
+    """One row of a batch: what it should write now, and the items it may have written."""
+
+    ref: RowRef
+    write: Write | Rejected | None  # None: the row is gone (or filtered out) with no known item
+    old: tuple[str, ...] = ()  # key_text of every item recorded for this row

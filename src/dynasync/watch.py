@@ -1,0 +1,73 @@
+"""The file watch of `run`: a watchdog observer on the directory that holds
+the databases (the glob's directory, recursively when a directory part of the
+glob has a wildcard), handing each file event to the daemon."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+# watchdog's inotify emitter logs this at ERROR when it is stopped while its
+# thread is between two reads: a benign race of every clean stop. An ERROR on
+# every normal stop would teach operators to ignore errors.
+_STOP_RACE = "called when the thread is inactive"
+
+
+class _QuietStopRace(logging.Filter):
+    """Drops watchdog's log line about the benign race of a clean stop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but that one."""
+        return _STOP_RACE not in record.getMessage()
+
+
+_QUIET = _QuietStopRace()
+
+
+class FileEvents(FileSystemEventHandler):
+    """Hands each path a file event names (its source and its destination) to `notify`."""
+
+    def __init__(self, notify: Callable[[str, str], None]) -> None:
+        self._notify = notify
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """One event: notify(event type, path) for each path it names."""
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = os.fsdecode(raw or "")
+            if path:
+                self._notify(event.event_type, path)
+
+
+def root(pattern: str) -> tuple[Path, bool]:
+    """The directory to watch for a glob (or one database's path), and whether
+    its subdirectories too (when a wildcard is in a directory part)."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            return Path(*fixed), True
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path("."), False
+
+
+@contextlib.contextmanager
+def watching(handler: FileSystemEventHandler, directory: Path, recursive: bool = False) -> Iterator[None]:
+    """A watchdog observer sending the directory's file events to `handler` for the block."""
+    logger = logging.getLogger("watchdog.observers.inotify")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+    observer = Observer()
+    observer.schedule(handler, str(directory), recursive=recursive)
+    observer.start()
+    try:
+        yield
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
