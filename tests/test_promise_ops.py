@@ -15,7 +15,7 @@ from conftest import Env
 from equality import assert_in_sync
 from test_cli import DYNASYNC, cli, wait_until
 
-from dynasync import backfill, capture, drift, status, syncpass
+from dynasync import backfill, capture, reconcile, status, syncpass
 from dynasync.exceptions import TableGoneError, TableMissingError
 
 
@@ -32,16 +32,16 @@ def test_migration_during_a_reconcile_is_seen_by_the_next_pass(env: Env, monkeyp
     env.sql("INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')")
     env.run(backfill.backfill)
     env.sql("ALTER TABLE t DROP COLUMN extra")  # rows change unseen: the next pass reconciles
-    real = drift.verify_tables
+    real = reconcile.TableReconcile.step
 
-    def reconcile_while_a_migration_lands(*args: Any, **kw: Any) -> Any:
+    def reconcile_while_a_migration_lands(self: Any, *args: Any, **kw: Any) -> Any:
         # A table rebuild, and a write while capture is gone, in the middle of the reconcile.
         env.sql("CREATE TABLE t2 (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t2 SELECT id, v FROM t",
                 "DROP TABLE t", "ALTER TABLE t2 RENAME TO t", "INSERT INTO t VALUES (3, 'unseen')")
-        monkeypatch.setattr(drift, "verify_tables", real)
-        return real(*args, **kw)
+        monkeypatch.setattr(reconcile.TableReconcile, "step", real)
+        return real(self, *args, **kw)
 
-    monkeypatch.setattr(drift, "verify_tables", reconcile_while_a_migration_lands)
+    monkeypatch.setattr(reconcile.TableReconcile, "step", reconcile_while_a_migration_lands)
     with env.app() as app:
         syncer = syncpass.Syncer(app)  # one process, as the daemon keeps it
         assert syncer.run_pass().reconciled == ["t"]

@@ -14,9 +14,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dynasync import owners, state
+from dynasync import owners, reconcile, state
 from dynasync.app import App
-from dynasync.database import write_txn
 from dynasync.exceptions import StateError
 from dynasync.logs import fields
 from dynasync.progress import Progress
@@ -24,7 +23,6 @@ from dynasync.state import BackfillProgress
 from dynasync.syncpass import PassResult, Syncer
 from dynasync.tables import Chunk, SyncedTable
 from dynasync.writer import Delivery
-from dynasync.writes import Rejected, Write
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +62,7 @@ def backfill(
     refresh = syncer.schema.refresh()
     refresh.raise_failed()
     synced = refresh.tables
+    reconcile.run(app, synced)
     progress_by_table = _start(app, names)
     result = BackfillResult()
     for name in names:
@@ -137,7 +136,7 @@ class TableCopy:
                 finished = False
                 break
             app.heartbeat()
-            plan = _plan(conn, table, chunk, self.synced)
+            plan = owners.plan_chunk(conn, table, chunk, self.synced)
             if in_flight is not None:
                 self._land(in_flight)
                 in_flight = None
@@ -161,12 +160,10 @@ class TableCopy:
     def _land(self, flight: _InFlight) -> None:
         """Wait for a chunk's writes, then save its position, owners and dead letters at once."""
         out = flight.delivery.wait()
-        refused = {id(r.write) for r in out.rejected}
-        delivered = [w for w in flight.plan.writes if id(w) not in refused]
         rejected = flight.plan.rejected + out.rejected
 
         def records(conn: sqlite3.Connection) -> None:
-            _records(conn, flight.plan, delivered, out.rejected, self.synced)
+            owners.commit_chunk(conn, flight.plan, out.delivered, out.rejected, self.synced)
 
         rows = len(flight.chunk.rows) + len(flight.chunk.refused)
         tracked = records if self.table.tracked else None
@@ -185,33 +182,3 @@ class _InFlight:
     chunk: Chunk
     plan: owners.TargetPlan
     delivery: Delivery
-
-
-def _plan(
-    conn: sqlite3.Connection, table: SyncedTable, chunk: Chunk, synced: dict[str, SyncedTable]
-) -> owners.TargetPlan:
-    """A chunk's writes. A table whose keys are its primary keys, alone on its
-    target, needs no owners record: its rows are distinct items."""
-    if not table.tracked:
-        plan = owners.TargetPlan(table.target)
-        for w in table.puts(chunk):
-            (plan.writes if isinstance(w, Write) else plan.rejected).append(w)  # type: ignore[arg-type]
-        plan.rejected.extend(chunk.refused)
-        return plan
-    plan = owners.plan_target(conn, table.target, table.chunk_changes(conn, chunk), synced)
-    if plan.claims:
-        with write_txn(conn):  # claims are recorded before their Puts go out
-            owners.intend(conn, [plan])
-    return plan
-
-
-def _records(
-    conn: sqlite3.Connection,
-    plan: owners.TargetPlan,
-    delivered: list[Write],
-    refused: list[Rejected],
-    synced: dict[str, SyncedTable],
-) -> None:
-    """Commit a chunk's item owners; retry rows refused an item it freed."""
-    freed = owners.commit(conn, [plan], delivered, refused, synced)
-    owners.requeue_collisions(conn, freed, synced.values())

@@ -1,8 +1,9 @@
-"""Tables `run` copies in the background, a step at a time between its
-passes: a table added to the config while it runs, one never backfilled,
-or one whose backfill stopped half way. Every other table keeps syncing
-with its usual lag meanwhile, since a step lasts STEP_SECONDS and a pass
-runs between two steps. The copy writes within the [backfill] budget.
+"""The work `run` does in the background, a step at a time between its
+passes: the reconciles a database owes (dynasync.reconcile), then the copies
+of tables added to the config while it runs, never backfilled, or whose
+backfill stopped half way. Every other table keeps syncing with its usual
+lag meanwhile, since a step lasts STEP_SECONDS and a pass runs between two
+steps. Both write within the [backfill] budget.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 import time
 
-from dynasync import state
+from dynasync import reconcile, state
 from dynasync.app import App
 from dynasync.backfill import TableCopy
 from dynasync.logs import fields
 from dynasync.syncpass import Syncer
+from dynasync.tables import SyncedTable
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,13 @@ class Background:
         return [t.source for t in self.app.config.tables if not (p := progress.get(t.source)) or not p.done]
 
     def step(self) -> bool:
-        """Copy for up to STEP_SECONDS; whether a table still remains to copy."""
+        """Reconcile, or else copy, for up to STEP_SECONDS; whether work remains."""
         synced = self.syncer.schema.refresh().tables
+        _, more = reconcile.run(self.app, synced, until=time.monotonic() + STEP_SECONDS)
+        return more or self._copy(synced)
+
+    def _copy(self, synced: dict[str, SyncedTable]) -> bool:
+        """Copy for up to STEP_SECONDS; whether a table still remains to copy."""
         todo = [name for name in self.pending() if name in synced]  # not a table set aside
         if not todo:
             return False

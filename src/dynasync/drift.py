@@ -3,10 +3,11 @@
 When SQLite's schema cookie moves, the tables are inspected again and:
 capture is re-armed where a migration removed or outdated it; the target
 tables are checked again; and each table whose rows may have changed without
-a trigger firing is reconciled with DynamoDB (verify --repair). That is a
-table whose capture was missing or out of date, one flagged by an earlier
-reconcile that did not finish, or one reshaped so that existing rows map to
-other items (a column dropped or renamed, or added with a non-NULL default).
+a trigger firing owes a reconcile with DynamoDB (dynasync.reconcile, taken
+in steps). That is a table whose capture was missing or out of date, one
+reshaped so that existing rows map to other items (a column dropped or
+renamed, or added with a non-NULL default), one whose mapping changed, or
+one set aside for a while (its mapping did not fit it).
 
 The target tables are also checked every TARGET_CHECK_INTERVAL seconds and
 after a write found one missing. A target that was deleted, or replaced by
@@ -26,11 +27,9 @@ from dynasync.app import App
 from dynasync.config import Config
 from dynasync.database import write_txn
 from dynasync.exceptions import DynasyncError, MappingError, Poison
-from dynasync.items import Ownership
 from dynasync.logs import fields
 from dynasync.schema import TableSchema, reshaped
 from dynasync.tables import SyncedTable
-from dynasync.verify import Previous, verify_tables
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +38,11 @@ TARGET_CHECK_INTERVAL = 60.0
 
 @dataclass
 class Refresh:
-    """The tables as they are now, those reconciled to get there, and those
-    set aside: configured, but they cannot be synced now (and why)."""
+    """The tables as they are now, those that owe a reconcile, and those set
+    aside: configured, but they cannot be synced now (and why)."""
 
     tables: dict[str, SyncedTable]
-    reconciled: list[str] = field(default_factory=list)
+    owed: list[str] = field(default_factory=list)
     failed: dict[str, DynasyncError] = field(default_factory=dict)
 
     def raise_failed(self) -> None:
@@ -72,31 +71,32 @@ class SchemaWatch:
         self._targets_checked = 0.0
 
     def refresh(self) -> Refresh:
-        """The current tables, after re-arming and reconciling whatever changed unseen."""
+        """The current tables, after re-arming capture; a table whose rows may
+        have changed unseen owes a reconcile (dynasync.reconcile), which starts now."""
         conn = self.app.conn
         cookie = conn.execute(sql.SCHEMA_COOKIE).fetchone()[0]
         changed = cookie != self._cookie
         if not changed and time.monotonic() - self._targets_checked < TARGET_CHECK_INTERVAL:
             return Refresh(self._tables, failed=self._failed)
-        found, failed, stale, reshapes = self._tables, self._failed, set[str](), dict[str, bool]()
-        previous: dict[str, Previous] = {}
+        found, failed, fresh, reshapes = self._tables, self._failed, set[str](), dict[str, bool]()
+        previous: dict[str, dict[str, Any] | None] = {}
         if changed:
             # The cookie recorded is the one read with the schema, under the write
-            # lock: a migration that lands later (even during the reconcile
-            # below) moves it on, and is seen next time.
+            # lock: a migration that lands later (even during a reconcile) moves
+            # it on, and is seen next time.
             armed = capture.rearm(conn, self.app.config)
             cookie = armed.cookie
             found, failed = _build(self.app.config, armed.schemas, armed.failed)
             self._set_aside(failed)
             reshapes = _reshapes(self.app, found)
-            stale = set(armed.owed) | set(armed.disarmed) | {n for n, r in reshapes.items() if r}
-            stale &= set(found)  # a table set aside is reconciled once it is back
+            fresh = set(armed.disarmed) | {n for n, r in reshapes.items() if r}
             previous = self._remapped(found)
-            stale |= set(previous)
-        stale |= set(self._check_targets(found))
-        reconciled = self._reconcile(found, sorted(stale), reshapes, previous)
+        fresh |= set(self._check_targets(found))
+        owed = self._owe(found, fresh & set(found), reshapes, previous)
+        if changed and owed:
+            log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=owed))
         self._tables, self._failed, self._cookie = found, failed, cookie
-        return Refresh(found, reconciled, failed)
+        return Refresh(found, owed, failed)
 
     def _set_aside(self, failed: dict[str, DynasyncError]) -> None:
         """Record the tables set aside, for status, and flag them for a reconcile:
@@ -105,18 +105,19 @@ class SchemaWatch:
             state.record_set_aside(self.app.conn, {name: str(e) for name, e in failed.items()})
             state.flag_reconcile(self.app.conn, failed)
 
-    def _remapped(self, found: dict[str, SyncedTable]) -> dict[str, Previous]:
-        """Tables whose items follow another mapping than the config's now (the
-        mapping they were written under, to recognise them by), or whose item
-        owners are unknown; a table seen for the first time just records its mapping."""
-        conn, out = self.app.conn, {}
+    def _remapped(self, found: dict[str, SyncedTable]) -> dict[str, dict[str, Any] | None]:
+        """Tables whose items follow another mapping than the config's now, each with
+        that mapping's ownership (to recognise its items by; None when only the
+        owners of the items are unknown); a table seen for the first time just records its mapping."""
+        conn = self.app.conn
+        out: dict[str, dict[str, Any] | None] = {}
         first: list[str] = []
         for name, t in found.items():
             stored = state.stored_mapping(conn, name)
             if stored is None:
                 # Tracked now, but backfilled before dynasync recorded owners: learn them.
                 if t.tracked and state.backfilled(conn, name) and not state.has_owners(conn, name):
-                    out[name] = Previous(t.target, t.items.ownership)
+                    out[name] = None
                 else:
                     first.append(name)
             elif {"tracked": t.tracked, **stored} != t.mapping:
@@ -127,41 +128,42 @@ class SchemaWatch:
                     state.save_mapping(conn, name, found[name].mapping)
         return out
 
-    def _previous(self, name: str, t: SyncedTable, stored: dict[str, Any]) -> Previous:
-        """How the items of a table whose mapping changed are recognised while it is reconciled."""
+    def _previous(self, name: str, t: SyncedTable, stored: dict[str, Any]) -> dict[str, Any] | None:
+        """The ownership that recognises the items of a table whose mapping changed, while reconciled."""
         # A state from before "tracked" was part of the mapping has not changed for lacking it.
         if stored.get("tracked", t.tracked) != t.tracked:
             log.warning("the table's item owners are now recorded: learning them", extra=fields(table=name))
         else:
             log.warning("the mapping changed: reconciling the table's items", extra=fields(table=name))
         if stored["target"] == t.target:
-            return Previous(t.target, Ownership.from_json(stored["ownership"]))
+            ownership: dict[str, Any] = stored["ownership"]
+            return ownership
         # A new target is filled whole; the old one is left as it is, as a copy,
         # and its owners record is dropped: no row writes there any more.
         log.warning("the table has a new target; its old one is left untouched",
                     extra=fields(table=name, old_target=stored["target"]))
         with write_txn(self.app.conn):
             owners.forget_target(self.app.conn, name, stored["target"])
-        return Previous(t.target, t.items.ownership)
+        return None
 
-    def _reconcile(
+    def _owe(
         self,
         found: dict[str, SyncedTable],
-        stale: list[str],
+        fresh: set[str],
         reshapes: dict[str, bool],
-        previous: dict[str, Previous],
+        previous: dict[str, dict[str, Any] | None],
     ) -> list[str]:
-        """verify --repair the stale tables, then save the new shapes and mappings and clear the flags."""
-        if stale:
-            log.warning("reconciling: rows changed without capture seeing them", extra=fields(tables=stale))
-            verify_tables(self.app, [found[n] for n in stale], repair=True, synced=found, previous=previous)
-        if stale or reshapes:
-            with write_txn(self.app.conn):
-                state.save_shapes(self.app.conn, {n: found[n].schema.shape for n in reshapes})
+        """Start the reconciles of the tables found stale, and save the new shapes and
+        mappings with them (so they are not found stale again); every table that owes one."""
+        conn = self.app.conn
+        if fresh or reshapes or previous:
+            with write_txn(conn):
+                for name in sorted(fresh | set(previous)):
+                    state.start_reconcile(conn, name, previous.get(name))
+                state.save_shapes(conn, {n: found[n].schema.shape for n in reshapes})
                 for name in previous:
-                    state.save_mapping(self.app.conn, name, found[name].mapping)
-                state.clear_reconcile(self.app.conn, stale)
-        return stale
+                    state.save_mapping(conn, name, found[name].mapping)
+        return state.flagged_for_reconcile(conn, list(found))
 
     def _check_targets(self, found: dict[str, SyncedTable]) -> list[str]:
         """Check (or create) the targets; the source tables whose target must be restored."""

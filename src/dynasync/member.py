@@ -74,7 +74,7 @@ class Member:
     def __init__(self, path: Path, cfg: Config, shared: App, heartbeat: Callable[[], None]) -> None:
         self.path = path
         self.app = App(cfg, heartbeat=heartbeat, shared=shared)
-        self.syncer = Syncer(self.app)
+        self.syncer = Syncer(self.app, stepped=True)
         self.background = Background(self.app, self.syncer)
         self.ready = True  # a first turn straight away
         self.failures = 0

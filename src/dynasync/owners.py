@@ -27,7 +27,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dynasync import sql
-from dynasync.tables import SyncedTable
+from dynasync.database import write_txn
+from dynasync.tables import Chunk, SyncedTable
 from dynasync.target import delete
 from dynasync.values import key_from_text, key_text
 from dynasync.writes import Change, Rejected, RowRef, Write
@@ -90,9 +91,9 @@ def plan_target(
         claimed[item] = c.ref
         if tables[c.ref.table].tracked:
             (plan.kept if mine else plan.claims)[c.ref] = item
-    texts = {id(c): item for item, c in puts}
+    texts = {c.ref: item for item, c in puts}  # a batch holds one change per row
     for c in changes:
-        _place(c, texts.get(id(c)), claimed, c.ref in collided, plan)
+        _place(c, texts.get(c.ref), claimed, c.ref in collided, plan)
     return plan
 
 
@@ -223,3 +224,34 @@ def forget(conn: sqlite3.Connection, target: str, item: str) -> None:
 def forget_target(conn: sqlite3.Connection, table: str, target: str) -> None:
     """Forget the items a table owns in a target it no longer writes to. Call inside a write transaction."""
     conn.execute(sql.KEYS_DROP_TARGET, (table, target))
+
+
+def plan_chunk(
+    conn: sqlite3.Connection, table: SyncedTable, chunk: Chunk, synced: Mapping[str, SyncedTable]
+) -> TargetPlan:
+    """The writes of a chunk of one table's rows (a copy, a reconcile), its claims
+    recorded before they go out. A table whose keys are its primary keys, alone
+    on its target, needs no owners record: its rows are distinct items."""
+    if not table.tracked:
+        plan = TargetPlan(table.target)
+        for w in table.puts(chunk):
+            (plan.writes if isinstance(w, Write) else plan.rejected).append(w)  # type: ignore[arg-type]
+        plan.rejected.extend(chunk.refused)
+        return plan
+    plan = plan_target(conn, table.target, table.chunk_changes(conn, chunk), synced)
+    if plan.claims:
+        with write_txn(conn):  # claims are recorded before their Puts go out
+            intend(conn, [plan])
+    return plan
+
+
+def commit_chunk(
+    conn: sqlite3.Connection,
+    plan: TargetPlan,
+    delivered: list[Write],
+    refused: list[Rejected],
+    synced: Mapping[str, SyncedTable],
+) -> None:
+    """Commit a chunk's item owners; retry rows refused an item it freed. Call inside a write transaction."""
+    freed = commit(conn, [plan], delivered, refused, synced)
+    requeue_collisions(conn, freed, synced.values())

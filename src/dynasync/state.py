@@ -8,12 +8,14 @@ skipping, and a restore from backup rewinds data and state together.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -288,16 +290,98 @@ def _reconcile_key(table: str) -> str:
     return f"reconcile:{table}"
 
 
+ROWS, ITEMS = "rows", "items"  # a reconcile's phases: the table's rows, then the target's items
+
+
+@dataclass
+class ReconcileJob:
+    """One table's reconcile as far as it got (dynasync.reconcile): its phase, its
+    cursor in that phase, the mappings its items may still follow, and its counts."""
+
+    table: str
+    phase: str = ROWS
+    after: RowRef | None = None  # rows: the last row done
+    start: str | None = None  # items: the key (key_text) the scan goes on after
+    previous: list[dict[str, Any]] = field(default_factory=list)  # Ownership.to_json() of earlier mappings
+    rows: int = 0
+    written: int = 0
+    items: int = 0
+    deleted: int = 0
+
+    def to_json(self) -> str:
+        """As the state keeps it."""
+        doc = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("table", "after")}
+        doc["after"] = None if self.after is None else [_tagged(self.after.k1), _tagged(self.after.k2)]
+        return json.dumps(doc)
+
+    @classmethod
+    def from_json(cls, table: str, text: object) -> ReconcileJob:
+        """What to_json wrote; anything else (a bare flag, a damaged value) is a job from the start."""
+        try:
+            doc = json.loads(str(text))
+            after = doc.pop("after", None)
+            job = cls(table, **doc)
+            if after is not None:
+                job.after = RowRef(table, _untagged(after[0]), _untagged(after[1]))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            return cls(table)
+        return job
+
+
+def _tagged(value: Any) -> Any:
+    """A key value as JSON, keeping its SQLite type (BLOB, TEXT that is not UTF-8, REAL, ...)."""
+    if isinstance(value, InvalidText):
+        return {"text": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, bytes):
+        return {"blob": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float):
+        return {"real": repr(value)}
+    return value
+
+
+def _untagged(value: Any) -> Any:
+    if isinstance(value, dict):
+        ((kind, text),) = value.items()
+        if kind == "real":
+            return float(text)
+        raw = base64.b64decode(text)
+        return InvalidText(raw) if kind == "text" else raw
+    return value
+
+
 def flag_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
     """Call inside a write transaction: these tables changed without capture
-    seeing it. The flag outlives a failed or interrupted reconcile."""
+    seeing it, so their reconcile starts (again) from the beginning, keeping the
+    earlier mappings it knew of. The job outlives a failed or interrupted reconcile."""
     for table in tables:
-        conn.execute(sql.STATE_SET, (_reconcile_key(table), 1))
+        start_reconcile(conn, table)
+
+
+def start_reconcile(conn: sqlite3.Connection, table: str, previous: dict[str, Any] | None = None) -> None:
+    """(Re)start a table's reconcile from its first row; `previous`: a mapping
+    its items may follow (the config changed it). Call inside a write transaction."""
+    found = reconcile_job(conn, table)
+    kept = found.previous if found is not None else []
+    if previous is not None and previous not in kept:
+        kept = [*kept, previous]
+    conn.execute(sql.STATE_SET, (_reconcile_key(table), ReconcileJob(table, previous=kept).to_json()))
+
+
+def reconcile_job(conn: sqlite3.Connection, table: str) -> ReconcileJob | None:
+    """A table's reconcile as far as it got, or None when it owes none."""
+    row = conn.execute(sql.STATE_GET, (_reconcile_key(table),)).fetchone()
+    return ReconcileJob.from_json(table, row[0]) if row else None
+
+
+def save_reconcile_job(conn: sqlite3.Connection, job: ReconcileJob) -> None:
+    """Keep a reconcile's progress. Call inside a write transaction."""
+    conn.execute(sql.STATE_SET, (_reconcile_key(job.table), job.to_json()))
 
 
 def flagged_for_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> list[str]:
     """Which of these tables still owe a reconcile."""
     return [t for t in tables if conn.execute(sql.STATE_GET, (_reconcile_key(t),)).fetchone()]
+
 
 
 def clear_reconcile(conn: sqlite3.Connection, tables: Iterable[str]) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynasync import changelog, owners, state
+from dynasync import changelog, owners, reconcile, state
 from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.database import write_txn
@@ -111,26 +111,14 @@ class _InFlight:
     delivery: Delivery
 
 
-@dataclass
-class _Delivered:
-    """What became of a slice's writes."""
-
-    delivered: list[Write] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    stats: RequestStats = field(default_factory=RequestStats)
-
-
-def _outcome(plan: SlicePlan, res: WriteResult) -> _Delivered:
-    refused = {id(r.write) for r in res.rejected}
-    delivered = [w for writes in plan.writes.values() for w in writes if id(w) not in refused]
-    return _Delivered(delivered, res.rejected, res.stats)
-
-
 class Syncer:
     """Runs passes; keeps the synced tables between passes until the schema changes."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, stepped: bool = False) -> None:
+        """`stepped`: reconciles are left to the caller's steps between passes (the
+        daemon, dynasync.background); otherwise a pass runs them to the end first."""
         self.app = app
+        self.stepped = stepped
         self.schema = SchemaWatch(app)
 
     def run_pass(
@@ -161,7 +149,9 @@ class Syncer:
         hwm = state.high_water_mark(conn)
         state.check_position(conn, hwm)
         refresh = self.schema.refresh()
-        result.reconciled.extend(refresh.reconciled)
+        if not self.stepped and refresh.owed:
+            done, _ = reconcile.run(self.app, refresh.tables)
+            result.reconciled.extend(done)
         result.failed = {name: str(e) for name, e in refresh.failed.items()}
         end = until if until is not None else changelog.last_seq(conn)
         total = changelog.pending(conn, hwm) if progress else None
@@ -203,7 +193,7 @@ class Syncer:
                     owners.intend(conn, plan.targets)
             read_to = sl.high if sl is not None else read_to
             if in_flight is not None:
-                outcome = _outcome(in_flight.plan, in_flight.delivery.wait())
+                outcome = in_flight.delivery.wait()
                 self._commit(synced, in_flight.slice, in_flight.plan, outcome, result, plan)
                 in_flight = None
                 report()
@@ -216,7 +206,7 @@ class Syncer:
         synced: dict[str, SyncedTable],
         sl: Slice,
         plan: SlicePlan,
-        delivery: _Delivered,
+        delivery: WriteResult,
         result: PassResult,
         later: SlicePlan | None = None,
     ) -> None:

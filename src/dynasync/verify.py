@@ -11,18 +11,17 @@ import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from dynasync import owners, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import TargetUnavailableError
-from dynasync.items import Ownership
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import Chunk, SyncedTable
 from dynasync.target import MAX_BATCH_GET, delete
-from dynasync.values import Item, key_identity, key_text, same_item
+from dynasync.values import Item, key_text, same_item
+from dynasync.writer import WriteResult
 from dynasync.writes import Rejected, RowRef, Write
 
 EXAMPLES = 5
@@ -90,35 +89,22 @@ def verify(
     return verify_tables(app, [synced[n] for n in names], repair, progress, synced)
 
 
-@dataclass(frozen=True)
-class Previous:
-    """A mapping a table's items were written under before the config changed it."""
-
-    target: str
-    ownership: Ownership
-
-
 def verify_tables(
     app: App,
     tables: Sequence[SyncedTable],
     repair: bool,
     progress: Progress | None = None,
     synced: Mapping[str, SyncedTable] | None = None,
-    previous: Mapping[str, Previous] | None = None,
 ) -> VerifyResult:
     """Compare these tables with DynamoDB, repairing when asked. `synced` are all
     the configured tables: an item is extra only if no row of any table writing
-    to its target produces it. `previous` mappings make their items count as
-    the table's too, wherever they were written, so none is left behind."""
+    to its target produces it."""
     everyone = synced if synced is not None else {t.name: t for t in tables}
-    previous = previous or {}
     result = VerifyResult(repair=repair)
-    targets = dict.fromkeys([t.target for t in tables] + [p.target for p in previous.values()])
-    for target in targets:
+    for target in dict.fromkeys(t.target for t in tables):
         requested = [t for t in tables if t.target == target]
         neighbours = [t for t in everyone.values() if t.target == target and t not in requested]
-        before = {name: p.ownership for name, p in previous.items() if p.target == target}
-        check = _TargetCheck(app, target, requested, neighbours, repair, progress, before)
+        check = _TargetCheck(app, target, requested, neighbours, repair, progress)
         result.tables.extend(check.run())
     return result
 
@@ -155,16 +141,14 @@ class _TargetCheck:
         neighbours: list[SyncedTable],
         repair: bool,
         progress: Progress | None,
-        before: Mapping[str, Ownership],
     ) -> None:
         self.app, self.target, self.repair, self.progress = app, target, repair, progress
-        self.requested, self.neighbours, self.before = requested, neighbours, before
+        self.requested, self.neighbours = requested, neighbours
         self.by_name = {t.name: t for t in requested + neighbours}
         self.reports = {t.name: TableReport(t.name, target) for t in requested}
-        self.reports.update({name: TableReport(name, target) for name in before if name not in self.reports})
         self.stats = RequestStats()
         self.writer = app.writer("backfill") if repair else None
-        tracked = any(t.tracked for t in requested + neighbours) or bool(before)
+        tracked = any(t.tracked for t in requested + neighbours)
         self.produced = _Produced(app.conn) if tracked else None
 
     def run(self) -> list[TableReport]:
@@ -190,10 +174,11 @@ class _TargetCheck:
                 report.unsyncable += 1
                 report.note(f"{t.name} key {r.ref.key!r}: cannot be stored: {r.reason}")
             report.rows += len(chunk.rows) + len(chunk.refused)
-            found = self._fetch([w.key for w in expected]) if expected else {}
+            found = fetch_items(self.app, t.target, [w.key for w in expected], self.stats) if expected else {}
             writes: list[Write] = []
+            identical: list[Write] = []
             for w in expected:
-                have = found.get(key_identity(w.key))
+                have = found.get(key_text(w.key))
                 if have is None:
                     report.missing += 1
                     report.note(f"{t.name} key {w.ref.key!r}: missing in {t.target}")
@@ -201,9 +186,10 @@ class _TargetCheck:
                     report.different += 1
                     report.note(f"{t.name} key {w.ref.key!r}: differs in {t.target}")
                 else:
+                    identical.append(w)
                     continue
                 writes.append(w)
-            self._fix(report, writes, rejected, stored=expected, tracked=t.tracked)
+            self._fix(report, writes, rejected, identical=identical, tracked=t.tracked)
             if self.progress:
                 self.progress(t.name, report.rows, total)
 
@@ -258,68 +244,60 @@ class _TargetCheck:
                         continue
                     self.reports[name].extra += 1
                     self.reports[name].note(f"{name}: {self.target} has extra item {_show(key)}")
-                    ref = t.ref_of_key(key) if t is not None else RowRef(name, key_text(key))
+                    ref = t.ref_of_key(key)
                     extras.setdefault(name, []).append(Write(ref, delete(key)))
             for name, writes in extras.items():
-                self._fix(self.reports[name], writes, [], releases=writes)
+                self._fix(self.reports[name], writes, [], deletes=True)
             if start is None:
                 return
 
-    def _owner(self, item: Item) -> tuple[str, SyncedTable | None, Item] | None:
-        """The verified table an item could belong to (under its mapping now or
-        before), and the item's key; None for anyone else's item."""
+    def _owner(self, item: Item) -> tuple[str, SyncedTable, Item] | None:
+        """The verified table an item could belong to, and the item's key; None for anyone else's item."""
         for t in self.requested:
             if t.could_own(item):
                 return t.name, t, t.items.key_of(item)
-        for name, ownership in self.before.items():
-            if ownership.could_own(item):
-                table = next((t for t in self.requested if t.name == name), None)
-                return name, table, {n: item[n] for n, _ in ownership.key_schema}
         return None
 
-    def _produced(self, t: SyncedTable | None, key: Item) -> bool:
+    def _produced(self, t: SyncedTable, key: Item) -> bool:
         if self.produced is not None:
             return self.produced.has(key_text(key))
-        return t is not None and t.row_for_key(self.app.conn, key) is not None
-
-    def _fetch(self, keys: list[Item]) -> dict[tuple[Any, ...], Item]:
-        """The items DynamoDB holds for these keys, by key identity."""
-        names = list(keys[0])
-        items = self.app.retrier().drain(
-            functools.partial(self.app.target.batch_get, self.target),
-            keys,
-            f"reading {self.target!r}",
-            self.stats,
-            "UnprocessedKeys",
-        )
-        return {key_identity({k: it[k] for k in names}): it for it in items}
+        return t.row_for_key(self.app.conn, key) is not None
 
     def _fix(
         self,
         report: TableReport,
         writes: list[Write],
         rejected: list[Rejected],
-        stored: Sequence[Write] = (),
+        identical: Sequence[Write] = (),
         tracked: bool = False,
-        releases: Sequence[Write] = (),
+        deletes: bool = False,
     ) -> None:
         """Repair: send the writes; record dead letters, and which row owns which
-        item. `stored` are the rows' Puts DynamoDB now holds (written, or found
-        equal): their dead letters are done with."""
+        item. The rows whose Put DynamoDB now holds (written, or found `identical`)
+        are done with their dead letters; the items whose Delete it took
+        (`deletes`) are forgotten."""
         if self.writer is None:
             return
-        out = self.writer.write(self.target, writes) if writes else None
-        bad = out.rejected if out else []
-        refused = {id(r.write) for r in bad}
-        held = [w for w in stored if id(w) not in refused]
+        out = self.writer.write(self.target, writes) if writes else WriteResult()
+        held = [*identical, *(w for w in out.delivered if w.is_put)]
         with write_txn(self.app.conn):
             for w in held if tracked else ():
                 owners.record(self.app.conn, w.ref, self.target, key_text(w.key))
-            for w in releases:
-                if id(w) not in refused:
-                    owners.forget(self.app.conn, self.target, key_text(w.key))
-            state.record_dead_letters(self.app.conn, rejected + bad, None, [w.ref for w in held])
-        report.repaired += len(writes) - len(bad)
+            for w in out.delivered if deletes else ():
+                owners.forget(self.app.conn, self.target, key_text(w.key))
+            state.record_dead_letters(self.app.conn, rejected + out.rejected, None, [w.ref for w in held])
+        report.repaired += len(out.delivered)
+
+
+def fetch_items(app: App, target: str, keys: list[Item], stats: RequestStats) -> dict[str, Item]:
+    """The items DynamoDB holds for these keys, by key (key_text)."""
+    if not keys:
+        return {}
+    names = list(keys[0])
+    items = app.retrier().drain(
+        functools.partial(app.target.batch_get, target), keys, f"reading {target!r}", stats, "UnprocessedKeys"
+    )
+    return {key_text({k: it[k] for k in names}): it for it in items}
 
 
 def _show(key: Item) -> str:

@@ -28,13 +28,16 @@ from dynasync.writes import Rejected, Write
 
 @dataclass
 class WriteResult:
-    """What DynamoDB refused of a delivery, and the requests it took."""
+    """What became of a delivery's writes: those DynamoDB acknowledged, those it
+    refused (dead letters), and the requests it took."""
 
+    delivered: list[Write] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     stats: RequestStats = field(default_factory=RequestStats)
 
     def add(self, other: WriteResult) -> None:
         """Merge another result into this one."""
+        self.delivered.extend(other.delivered)
         self.rejected.extend(other.rejected)
         self.stats.add(other.stats)
 
@@ -116,6 +119,7 @@ class Writer:
         try:
             self.retrier.drain(attempt, writes, f"writing to {table!r}", result.stats, "UnprocessedItems",
                                on_worker=True)
+            result.delivered.extend(writes)
         except ValidationError as e:
             pending = last[0]
             if len(pending) == 1:
