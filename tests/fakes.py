@@ -21,6 +21,7 @@ class FakeTarget:
         # Called before each batch_write with the requests; may raise or return
         # how many requests to leave unprocessed.
         self.fault: Callable[[Sequence[WriteRequest]], int] | None = None
+        self.page_size: int | None = None  # items per Scan page; None: one page
 
     def describe(self, table: str) -> TableInfo | None:
         if table not in self.tables:
@@ -72,7 +73,15 @@ class FakeTarget:
     def scan(self, table: str, start: Item | None) -> tuple[list[Item], Item | None]:
         if table not in self.tables:
             raise TableMissingError(f"DynamoDB table {table!r} does not exist", table)
-        return [copy.deepcopy(v) for v in self.tables[table][1].values()], None
+        schema, store = self.tables[table]
+        ordered = sorted(store.items(), key=lambda kv: repr(kv[0]))
+        if start is not None:
+            after = repr(_ident({name: start[name] for name, _ in schema}))
+            ordered = [kv for kv in ordered if repr(kv[0]) > after]
+        size = self.page_size or len(ordered) or 1
+        page = [copy.deepcopy(v) for _, v in ordered[:size]]
+        more = len(ordered) > size
+        return page, ({name: page[-1][name] for name, _ in schema} if more else None)
 
 
 def throttle_then_succeed(times: int) -> Callable[[Sequence[WriteRequest]], int]:

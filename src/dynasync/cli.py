@@ -158,6 +158,11 @@ def _status(app: App, args: argparse.Namespace) -> int:
             f"{name:<24} {t.pending:>8} {t.dead_letters:>6} {lag:>8}  {_ago(t.last_applied):<14} "
             f"{t.backfill} ({t.backfill_rows} rows)"
         )
+    for name, t in s.tables.items():
+        if t.reconcile is not None:
+            r = t.reconcile
+            print(f"reconciling {name}: {r['phase']} ({r['rows']} row(s) checked, {r['written']} written; "
+                  f"{r['items']} item(s) checked, {r['deleted']} deleted)")
     return code
 
 

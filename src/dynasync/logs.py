@@ -13,6 +13,11 @@ from typing import Any
 
 FIELDS = "dynasync_fields"
 NOISY = ("botocore", "boto3", "urllib3", "apscheduler", "watchdog", "prometheus_client")
+# Lines libraries log at ERROR about nothing wrong, by logger: watchdog's inotify
+# emitter logs this when it is stopped while its thread is between two reads, a
+# benign race of every clean stop. An ERROR on every normal stop would teach
+# operators to ignore errors.
+BENIGN = {"watchdog.observers.inotify": "called when the thread is inactive"}
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -56,6 +61,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_record_fields(record), default=str)
 
 
+class _Benign(logging.Filter):
+    """Drops the records of one logger whose message contains a known text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but those."""
+        return self.text not in record.getMessage()
+
+
 def setup(level: int, fmt: str = "text") -> None:
     """Send every log line to stderr in the chosen format; quiet the chatty libraries."""
     handler = logging.StreamHandler(sys.stderr)
@@ -65,3 +82,7 @@ def setup(level: int, fmt: str = "text") -> None:
     root.setLevel(level)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name, text in BENIGN.items():
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, _Benign)]
+        logger.addFilter(_Benign(text))

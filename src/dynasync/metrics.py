@@ -72,6 +72,10 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self._database_gauges(r)
+
+    def _database_gauges(self, r: CollectorRegistry) -> None:
+        """The gauges of the databases themselves: by state, the worst few, tables set aside."""
         self.fleet_databases = Gauge(
             "dynasync_fleet_databases", "A fleet's databases, by state", ["state"], registry=r
         )

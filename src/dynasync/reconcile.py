@@ -27,6 +27,7 @@ a write of a pass for the same item are never in flight together.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 
@@ -95,8 +96,10 @@ class TableReconcile:
         """Every row's item as the row maps it, chunk by chunk; True when the last row is done."""
         app, table, conn = self.app, self.table, self.app.conn
         writer = app.writer("backfill")
-        for chunk in table.chunks(conn, MAX_BATCH_GET, self.job.after):
-            if self._pause(until):
+        # Each step does at least one chunk, however late it starts: a step that
+        # could end before doing anything would never finish the reconcile.
+        for n, chunk in enumerate(table.chunks(conn, MAX_BATCH_GET, self.job.after)):
+            if n and self._pause(until):
                 return False
             app.heartbeat()
             plan = owners.plan_chunk(conn, table, chunk, self.synced)
@@ -142,8 +145,8 @@ class TableReconcile:
         """Delete the items the table could own that no current row produces; True at the scan's end."""
         app, target = self.app, self.table.target
         start = key_from_text(self.job.start) if self.job.start else None
-        while True:
-            if self._pause(until):
+        for n in itertools.count():
+            if n and self._pause(until):
                 return False
             scan = functools.partial(app.target.scan, target, start)
             page, after = app.retrier().call(scan, f"scanning {target!r}", self.stats)
@@ -151,7 +154,7 @@ class TableReconcile:
             extras: list[Write] = []
             looked = 0
             for item in page:
-                if self._pause(until):
+                if looked and self._pause(until):  # at least one item a step, as above
                     break
                 looked += 1
                 key = self._key(item)
@@ -165,6 +168,7 @@ class TableReconcile:
             start = self._resume(None, after)
             if start is None:
                 return True
+        return False  # not reached: itertools.count() never ends
 
     def _resume(self, last: Item | None, after: Item | None) -> Item | None:
         """Where the scan goes on (after the last item looked at when cut short, else

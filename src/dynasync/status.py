@@ -32,6 +32,7 @@ class TableStatus:
     backfill: str = "not started"
     backfill_rows: int = 0
     set_aside: str | None = None  # why the table cannot be synced now; None while it syncs
+    reconcile: dict[str, Any] | None = None  # a reconcile under way: its phase and counts
 
 
 @dataclass
@@ -100,6 +101,11 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
             ts.last_applied = state.timestamp(conn, state.APPLIED_AT + table)
             ts.lag_seconds = _lag(ts.pending, ts.last_applied or result.last_pass, now)
         result.missing_targets = sorted(state.missing_targets(conn))
+        for table, ts in result.tables.items():
+            job = state.reconcile_job(conn, table)
+            if job is not None:
+                ts.reconcile = {"phase": job.phase, "rows": job.rows, "written": job.written,
+                                "items": job.items, "deleted": job.deleted}
         for table, reason in state.set_aside(conn).items():
             if table in result.tables:
                 result.tables[table].set_aside = reason

@@ -6,29 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-
-# watchdog's inotify emitter logs this at ERROR when it is stopped while its
-# thread is between two reads: a benign race of every clean stop. An ERROR on
-# every normal stop would teach operators to ignore errors.
-_STOP_RACE = "called when the thread is inactive"
-
-
-class _QuietStopRace(logging.Filter):
-    """Drops watchdog's log line about the benign race of a clean stop."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record but that one."""
-        return _STOP_RACE not in record.getMessage()
-
-
-_QUIET = _QuietStopRace()
 
 
 class FileEvents(FileSystemEventHandler):
@@ -60,9 +43,6 @@ def root(pattern: str) -> tuple[Path, bool]:
 @contextlib.contextmanager
 def watching(handler: FileSystemEventHandler, directory: Path, recursive: bool = False) -> Iterator[None]:
     """A watchdog observer sending the directory's file events to `handler` for the block."""
-    logger = logging.getLogger("watchdog.observers.inotify")
-    if _QUIET not in logger.filters:
-        logger.addFilter(_QUIET)
     observer = Observer()
     observer.schedule(handler, str(directory), recursive=recursive)
     observer.start()
