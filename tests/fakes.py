@@ -10,12 +10,12 @@ from typing import Any
 from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
 from dynasync.target import KeySchema, TableInfo, WriteRequest
 from dynasync.values import Item, item_size
-from dynasync.values import key_identity as _ident
+from dynasync.values import key_text as _ident
 
 
 class FakeTarget:
     def __init__(self) -> None:
-        self.tables: dict[str, tuple[KeySchema, dict[tuple[Any, ...], Item]]] = {}
+        self.tables: dict[str, tuple[KeySchema, dict[str, Item]]] = {}
         self.identities: dict[str, str] = {}
         self.requests = 0
         # Called before each batch_write with the requests; may raise or return
@@ -32,10 +32,10 @@ class FakeTarget:
         self.tables[table] = (key, {})
         self.identities[table] = uuid.uuid4().hex
 
-    def items(self, table: str) -> dict[tuple[Any, ...], Item]:
+    def items(self, table: str) -> dict[str, Item]:
         return self.tables[table][1]
 
-    def _key(self, table: str, item: Item) -> tuple[Any, ...]:
+    def _key(self, table: str, item: Item) -> str:
         schema = self.tables[table][0]
         for name, kind in schema:
             if name not in item or kind not in item[name]:

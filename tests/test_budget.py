@@ -38,7 +38,6 @@ from dynasync.exceptions import TargetUnavailableError
 from dynasync.logs import FIELDS
 from dynasync.metrics import Metrics
 from dynasync.retry import Retrier
-from dynasync.target import put
 from dynasync.writer import Writer
 from dynasync.writes import RowRef, Write
 
@@ -488,7 +487,7 @@ def test_a_scrape_after_a_throttled_write_shows_the_limit() -> None:
     metrics, budget = Metrics(), Budget(None, 4)
     budget.watch(metrics.observe_write_limit)
     writer = Writer(fake, Retrier(10.0, sleep=lambda s: None), 4, budget)
-    writes = [Write(RowRef("src", i), put({"id": {"N": str(i)}}), ("id",)) for i in range(5)]
+    writes = [Write.put(RowRef("src", i), {"id": {"N": str(i)}}, ("id",)) for i in range(5)]
     writer.write("t", writes)
     writer.write("calm", writes)
     assert fake.requests == 5 and len(fake.items("t")) == 5

@@ -147,7 +147,7 @@ def test_reconcile_after_rebuild_survives_a_failed_first_attempt(tmp_path: Path)
     fake.fault = None
     r = syncpass.Syncer(app).run_pass()  # a fresh process
     assert r.reconciled == ["t"]
-    assert sorted(k[0][1][1] for k in fake.items("target-t")) == [1, 2]
+    assert sorted(int(i["id"]["N"]) for i in fake.items("target-t").values()) == [1, 2]
     assert syncpass.Syncer(app).run_pass().reconciled == []
 
 

@@ -19,7 +19,7 @@ from unit_env import app_conn, make_app
 from dynasync import backfill, capture, config, reconcile, state, syncpass
 from dynasync.app import App
 from dynasync.status import status
-from dynasync.values import key_identity
+from dynasync.values import key_text
 
 T = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"
 OTHER = "CREATE TABLE o (id INTEGER PRIMARY KEY, v TEXT)"
@@ -75,7 +75,7 @@ def test_the_item_sweep_never_deletes_an_item_a_pass_wrote_between_two_steps(
     c = app_conn(app)
     c.executemany("INSERT INTO u VALUES (?, ?)", [(i, f"k{i}") for i in range(300)])
     syncpass.Syncer(app).run_pass()
-    fake.items("target-u")[key_identity({"PK": {"S": "U#ghost"}})] = {"PK": {"S": "U#ghost"}}
+    fake.items("target-u")[key_text({"PK": {"S": "U#ghost"}})] = {"PK": {"S": "U#ghost"}}
     with app.conn:
         app.conn.execute("BEGIN IMMEDIATE")
         state.flag_reconcile(app.conn, ["u"])

@@ -9,7 +9,7 @@ from fakes import FakeTarget, throttle_then_succeed
 
 from dynasync.exceptions import RetryableError, TableMissingError, TargetUnavailableError, ValidationError
 from dynasync.retry import Retrier, backoff
-from dynasync.target import WriteRequest, put
+from dynasync.target import WriteRequest
 from dynasync.writer import Writer
 from dynasync.writes import RowRef, Write
 
@@ -20,7 +20,7 @@ def writes(n: int, bad: set[int] = frozenset()) -> list[Write]:  # type: ignore[
         item = {"id": {"N": str(i)}}
         if i in bad:
             item["blob"] = {"B": b"x" * (401 * 1024)}
-        out.append(Write(RowRef("t", i), put(item), ("id",)))
+        out.append(Write.put(RowRef("t", i), item, ("id",)))
     return out
 
 

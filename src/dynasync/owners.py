@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.tables import Chunk, SyncedTable
-from dynasync.target import delete
-from dynasync.values import key_from_text, key_text
+from dynasync.values import key_from_text
 from dynasync.writes import Change, Rejected, RowRef, Write
 
 COLLISION = "maps to the same DynamoDB item as"  # the start of a collision dead letter's reason
@@ -73,7 +72,7 @@ def plan_target(
     in_batch = {c.ref for c in changes}
     claimed: dict[str, RowRef] = {}
     collided: set[RowRef] = set()
-    puts = [(key_text(c.write.key), c) for c in changes if isinstance(c.write, Write) and c.write.is_put]
+    puts = [(c.write.key_text, c) for c in changes if isinstance(c.write, Write) and c.write.is_put]
     # A row that already owns its item claims it first: which of two rows
     # keeps an item must not depend on the order of a batch.
     puts.sort(key=lambda p: p[0] not in p[1].old)
@@ -146,7 +145,7 @@ def _place(c: Change, put: str | None, claimed: dict[str, RowRef], collided: boo
             plan.overwritten[old] = c.ref
             continue
         key = key_from_text(old)
-        plan.writes.append(Write(c.ref, delete(key)))
+        plan.writes.append(Write.delete(c.ref, key))
     if isinstance(c.write, Write) and (c.write.is_put or not c.old):
         plan.writes.append(c.write)
     elif c.write is None and not c.old:
@@ -180,7 +179,7 @@ def commit(
     for w in delivered:
         table = tables.get(w.ref.table)
         if table is not None and table.tracked and not w.is_put:
-            item = key_text(w.key)
+            item = w.key_text
             if (table.target, w.ref, item) in kept:
                 continue  # the row moved back to it: the later Put writes it again
             conn.execute(sql.KEYS_FORGET_ROW_ITEM, (*w.ref, table.target, item))
@@ -191,7 +190,7 @@ def commit(
         plan = by_target.get(table.target) if table is not None else None
         if plan is None or put is None or not put.is_put:
             continue
-        held = plan.overwritten.get(item := key_text(put.key))
+        held = plan.overwritten.get(item := put.key_text)
         if held is not None:
             conn.execute(sql.KEYS_CLAIM_DROP, (plan.target, item))
             conn.execute(sql.KEYS_CLAIM, (*held, plan.target, item))

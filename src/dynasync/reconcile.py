@@ -39,7 +39,7 @@ from dynasync.logs import fields
 from dynasync.retry import RequestStats
 from dynasync.state import ReconcileJob
 from dynasync.tables import Chunk, SyncedTable
-from dynasync.target import MAX_BATCH_GET, delete
+from dynasync.target import MAX_BATCH_GET
 from dynasync.values import Item, key_from_text, key_text, same_item
 from dynasync.verify import fetch_items
 from dynasync.writer import WriteResult
@@ -136,8 +136,8 @@ class TableReconcile:
         sends: list[Write] = []
         identical: list[Write] = []
         for w in writes:
-            have = held.get(key_text(w.key)) if w.is_put else None
-            same = have is not None and same_item(w.request["PutRequest"]["Item"], have)
+            have = held.get(w.key_text) if w.is_put else None
+            same = have is not None and same_item(w.item or {}, have)
             (identical if same else sends).append(w)
         return sends, identical
 
@@ -159,7 +159,7 @@ class TableReconcile:
                 looked += 1
                 key = self._key(item)
                 if key is not None and not self._produced(key):
-                    extras.append(Write(self._ref(key), delete(key)))
+                    extras.append(Write.delete(self._ref(key), key))
             self._delete(extras, looked)
             if looked < len(page):  # cut short: go on after the last item looked at
                 if looked:
@@ -192,7 +192,7 @@ class TableReconcile:
         if self.table.tracked:
             with write_txn(self.app.conn):
                 for w in gone:
-                    owners.forget(self.app.conn, self.table.target, key_text(w.key))
+                    owners.forget(self.app.conn, self.table.target, w.key_text)
 
     def _key(self, item: Item) -> Item | None:
         """The item's key, if the table could own it (under its mapping now or before); else None."""

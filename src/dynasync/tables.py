@@ -26,8 +26,7 @@ from dynasync.database import connect, read_txn
 from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.tableconfig import TableConfig
-from dynasync.target import delete
-from dynasync.values import Item, key_identity, key_text
+from dynasync.values import Item, key_text
 from dynasync.writes import Change, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ class SyncedTable:
         except Exception as e:  # nothing a row holds may stop the daemon
             log.warning("a row could not be mapped", exc_info=True, extra=fields(table=self.name))
             return Rejected(ref, f"cannot be mapped: {type(e).__name__}: {e}")
-        return Write(ref, {"PutRequest": {"Item": item}}, self.items.key_names)
+        return Write.put(ref, item, self.items.key_names)
 
     def delete(self, ref: RowRef) -> Write | None:
         """The Delete of a gone row's item by its primary key; None when no item can have that key."""
@@ -147,7 +146,7 @@ class SyncedTable:
             key = self.items.key(ref.key)
         except Exception:  # Poison or worse: no item can have this key
             return None
-        return Write(ref, delete(key))
+        return Write.delete(ref, key)
 
     def chunks(self, conn: sqlite3.Connection, size: int, after: RowRef | None = None) -> Iterator[Chunk]:
         """Rows with a non-NULL key (matching the filter) in key order, each chunk
@@ -238,7 +237,7 @@ class SyncedTable:
                 continue
             w = self.put(ref, read.columns, row)
             if isinstance(w, Write):
-                return key_text(w.key)
+                return w.key_text
         return None
 
     def could_own(self, item: Item) -> bool:
@@ -252,14 +251,14 @@ class SyncedTable:
         Exact as DynamoDB compares keys: a row whose key differs only in case
         under a NOCASE key, or in trailing spaces under RTRIM, does not count.
         """
-        want = key_identity(key)
+        want = key_text(key)
         s = self.schema
         build = functools.partial(sql.rows_by_key, self.name, s.key, s.key_collations, None)
         for values in self.items.key_candidates(key):
             read = filters.fetch(conn, build, values, self.filter)
             for found in read.rows:
                 try:
-                    if key_identity(self.items.key(found)) != want:
+                    if key_text(self.items.key(found)) != want:
                         continue
                 except Exception:  # Poison or worse: that row has no item
                     continue

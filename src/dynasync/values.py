@@ -214,11 +214,6 @@ def normalize(av: AttributeValue) -> tuple[str, Any]:
     return kind, v
 
 
-def key_identity(key: Item) -> tuple[Any, ...]:
-    """A hashable form of a key under which equal DynamoDB keys collide."""
-    return tuple(sorted((name, normalize(av)) for name, av in key.items()))
-
-
 # One encoder for key_text: json.dumps with options builds a new one per call.
 _KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

@@ -19,7 +19,7 @@ from dynasync.exceptions import TargetUnavailableError
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import Chunk, SyncedTable
-from dynasync.target import MAX_BATCH_GET, delete
+from dynasync.target import MAX_BATCH_GET
 from dynasync.values import Item, key_text, same_item
 from dynasync.writer import WriteResult
 from dynasync.writes import Rejected, RowRef, Write
@@ -178,11 +178,11 @@ class _TargetCheck:
             writes: list[Write] = []
             identical: list[Write] = []
             for w in expected:
-                have = found.get(key_text(w.key))
+                have = found.get(w.key_text)
                 if have is None:
                     report.missing += 1
                     report.note(f"{t.name} key {w.ref.key!r}: missing in {t.target}")
-                elif not same_item(w.request["PutRequest"]["Item"], have):
+                elif not same_item(w.item or {}, have):
                     report.different += 1
                     report.note(f"{t.name} key {w.ref.key!r}: differs in {t.target}")
                 else:
@@ -200,7 +200,7 @@ class _TargetCheck:
         for ref, row in zip(chunk.refs, chunk.rows, strict=True):
             w = t.put(ref, chunk.columns, row)
             if self.produced is not None and isinstance(w, Write):
-                item = key_text(w.key)
+                item = w.key_text
                 other = self._claim(item, ref)
                 if other is not None:
                     w = Rejected(ref, owners.collision(other, item))
@@ -223,7 +223,7 @@ class _TargetCheck:
             for ref, row in zip(chunk.refs, chunk.rows, strict=True):
                 w = t.put(ref, chunk.columns, row)
                 if isinstance(w, Write):
-                    self._claim(key_text(w.key), ref)
+                    self._claim(w.key_text, ref)
 
     def _items(self) -> None:
         """Every item a verified table could own must be produced by a current row."""
@@ -245,7 +245,7 @@ class _TargetCheck:
                     self.reports[name].extra += 1
                     self.reports[name].note(f"{name}: {self.target} has extra item {_show(key)}")
                     ref = t.ref_of_key(key)
-                    extras.setdefault(name, []).append(Write(ref, delete(key)))
+                    extras.setdefault(name, []).append(Write.delete(ref, key))
             for name, writes in extras.items():
                 self._fix(self.reports[name], writes, [], deletes=True)
             if start is None:
@@ -282,9 +282,9 @@ class _TargetCheck:
         held = [*identical, *(w for w in out.delivered if w.is_put)]
         with write_txn(self.app.conn):
             for w in held if tracked else ():
-                owners.record(self.app.conn, w.ref, self.target, key_text(w.key))
+                owners.record(self.app.conn, w.ref, self.target, w.key_text)
             for w in out.delivered if deletes else ():
-                owners.forget(self.app.conn, self.target, key_text(w.key))
+                owners.forget(self.app.conn, self.target, w.key_text)
             state.record_dead_letters(self.app.conn, rejected + out.rejected, None, [w.ref for w in held])
         report.repaired += len(out.delivered)
 

@@ -22,7 +22,8 @@ from dynasync import workers
 from dynasync.budget import Budget, units
 from dynasync.exceptions import Abandoned, RetryableError, TargetUnavailableError, ValidationError
 from dynasync.retry import RequestStats, Retrier
-from dynasync.target import MAX_BATCH_WRITE, Target
+from dynasync.target import MAX_BATCH_WRITE, Target, WriteRequest
+from dynasync.values import Item, key_text
 from dynasync.writes import Rejected, Write
 
 
@@ -162,11 +163,24 @@ class Writer:
         unprocessed = self.target.batch_write(table, [w.request for w in pending])
         if not unprocessed:
             return []
-        matched = [w for w in pending if w.request in unprocessed]
-        # Should DynamoDB ever echo a request back in another form, resend
+        # A batch holds one write per key: what DynamoDB hands back is matched by
+        # the key's identity. Should a request come back unrecognisable, resend
         # everything: writes are idempotent, losing one is not.
+        names = tuple(pending[0].key)
+        try:
+            left = {key_text({n: _body(r)[n] for n in names}) for r in unprocessed}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return pending
+        matched = [w for w in pending if w.key_text in left]
         return matched if len(matched) == len(unprocessed) else pending
 
 
+def _body(request: WriteRequest) -> Item:
+    """A request's item (a Put) or key (a Delete)."""
+    put = request.get("PutRequest")
+    body: Item = put["Item"] if put is not None else request["DeleteRequest"]["Key"]
+    return body
+
+
 def _units(writes: Sequence[Write]) -> float:
-    return float(sum(units(w.request["PutRequest"]["Item"] if w.is_put else None) for w in writes))
+    return float(sum(units(w.item) for w in writes))

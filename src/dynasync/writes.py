@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from dynasync.target import WriteRequest
-from dynasync.values import Item
+from dynasync.target import WriteRequest, delete, put
+from dynasync.values import Item, key_text
 
 
 class RowRef(NamedTuple):
@@ -39,33 +39,59 @@ class RowRef(NamedTuple):
 
 
 class Write:
-    """One BatchWriteItem request for one row, and the DynamoDB key it writes.
+    """One write that brings one row's DynamoDB item in line: the Put of the whole
+    item, or the Delete of a key. Its key has one identity, `key_text` (as
+    dynasync's own tables store it); `request` is the wire form the target speaks.
 
     A plain slotted class, built once per changed row on the hot path: a Put's
-    key is only taken from its item when something asks for it.
+    key, and its text, are only worked out when something asks for them.
     """
 
-    __slots__ = ("_key_names", "ref", "request")
+    __slots__ = ("_key", "_key_names", "_text", "item", "ref")
 
-    def __init__(self, ref: RowRef, request: WriteRequest, key_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, ref: RowRef, item: Item | None, key: Item | None = None, key_names: tuple[str, ...] = ()
+    ) -> None:
         self.ref = ref
-        self.request = request
-        self._key_names = key_names  # a Put's key attributes; a Delete carries its key
+        self.item = item  # the whole item of a Put; None for a Delete
+        self._key = key
+        self._key_names = key_names  # a Put's key attributes
+        self._text: str | None = None
+
+    @classmethod
+    def put(cls, ref: RowRef, item: Item, key_names: tuple[str, ...]) -> Write:
+        """The Put of a row's whole item, whose key is made of these attributes."""
+        return cls(ref, item, None, key_names)
+
+    @classmethod
+    def delete(cls, ref: RowRef, key: Item) -> Write:
+        """The Delete of an item by its key."""
+        return cls(ref, None, key)
 
     @property
     def is_put(self) -> bool:
         """A Put (the row exists) rather than a Delete."""
-        return "PutRequest" in self.request
+        return self.item is not None
 
     @property
     def key(self) -> Item:
         """The DynamoDB key this write puts or deletes."""
-        put = self.request.get("PutRequest")
-        if put is None:
-            key: Item = self.request["DeleteRequest"]["Key"]
-            return key
-        item: Item = put["Item"]
-        return {name: item[name] for name in self._key_names}
+        if self._key is None:
+            item = self.item or {}
+            self._key = {name: item[name] for name in self._key_names}
+        return self._key
+
+    @property
+    def key_text(self) -> str:
+        """The key's identity: equal for keys DynamoDB treats as one (values.key_text)."""
+        if self._text is None:
+            self._text = key_text(self.key)
+        return self._text
+
+    @property
+    def request(self) -> WriteRequest:
+        """The write as BatchWriteItem takes it."""
+        return put(self.item) if self.item is not None else delete(self.key)
 
     def __repr__(self) -> str:
         return f"Write({self.ref!r}, {self.request!r})"
