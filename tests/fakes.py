@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
 from dynasync.target import KeySchema, TableInfo, WriteRequest

@@ -30,19 +30,15 @@ from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.tables import Chunk, SyncedTable
 from dynasync.values import key_from_text
-from dynasync.writes import Change, Rejected, RowRef, Write
-
-COLLISION = "maps to the same DynamoDB item as"  # the start of a collision dead letter's reason
+from dynasync.writes import Change, DeadLetterKind, Rejected, RowRef, Write
 
 
-def collision(other: RowRef, item: str) -> str:
-    """A collision dead letter's reason: the row that holds the item, and the item
-    (last, so freeing that item retries exactly the rows it refused)."""
-    return f"{COLLISION} row {list(other.key)!r} of table {other.table!r}{_item_suffix(item)}"
-
-
-def _item_suffix(item: str) -> str:
-    return f"; item {item}"
+def collision(ref: RowRef, other: RowRef, item: str) -> Rejected:
+    """The dead letter of a row refused an item another row holds: it names that
+    row and the item, and freeing that item retries exactly the rows it refused."""
+    holder = f"row {list(other.key)!r} of table {other.table!r}"
+    reason = f"maps to the same DynamoDB item as {holder}; item {item}"
+    return Rejected(ref, reason, kind=DeadLetterKind.COLLISION, item=item)
 
 
 @dataclass
@@ -84,7 +80,7 @@ def plan_target(
         if other is None and not mine:
             other = _owner_elsewhere(conn, target, item, c, in_batch, tables)
         if other is not None:
-            c.write = Rejected(c.ref, collision(other, item))
+            c.write = collision(c.ref, other, item)
             collided.add(c.ref)
             continue
         claimed[item] = c.ref
@@ -205,7 +201,7 @@ def requeue_collisions(
     for target, item in freed:
         for t in tables:
             if t.target == target:
-                conn.execute(sql.DEAD_REQUEUE_COLLISION, (t.name, COLLISION, _item_suffix(item)))
+                conn.execute(sql.DEAD_REQUEUE_COLLISION, (t.name, item))
 
 
 def record(conn: sqlite3.Connection, ref: RowRef, target: str, item: str) -> None:

@@ -15,7 +15,7 @@ BACKFILL = "_dynasync_backfill"
 DEAD_LETTERS = "_dynasync_dead_letters"
 KEYS = "_dynasync_keys"
 OWN_TABLES = (CHANGELOG, STATE, BACKFILL, DEAD_LETTERS)  # a pass needs these; init adds KEYS too
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 # Op codes written by the triggers, for people reading the changelog: what a
 # pass writes is decided by whether the row exists when the slice is read.
@@ -32,6 +32,20 @@ def quote_literal(value: str) -> str:
     """A string literal as SQL text."""
     return "'" + value.replace("'", "''") + "'"
 
+
+# A collision dead letter is found by the item it was refused, when that item is freed.
+DEAD_ITEM_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {PREFIX}dead_letters_item ON {DEAD_LETTERS} (tbl, item) "
+    "WHERE item IS NOT NULL"
+)
+# Layout 1 to 2: a dead letter's kind (and a collision's item) in columns of their own.
+UPGRADE_TO_2 = (
+    f"ALTER TABLE {DEAD_LETTERS} ADD COLUMN kind TEXT NOT NULL DEFAULT 'unstorable'",
+    f"ALTER TABLE {DEAD_LETTERS} ADD COLUMN item TEXT",
+    DEAD_ITEM_INDEX,
+)
+DEAD_OLD_REASONS = f"SELECT rowid, reason FROM {DEAD_LETTERS}"
+DEAD_SET_KIND = f"UPDATE {DEAD_LETTERS} SET kind = ?, item = ? WHERE rowid = ?"
 
 # seq is a plain INTEGER PRIMARY KEY (cheaper per row than AUTOINCREMENT). It
 # never goes back because a pass keeps the row at the high-water mark when it
@@ -66,9 +80,12 @@ OWN_TABLE_DDL: dict[str, tuple[str, ...]] = {
         "  seq INTEGER,\n"
         "  first_failed REAL NOT NULL,\n"
         "  last_failed REAL NOT NULL,\n"
-        "  attempts INTEGER NOT NULL DEFAULT 1\n"
+        "  attempts INTEGER NOT NULL DEFAULT 1,\n"
+        "  kind TEXT NOT NULL DEFAULT 'unstorable',\n"
+        "  item TEXT\n"
         ")",
         f"CREATE INDEX IF NOT EXISTS {PREFIX}dead_letters_key ON {DEAD_LETTERS} (tbl, k1, k2)",
+        DEAD_ITEM_INDEX,
     ),
     # The DynamoDB key each row of a key-templated (or target-sharing) table
     # last wrote: a row whose key moved, or that is gone, still finds its old
@@ -461,7 +478,7 @@ BACKFILL_DONE = f"UPDATE {BACKFILL} SET done = 1 WHERE tbl = ?"
 DEAD_COUNT = f"SELECT count(*) FROM {DEAD_LETTERS}"
 DEAD_COUNT_BY_TABLE = f"SELECT tbl, count(*) FROM {DEAD_LETTERS} GROUP BY tbl"
 DEAD_LIST = (
-    "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts "
+    "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts, kind "
     f"FROM {DEAD_LETTERS} ORDER BY tbl, rowid"
 )
 # A key is bound as (table, k1, k2, k1 is TEXT that is not UTF-8, k2 likewise):
@@ -474,17 +491,17 @@ DEAD_FIND = (
 DEAD_DELETE_TABLE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ?"
 DEAD_DELETE = f"DELETE FROM {DEAD_LETTERS} WHERE tbl = ?1 AND k1 IS {_K1} AND k2 IS {_K2}"
 DEAD_INSERT = (
-    f"INSERT INTO {DEAD_LETTERS} (tbl, k1, k2, reason, seq, first_failed, last_failed, attempts) "
-    f"VALUES (?1, {_K1}, {_K2}, ?6, ?7, ?8, ?9, ?10)"
+    f"INSERT INTO {DEAD_LETTERS} (tbl, k1, k2, reason, seq, first_failed, last_failed, attempts, kind, item) "
+    f"VALUES (?1, {_K1}, {_K2}, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
 )
 # Copied in SQL, so every key keeps its storage class.
 DEAD_REQUEUE = (
     f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
     "WHERE ?1 IS NULL OR tbl = ?1"
 )
-DEAD_REQUEUE_COLLISION = (  # params: table, the reason's start, its end
+DEAD_REQUEUE_COLLISION = (  # params: table, the freed item (through the index on it)
     f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) SELECT tbl, '{OP_UPDATE}', k1, k2 FROM {DEAD_LETTERS} "
-    "WHERE tbl = ?1 AND substr(reason, 1, length(?2)) = ?2 AND substr(reason, -length(?3)) = ?3"
+    "WHERE tbl = ?1 AND item = ?2 AND kind = 'collision'"
 )
 
 # --- which row owns which item (owners.py) ----------------------------------------

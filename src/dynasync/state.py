@@ -23,7 +23,7 @@ from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.exceptions import OwnerError, StateError
 from dynasync.values import InvalidText
-from dynasync.writes import Rejected, RowRef
+from dynasync.writes import DeadLetterKind, Rejected, RowRef
 
 HWM = "high_water_mark"
 LAST_PASS = "last_pass_at"  # unix time the mark last moved
@@ -48,6 +48,7 @@ class DeadLetter:
     first_failed: float
     last_failed: float
     attempts: int
+    kind: DeadLetterKind = DeadLetterKind.UNSTORABLE
     width: int = 0  # columns in the table's key; 0 when unknown
 
     @property
@@ -96,13 +97,52 @@ def require_installed(conn: sqlite3.Connection) -> None:
 
 
 def check_version(conn: sqlite3.Connection) -> None:
-    """StateError unless dynasync's tables have the layout this release reads."""
+    """StateError unless dynasync's tables have the layout this release reads;
+    the layout an earlier release wrote is upgraded first."""
     row = conn.execute(sql.STATE_GET, (VERSION,)).fetchone()
+    if row is not None and str(row[0]) == "1":
+        if conn.in_transaction:
+            _upgrade_to_2(conn)
+        else:
+            with write_txn(conn):
+                _upgrade_to_2(conn)
+        return
     if row is not None and str(row[0]) != sql.SCHEMA_VERSION:
         raise StateError(
             f"dynasync's state in this database has layout version {row[0]!r}, but this dynasync "
             f"reads version {sql.SCHEMA_VERSION}: use the dynasync release that installed it"
         )
+
+
+def _upgrade_to_2(conn: sqlite3.Connection) -> None:
+    """Layout 1 to 2: each dead letter's kind in a column. The dead letters written
+    before it are the only ones whose kind is read out of their reason's text."""
+    if str(conn.execute(sql.STATE_GET, (VERSION,)).fetchone()[0]) != "1":
+        return  # another process upgraded it meanwhile
+    for stmt in sql.UPGRADE_TO_2:
+        conn.execute(stmt)
+    for rowid, reason in conn.execute(sql.DEAD_OLD_REASONS).fetchall():
+        kind, item = _old_kind(str(reason))
+        conn.execute(sql.DEAD_SET_KIND, (kind.value, item, rowid))
+    conn.execute(sql.STATE_SET, (VERSION, sql.SCHEMA_VERSION))
+
+
+def _old_kind(reason: str) -> tuple[DeadLetterKind, str | None]:
+    """The kind (and a collision's item) of a dead letter layout 1 wrote, from its reason."""
+    if reason.startswith("maps to the same DynamoDB item as"):
+        # The item is the JSON after the first "; item " that leaves one (a key value may hold the text).
+        at = reason.find("; item ")
+        while at >= 0:
+            try:
+                json.loads(reason[at + 7 :])
+                return DeadLetterKind.COLLISION, reason[at + 7 :]
+            except ValueError:
+                at = reason.find("; item ", at + 1)
+        return DeadLetterKind.COLLISION, None
+    prefixes = {"DynamoDB rejected the item": DeadLetterKind.REFUSED,
+                "the row filter fails on this row": DeadLetterKind.FILTER,
+                "a key column is NULL": DeadLetterKind.NULL_KEY}
+    return next((k for p, k in prefixes.items() if reason.startswith(p)), DeadLetterKind.UNSTORABLE), None
 
 
 def _config_id(path: Path | None) -> str:
@@ -222,7 +262,7 @@ def record_dead_letters(
         old = conn.execute(sql.DEAD_FIND, key).fetchone()
         attempts, first = (old[0] + 1, old[1]) if old else (1, now)
         conn.execute(sql.DEAD_DELETE, key)
-        conn.execute(sql.DEAD_INSERT, (*key, r.reason, seq, first, now, attempts))
+        conn.execute(sql.DEAD_INSERT, (*key, r.reason, seq, first, now, attempts, r.kind.value, r.item))
 
 
 def _key_args(ref: RowRef) -> tuple[object, ...]:
@@ -514,7 +554,17 @@ def dead_letter_count(conn: sqlite3.Connection) -> int:
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
     """Every dead letter, by table."""
-    return [DeadLetter(*r) for r in conn.execute(sql.DEAD_LIST)]
+    return [
+        DeadLetter(table, k1, k2, reason, seq, first, last, attempts, _kind(str(kind)))
+        for table, k1, k2, reason, seq, first, last, attempts, kind in conn.execute(sql.DEAD_LIST)
+    ]
+
+
+def _kind(value: str) -> DeadLetterKind:
+    try:
+        return DeadLetterKind(value)
+    except ValueError:  # written by a newer release: the reason still says why
+        return DeadLetterKind.UNSTORABLE
 
 
 def requeue_dead_letters(conn: sqlite3.Connection, table: str | None = None) -> int:

@@ -22,7 +22,7 @@ from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import SyncedTable
 from dynasync.writer import Delivery, WriteResult
-from dynasync.writes import Change, Rejected, RowRef, Write
+from dynasync.writes import Change, DeadLetterKind, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _plan_untracked(
     writes = p.writes.setdefault(table.target, [])
     for ch in changes:
         if ch.refused is not None:
-            p.rejected.append(Rejected(ch.ref, ch.refused))
+            p.rejected.append(Rejected(ch.ref, ch.refused, kind=DeadLetterKind.FILTER))
             continue
         w = table.put(ch.ref, columns, ch.row) if ch.row is not None else table.delete(ch.ref)
         if w is None:

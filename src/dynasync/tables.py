@@ -27,7 +27,7 @@ from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.tableconfig import TableConfig
 from dynasync.values import Item, key_text
-from dynasync.writes import Change, Rejected, RowRef, Write
+from dynasync.writes import Change, DeadLetterKind, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class SyncedTable:
         when the filter fails on it: `refused`); for a gone row, the Delete of
         its item, which the plan takes from `old` when the key is more than the primary key."""
         if refused is not None:
-            return Change(ref, Rejected(ref, refused), old)
+            return Change(ref, Rejected(ref, refused, kind=DeadLetterKind.FILTER), old)
         if row is not None:
             return Change(ref, self.put(ref, columns, row), old)
         if old or (self.tracked and not self.items.key_from_primary_key):
@@ -178,7 +178,7 @@ class SyncedTable:
                 chunk.rows.append(row)
                 chunk.refs.append(ref)
             elif verdict is not False:
-                chunk.refused.append(Rejected(ref, verdict))
+                chunk.refused.append(Rejected(ref, verdict, kind=DeadLetterKind.FILTER))
         return chunk
 
     def _refs(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[RowRef]:
@@ -213,7 +213,8 @@ class SyncedTable:
         with read_txn(conn):
             build = functools.partial(sql.null_key_rows, self.name, self.schema.key, False)
             read = filters.fetch(conn, build, (), self.filter)
-        return [Rejected(self.ref(read.columns, r), "a key column is NULL") for r in read.rows]
+        null = DeadLetterKind.NULL_KEY
+        return [Rejected(self.ref(read.columns, r), "a key column is NULL", kind=null) for r in read.rows]
 
     def count(self, conn: sqlite3.Connection) -> int:
         """How many rows the table has (that match the filter, or all of them when it fails on one)."""

@@ -203,7 +203,7 @@ class _TargetCheck:
                 item = w.key_text
                 other = self._claim(item, ref)
                 if other is not None:
-                    w = Rejected(ref, owners.collision(other, item))
+                    w = owners.collision(ref, other, item)
             (writes if isinstance(w, Write) else rejected).append(w)  # type: ignore[arg-type]
         return writes, rejected
 

@@ -24,7 +24,7 @@ from dynasync.exceptions import Abandoned, RetryableError, TargetUnavailableErro
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import MAX_BATCH_WRITE, Target, WriteRequest
 from dynasync.values import Item, key_text
-from dynasync.writes import Rejected, Write
+from dynasync.writes import DeadLetterKind, Rejected, Write
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Writer:
             pending = last[0]
             if len(pending) == 1:
                 reason = f"DynamoDB rejected the item: {e}"
-                result.rejected.append(Rejected(pending[0].ref, reason, pending[0]))
+                result.rejected.append(Rejected(pending[0].ref, reason, pending[0], DeadLetterKind.REFUSED))
                 return result
             # One bad item fails the whole batch: bisect to find it.
             half = len(pending) // 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from dynasync.target import WriteRequest, delete, put
@@ -97,6 +98,17 @@ class Write:
         return f"Write({self.ref!r}, {self.request!r})"
 
 
+class DeadLetterKind(StrEnum):
+    """Why a row is a dead letter. Kept in a column of its own, so nothing reads
+    it back out of the reason's text (which is for people, and may be reworded)."""
+
+    UNSTORABLE = "unstorable"  # a value DynamoDB can never hold, found by dynasync
+    REFUSED = "refused"  # DynamoDB refused the item (ValidationException, ...)
+    COLLISION = "collision"  # another row holds the item this row's key renders
+    FILTER = "filter"  # the row filter fails on the row's values
+    NULL_KEY = "null_key"  # a key column is NULL
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A row DynamoDB can never accept: it becomes a dead letter with this reason."""
@@ -104,6 +116,8 @@ class Rejected:
     ref: RowRef
     reason: str
     write: Write | None = None  # the write DynamoDB refused, when it was one
+    kind: DeadLetterKind = DeadLetterKind.UNSTORABLE
+    item: str | None = None  # a collision: the item (key_text) another row holds
 
 
 @dataclass
