@@ -137,7 +137,7 @@ def test_the_bucket_holds_its_rate_over_any_two_seconds(rate: float, callers: in
     # Overall: the configured rate, plus at most the initial burst.
     achieved = len(sent) * amount / 10.0
     assert rate * 0.98 <= achieved <= rate + bucket.burst / 10.0 + amount / 10.0
-    # The issue's target: within 10% over any 2 s window after the first second.
+    # The target: within 10% over any 2 s window after the first second.
     for offset in range(10, 81):
         lo = start + offset / 10
         in_window = sum(amount for t in sent if lo <= t < lo + 2.0)
@@ -291,7 +291,7 @@ def test_a_total_throttle_episode_costs_few_requests_and_recovery_takes_seconds(
         send(limit, clock, 25.0 if limit.rate is not None else None)
         sent.append(clock.now)
         limit.throttled(25.0)
-    assert len([t for t in sent if t < start + 5.0]) <= 10  # the issue: at most 2 a second
+    assert len([t for t in sent if t < start + 5.0]) <= 10  # at most 2 a second
     end = clock.now
     while limit.rate is not None and limit.rate < 1000.0:
         send(limit, clock, 25.0)

@@ -1,4 +1,4 @@
-"""Issue 12: one `dynasync run` for a fleet of databases (`[source] databases`),
+"""One `dynasync run` for a fleet of databases (`[source] databases`),
 `{database}` in shared and per-tenant targets, files appearing and going away,
 two daemons with overlapping globs, and a kill -9 in the middle of a fleet pass."""
 

@@ -73,7 +73,7 @@ def test_key_templates_single_table_design() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        # Templates may name any column (issue 10), but one that exists.
+        # Templates may name any column, but one that exists.
         ({"partition_key": {"name": "PK", "template": "U#{nope}"}}, "names column 'nope'"),
         ({"partition_key": {"name": "PK", "template": "USERS"}}, "name no column"),
         ({"columns": ["nope"]}, "columns: names column 'nope'"),

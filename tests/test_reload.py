@@ -1,4 +1,4 @@
-"""Issue 12: `dynasync run` reloads its config on SIGHUP, adds and removes
+"""`dynasync run` reloads its config on SIGHUP, adds and removes
 tables live, and copies new tables in the background while the others sync."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 9, values: nothing a row holds can stop the daemon, and JSON numbers
+"""Values: nothing a row holds can stop the daemon, and JSON numbers
 arrive exactly. Classes 9 and 13."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 10, owners and filters under stress: which row keeps an item, what a
+"""Item owners and filters under stress: which row keeps an item, what a
 refused row leaves behind, targets that change, tables that join a target,
 and row filters that fail on a row's values. Against DynamoDB Local."""
 

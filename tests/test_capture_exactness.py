@@ -1,4 +1,4 @@
-"""Issue 9, capture and key identity: each class of loss or ghost the README's
+"""Capture and key identity: each class of loss or ghost the README's
 promise must exclude, against DynamoDB Local. Classes 1, 2, 4, 5, 6 and 10."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def keys(env: Env, attr: str = "id", name: str = "t") -> list[Any]:
     return sorted(next(iter(i[attr].values())) for i in env.items(name))
 
 
-# --- 1. collations: keys are exact bytes, as DynamoDB compares them -----------
+# --- collations: keys are exact bytes, as DynamoDB compares them -----------
 
 
 @pytest.mark.parametrize("collation", ["NOCASE", "RTRIM"])
@@ -75,7 +75,7 @@ def test_replace_victim_with_a_nocase_key_through_a_unique_index(env: Env) -> No
     assert keys(env) == ["A"]
 
 
-# --- 2. untyped keys: every round trip finds the row that produced the item ---
+# --- untyped keys: every round trip finds the row that produced the item ---
 
 
 def test_untyped_key_holding_text_survives_repair_and_reconcile(env: Env) -> None:
@@ -102,7 +102,7 @@ def test_numeric_keys_round_trip_through_verify(env: Env, ddl: str) -> None:
     assert r.in_sync and r.tables[0].extra == 0 and len(env.items("t")) == 4
 
 
-# --- 4. capture re-armed (rebuilt, renamed away, new index) reconciles ---------
+# --- capture re-armed (rebuilt, renamed away, new index) reconciles ---------
 
 
 def test_migration_that_renames_the_table_away_is_reconciled(env: Env) -> None:
@@ -133,7 +133,7 @@ def test_new_unique_index_used_by_replace_before_the_next_pass(env: Env) -> None
     assert keys(env) == ["2", "3"]
 
 
-# --- 5. capture gaps: REPLACE and key changes SQLite does not announce ---------
+# --- capture gaps: REPLACE and key changes SQLite does not announce ---------
 
 
 def test_replace_through_a_unique_index_with_its_own_collation(env: Env) -> None:
@@ -192,7 +192,7 @@ def test_partial_and_expression_unique_indexes_capture_their_victims(env: Env) -
     assert_in_sync(env, "t")
 
 
-# --- 6. generated columns are attributes like any column -----------------------
+# --- generated columns are attributes like any column -----------------------
 
 
 def test_generated_columns_are_synced_and_their_changes_reconciled(env: Env) -> None:
@@ -221,7 +221,7 @@ def test_generated_columns_are_in_the_shape(tmp_path: Any) -> None:
     assert s.columns == ("id", "a", "g", "s") and s.rowid_key
 
 
-# --- 10. every index shape is searched through its index, not by a scan --------
+# --- every index shape is searched through its index, not by a scan --------
 
 
 def _vm_steps_per_insert(ddl: list[str], rows: int) -> float:

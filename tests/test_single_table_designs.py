@@ -1,4 +1,4 @@
-"""Issue 10: real DynamoDB designs. Keys and index attributes from any column,
+"""Real DynamoDB designs. Keys and index attributes from any column,
 row filters, safe templates, mapping changes, against DynamoDB Local."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 9, operations: the schema or the target changing under a running
+"""Operations: the schema or the target changing under a running
 sync, locks, stalls and per-item errors. Classes 3, 7, 8, 11, 12 and 14."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def setup(env: Env, ddl: str = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, 
     env.run(capture.init)
 
 
-# --- 3. a migration that lands while a refresh (or its reconcile) runs ---------
+# --- a migration that lands while a refresh (or its reconcile) runs ---------
 
 
 def test_migration_during_a_reconcile_is_seen_by_the_next_pass(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +51,7 @@ def test_migration_during_a_reconcile_is_seen_by_the_next_pass(env: Env, monkeyp
     assert_in_sync(env, "t")
 
 
-# --- 7. the target table deleted under a running sync, then back ---------------
+# --- the target table deleted under a running sync, then back ---------------
 
 
 def _delete_target(env: Env) -> None:
@@ -127,7 +127,7 @@ def test_daemon_reports_a_vanished_target_and_recreates_it(env: Env) -> None:
     assert_in_sync(env, "t")
 
 
-# --- 8. one lock per database file, whatever path reaches it --------------------
+# --- one lock per database file, whatever path reaches it --------------------
 
 
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
@@ -155,7 +155,7 @@ def test_one_daemon_per_database_file_through_links(env: Env, link: str) -> None
     assert daemon.returncode == 0
 
 
-# --- 11. SIGTERM while DynamoDB hangs -------------------------------------------
+# --- SIGTERM while DynamoDB hangs -------------------------------------------
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_sigterm_stops_within_10s_while_dynamodb_hangs(env: Env, proxy: Any, hun
     assert_in_sync(env, "t")
 
 
-# --- 12. per-item errors other than ValidationException --------------------------
+# --- per-item errors other than ValidationException --------------------------
 
 
 def test_item_collection_size_limit_becomes_a_dead_letter(env: Env, proxy: Any) -> None:
@@ -214,7 +214,7 @@ def test_item_collection_size_limit_becomes_a_dead_letter(env: Env, proxy: Any) 
     assert_in_sync(env, "t")
 
 
-# --- 14. two configs on one database ----------------------------------------------
+# --- two configs on one database ----------------------------------------------
 
 
 def test_a_second_config_on_one_database_is_refused_and_loses_nothing(env: Env) -> None:
