@@ -63,3 +63,31 @@ def test_source_needs_exactly_one_of_database_and_databases(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         config.parse({"source": source, "tables": [{"source": "t", "target": "ttt"}]}, tmp_path / "d.toml")
+
+
+def test_a_symlink_out_of_the_glob_directory_is_not_a_database(tmp_path: Path) -> None:
+    cfg = fleet_config(tmp_path)
+    (tmp_path / "tenants").mkdir()
+    (tmp_path / "tenants" / "a.db").write_text("")
+    (tmp_path / "elsewhere.db").write_text("")
+    (tmp_path / "tenants" / "planted.db").symlink_to(tmp_path / "elsewhere.db")
+    (tmp_path / "tenants" / "alias.db").symlink_to(tmp_path / "tenants" / "a.db")  # inside: kept
+    assert [p.name for p in fleet.members(cfg)] == ["a.db", "alias.db"]
+
+
+def test_databases_whose_names_would_mix_their_items_are_refused_and_say_why(tmp_path: Path) -> None:
+    cfg = config.parse({"source": {"databases": "tenants/*/app.*"},
+                        "tables": [{"source": "users", "target": "app-{database}"}]}, tmp_path / "d.toml")
+    for tenant in ("acme", "globex"):
+        (tmp_path / "tenants" / tenant).mkdir(parents=True)
+        (tmp_path / "tenants" / tenant / "app.db").write_text("")
+    (tmp_path / "tenants" / "solo").mkdir()
+    (tmp_path / "tenants" / "solo" / "app.sqlite").write_text("")
+    found = fleet.members(cfg)
+    refused = fleet.clashes(cfg, found)
+    assert sorted(refused) == found and all("'app' for 3 databases" in why for why in refused.values())
+    assert all(isinstance(member, ConfigError) for _, member in fleet.configs(cfg))
+    # Without {database}, the names do not matter.
+    plain = config.parse({"source": {"databases": "tenants/*/app.*"},
+                          "tables": [{"source": "users", "target": "shared"}]}, tmp_path / "d.toml")
+    assert fleet.clashes(plain, found) == {}

@@ -14,8 +14,8 @@ import time
 from dynasync import reconcile, state
 from dynasync.app import App
 from dynasync.backfill import TableCopy
+from dynasync.drift import SchemaWatch
 from dynasync.logs import fields
-from dynasync.syncpass import Syncer
 from dynasync.tables import SyncedTable
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,10 @@ STEP_SECONDS = 0.25
 class Background:
     """The background work of one database: copies of its tables, a step at a time."""
 
-    def __init__(self, app: App, syncer: Syncer) -> None:
+    def __init__(self, app: App, schema: SchemaWatch) -> None:
+        """`schema`: the database's tables as its passes follow them."""
         self.app = app
-        self.syncer = syncer
+        self.schema = schema
 
     def pending(self) -> list[str]:
         """The configured tables whose copy has not finished, in config order."""
@@ -37,7 +38,7 @@ class Background:
 
     def step(self) -> bool:
         """Reconcile, or else copy, for up to STEP_SECONDS; whether work remains."""
-        synced = self.syncer.schema.refresh().tables
+        synced = self.schema.refresh().tables
         _, more = reconcile.run(self.app, synced, until=time.monotonic() + STEP_SECONDS)
         return more or self._copy(synced)
 

@@ -119,7 +119,7 @@ class Daemon:
     @contextlib.contextmanager
     def _services(self) -> Iterator[None]:
         """The metrics server, the interval scheduler and the file watch, stopped on the way out."""
-        base, recursive = watch.root(self.cfg.databases or str(self.cfg.database))
+        base, recursive = fleet.root(self.cfg.databases or str(self.cfg.database))
         base = Path(os.path.realpath(base))
         on = self.cfg.sync.watch and base.is_dir()
         watching = watch.watching(watch.FileEvents(self.file_event), base, recursive) if on else None
@@ -218,7 +218,11 @@ class Daemon:
     def _rescan(self) -> None:
         """Start syncing databases that appeared; stop those that went away."""
         self.rescan.clear()
-        found = {str(p): p for p in fleet.members(self.cfg)}
+        paths = fleet.members(self.cfg)
+        refused = fleet.clashes(self.cfg, paths)
+        found = {str(p): p for p in paths if p not in refused}
+        for path, why in refused.items():
+            self._invalid(str(path), why)
         for key in sorted(set(self.members) - set(found)):
             log.warning("a database went away: no longer syncing it", extra=fields(database=key))
             self._forget(key)
@@ -228,16 +232,19 @@ class Daemon:
             try:
                 member_cfg = self.cfg if self.cfg.databases is None else self.cfg.for_database(path)
             except ConfigError as e:
-                if self.invalid.get(key) != str(e):
-                    log.error("cannot sync a database: its config is invalid", extra=fields(
-                        database=key, error=str(e)))
-                self.invalid[key] = str(e)
+                self._invalid(key, str(e))
                 continue
             self.invalid.pop(key, None)
             member = Member(path, member_cfg, self.shared, self.notifier.watchdog)
             self.members[key] = member
             self.by_file[os.path.realpath(path)] = member
             self.wake.set()
+
+    def _invalid(self, key: str, why: str) -> None:
+        """A database its config cannot sync: said once, and counted."""
+        if self.invalid.get(key) != why:
+            log.error("cannot sync a database: its config is invalid", extra=fields(database=key, error=why))
+        self.invalid[key] = why
 
     def _forget(self, key: str) -> None:
         member = self.members.pop(key)

@@ -10,12 +10,14 @@ Commands run on every database of the fleet in turn, or on one (`--database`);
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterator
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynasync.config import Config
+from dynasync.config import DATABASE_PLACEHOLDER, Config
 from dynasync.exceptions import ConfigError
 from dynasync.status import Status
 
@@ -24,11 +26,50 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def members(cfg: Config) -> list[Path]:
-    """The database files the fleet's glob matches now, in name order."""
+    """The database files the fleet's glob matches now, in name order. A file
+    whose real path lies outside the glob's directory (through a symlink planted
+    in it) is none: dynasync would install triggers in it and export its rows."""
     if cfg.databases is None:
         return [cfg.database]
+    base = os.path.realpath(root(cfg.databases)[0])
     found = (Path(p) for p in glob.glob(cfg.databases))
-    return sorted(p for p in found if p.is_file() and not p.name.endswith(SIDE_FILES))
+    return sorted(p for p in found if p.is_file() and not p.name.endswith(SIDE_FILES) and _inside(p, base))
+
+
+def _inside(path: Path, base: str) -> bool:
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, base]) == base
+
+
+def root(pattern: str) -> tuple[Path, bool]:
+    """The directory of a glob (or of one database's path), and whether the glob
+    reaches into its subdirectories (a wildcard in a directory part)."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            return Path(*fixed), True
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path("."), False
+
+
+def clashes(cfg: Config, databases: Sequence[Path]) -> dict[Path, str]:
+    """The databases refused because `{database}` would name another one too (`a.db`
+    and `a.sqlite`, or every `tenants/*/app.db`), with why: their items would mix."""
+    if cfg.databases is None or DATABASE_PLACEHOLDER not in json.dumps(cfg.raw.get("tables")):
+        return {}
+    by_name: dict[str, list[Path]] = {}
+    for d in databases:
+        by_name.setdefault(name_of(d), []).append(d)
+    out: dict[Path, str] = {}
+    for name, group in by_name.items():
+        if len(group) > 1:
+            paths = ", ".join(str(p) for p in sorted(group))
+            for d in group:
+                out[d] = (f"{{database}} is {name!r} for {len(group)} databases ({paths}), whose items "
+                          "would mix: rename the files so each name (the file name without its extension) "
+                          "is unique")
+    return out
 
 
 def name_of(database: Path) -> str:
@@ -51,9 +92,13 @@ def select(cfg: Config, only: str | None) -> list[Path]:
 
 def configs(cfg: Config, only: str | None = None) -> Iterator[tuple[Path, Config | ConfigError]]:
     """Each selected database with its own config, or why its config is invalid."""
+    refused = clashes(cfg, members(cfg))
     for database in select(cfg, only):
         if cfg.databases is None:
             yield database, cfg
+            continue
+        if database in refused:
+            yield database, ConfigError(refused[database])
             continue
         try:
             yield database, cfg.for_database(database)

@@ -75,7 +75,7 @@ class Member:
         self.path = path
         self.app = App(cfg, heartbeat=heartbeat, shared=shared)
         self.syncer = Syncer(self.app, stepped=True)
-        self.background = Background(self.app, self.syncer)
+        self.background = Background(self.app, self.syncer.schema)
         self.ready = True  # a first turn straight away
         self.failures = 0
         self.error: str | None = None  # why the last turn failed
@@ -157,7 +157,10 @@ class Member:
                 database=str(self.path), changes=r.entries, writes=r.applied, dead_letters=r.rejected,
                 high_water_mark=r.high_water_mark, seconds=round(r.seconds, 3), retries=r.stats.retries))
         self._set_aside(r.failed)
-        more = r.more or self.background.step()
+        # A step every turn, even when the pass stopped at its deadline with a
+        # backlog left: a reconcile or a table added live must not wait for the backlog to end.
+        stepped = self.background.step()
+        more = r.more or stepped
         self._observe()
         if self.failures:
             self._record_failure(None)  # recovered: status stops saying it fails

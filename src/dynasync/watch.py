@@ -1,11 +1,9 @@
 """The file watch of `run`: a watchdog observer on the directory that holds
-the databases (the glob's directory, recursively when a directory part of the
-glob has a wildcard), handing each file event to the daemon."""
+the databases (dynasync.fleet.root), handing each file event to the daemon."""
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,18 +24,6 @@ class FileEvents(FileSystemEventHandler):
             path = os.fsdecode(raw or "")
             if path:
                 self._notify(event.event_type, path)
-
-
-def root(pattern: str) -> tuple[Path, bool]:
-    """The directory to watch for a glob (or one database's path), and whether
-    its subdirectories too (when a wildcard is in a directory part)."""
-    parts = Path(pattern).parts
-    fixed: list[str] = []
-    for part in parts[:-1]:
-        if glob.has_magic(part):
-            return Path(*fixed), True
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path("."), False
 
 
 @contextlib.contextmanager

@@ -1,0 +1,58 @@
+"""One database's turn in the daemon (dynasync.member): a bounded pass, then a
+background step every turn, whatever the backlog; any error fails the
+database alone, which backs off, and recovers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes import FakeTarget
+from unit_env import app_conn, make_app
+
+from dynasync import member, state
+from dynasync.member import Member
+
+
+def test_a_table_added_live_is_copied_while_the_database_has_a_backlog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+                         "CREATE TABLE n (id INTEGER PRIMARY KEY, v TEXT)",
+                         tables={"t": "target-t", "n": "target-n"}, batch_size=10)
+    state.start_backfill(app.conn, ["t"])
+    state.finish_backfill(app.conn, "t", [])  # t is synced; n was just added: never copied
+    c = app_conn(app)
+    c.executemany("INSERT INTO n VALUES (?, 'old row')", [(i,) for i in range(50)])
+    c.executemany("INSERT INTO t VALUES (?, 'backlog')", [(i,) for i in range(2000)])
+    app.close()
+    monkeypatch.setattr(member, "TURN_SECONDS", 0.0)  # every pass stops after one slice
+    m = Member(app.config.database, app.config, app, lambda: None)
+    assert m.turn() is True  # the backlog is far from done...
+    assert m.position.pending > 1000
+    assert len(fake.items("target-n")) == 50  # ...and the new table was copied all the same
+    m.close()
+
+
+def test_any_error_fails_the_database_alone_and_it_recovers(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.close()
+    c = app_conn(app)
+    c.execute("INSERT INTO t VALUES (1, 'a')")
+    m = Member(app.config.database, app.config, app, lambda: None)
+
+    def bug(*_: object) -> int:
+        raise ZeroDivisionError("a bug, not a DynamoDB error")
+
+    fake.fault = bug
+    assert m.turn() is False
+    assert m.health == "failing" and m.error == "ZeroDivisionError: a bug, not a DynamoDB error"
+    assert m.retry_at > 0 and m.failures == 1
+    with app.conn:
+        found = state.failure(app.conn)
+    assert found is not None and "ZeroDivisionError" in found.error  # status says so
+    fake.fault = None
+    m.turn()
+    assert m.health == "healthy" and m.failures == 0 and len(fake.items("target-t")) == 1
+    assert state.failure(app.conn) is None
+    m.close()
