@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import FakeTarget
 from unit_env import app_conn, make_app
 
 from dynasync import member, state
@@ -55,4 +54,24 @@ def test_any_error_fails_the_database_alone_and_it_recovers(tmp_path: Path) -> N
     m.turn()
     assert m.health == "healthy" and m.failures == 0 and len(fake.items("target-t")) == 1
     assert state.failure(app.conn) is None
+    m.close()
+
+
+def test_a_database_whose_application_holds_the_write_lock_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    import time
+
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.close()
+    c = app_conn(app)
+    c.execute("INSERT INTO t VALUES (1, 'a')")
+    m = Member(app.config.database, app.config, app, lambda: None)
+    holder = app_conn(app)
+    holder.execute("BEGIN IMMEDIATE")  # a long application transaction
+    started = time.monotonic()
+    assert m.turn() is False
+    assert time.monotonic() - started < 5.0  # not the 30 s busy timeout
+    assert m.health != "failing" and m.ready and not fake.items("target-t")
+    holder.execute("ROLLBACK")
+    m.turn()
+    assert len(fake.items("target-t")) == 1
     m.close()

@@ -58,6 +58,23 @@ def fetch_all(
     return [d[0] for d in cur.description], cur.fetchall()
 
 
+def writable_now(conn: sqlite3.Connection) -> bool:
+    """Whether dynasync could take the write lock this instant: False while the
+    application holds it. Never waits (a daemon skips a busy database this round
+    rather than hold up the others for the busy timeout)."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return False
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
 @contextmanager
 def read_txn(conn: sqlite3.Connection) -> Iterator[None]:
     """A snapshot: every query inside sees the same committed state. Keep it

@@ -31,7 +31,7 @@ from dynasync import capture, changelog, sql, state
 from dynasync.app import App
 from dynasync.background import Background
 from dynasync.config import Config
-from dynasync.database import read_txn, write_txn
+from dynasync.database import read_txn, writable_now, write_txn
 from dynasync.exceptions import (
     DynasyncError,
     LockedError,
@@ -145,6 +145,12 @@ class Member:
     def _turn(self) -> bool:
         app = self.app
         app.lock()
+        if not writable_now(app.conn):
+            # The application holds its write lock: skip this round, never wait
+            # on one database while the others are due.
+            log.debug("the database is busy: skipping it this round", extra=fields(database=str(self.path)))
+            self.ready = True
+            return False
         self._apply_pending()
         if sql.STATE not in state.installed_tables(app.conn):
             log.info("a new database: installing capture, then copying its tables",
