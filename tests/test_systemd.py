@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +37,47 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, example: str, instanc
     assert p.returncode == 0, p.stderr
     if instance:
         assert "--config /etc/dynasync/%i.toml" in text
+
+
+# "→ Overall exposure level for dynasync.service: 1.1 OK 🙂" ("->" and ":-)"
+# outside a UTF-8 locale): the one line that rates the unit as a whole.
+_OVERALL = re.compile(r"Overall exposure level for (?P<unit>\S+): (?P<score>\d+\.\d+) (?P<level>[A-Z]+)")
+MAX_EXPOSURE = 2.0
+
+
+def _unit_file(tmp_path: Path, example: str, instance: str | None) -> Path:
+    """The shipped unit in a file named as systemd would load it (an instance
+    of the template), its ExecStart pointed at this checkout's dynasync."""
+    unit, text = examples.FILES[example], examples.text(example)
+    path = tmp_path / (unit.replace("@.", f"@{instance}.") if instance else unit)
+    path.write_text(text.replace("/usr/local/bin/dynasync", DYNASYNC))
+    return path
+
+
+def _exposure(analyze: str, path: Path) -> tuple[float, str]:
+    """systemd-analyze's overall exposure score for a unit file, and its report."""
+    # --offline reads the file itself (no service manager needed, so it works
+    # here where PID 1 is not systemd); --threshold makes it fail above the
+    # limit too (its scale is the score times ten).
+    p = subprocess.run([analyze, "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}",
+                        "--no-pager", str(path)],
+                       capture_output=True, text=True, env={**os.environ, "SYSTEMD_COLORS": "0"})
+    found = [m for m in map(_OVERALL.search, p.stdout.splitlines()) if m]
+    assert len(found) == 1, f"no overall exposure line in systemd-analyze security's output:\n{p.stdout}{p.stderr}"
+    assert found[0]["unit"] == path.name, found[0][0]
+    report = "\n".join(line for line in p.stdout.splitlines() if line.lstrip().startswith(("✗", "x ", "- ")))
+    score = float(found[0]["score"])
+    assert (p.returncode == 0) == (score <= MAX_EXPOSURE), (p.returncode, score, p.stderr)
+    return score, report
+
+
+@pytest.mark.parametrize(("example", "instance"), [("unit", None), ("template-unit", "app")])
+def test_units_are_hardened(tmp_path: Path, example: str, instance: str | None) -> None:
+    """Both units keep systemd-analyze security's exposure score at 2.0 or less."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed to rate the unit files"
+    score, report = _exposure(analyze, _unit_file(tmp_path, example, instance))
+    assert score <= MAX_EXPOSURE, f"exposure {score} > {MAX_EXPOSURE}; what is still open:\n{report}"
 
 
 def test_notifier_is_a_noop_outside_systemd() -> None:
