@@ -235,7 +235,7 @@ class Daemon:
                 self._invalid(key, str(e))
                 continue
             self.invalid.pop(key, None)
-            member = Member(path, member_cfg, self.shared, self.notifier.watchdog)
+            member = Member(path, member_cfg, self.shared, self.notifier.watchdog, self._reachable)
             self.members[key] = member
             self.by_file[os.path.realpath(path)] = member
             self.wake.set()
@@ -245,6 +245,13 @@ class Daemon:
         if self.invalid.get(key) != why:
             log.error("cannot sync a database: its config is invalid", extra=fields(database=key, error=why))
         self.invalid[key] = why
+
+    def _reachable(self, member: Member) -> None:
+        """READY, as soon as one database and its DynamoDB tables answer (not after a
+        whole first pass, which a write budget can make long)."""
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(self._summary(self._counts()))
 
     def _forget(self, key: str) -> None:
         member = self.members.pop(key)
@@ -293,10 +300,9 @@ class Daemon:
         log.info("reloaded the config", extra=fields(databases=len(self.members), refused=refused))
 
     def _report(self) -> None:
-        """Health for systemd (READY once every database had its first turn) and the metrics."""
-        counts = dict.fromkeys(("healthy", "behind", "failing", "locked"), 0)
-        for m in self.members.values():
-            counts[m.health] += 1
+        """Health for systemd (READY after the first round, at the latest: a daemon that
+        retries a failing DynamoDB is running, and must not be restarted) and the metrics."""
+        counts = self._counts()
         text = self._summary(counts)
         if not self._ready:
             self._ready = True
@@ -315,6 +321,13 @@ class Daemon:
         if self.cfg.databases is None:
             for m in self.members.values():
                 self.metrics.observe_backfill(m.position.backfill)
+
+    def _counts(self) -> dict[str, int]:
+        """How many databases are healthy, behind, failing and locked."""
+        counts = dict.fromkeys(("healthy", "behind", "failing", "locked"), 0)
+        for m in self.members.values():
+            counts[m.health] += 1
+        return counts
 
     def _summary(self, counts: dict[str, int]) -> str:
         """The one-line STATUS=: one database's position, or a fleet's counts."""

@@ -71,8 +71,18 @@ class Member:
     """One database of the daemon: its App (sharing the daemon's DynamoDB client,
     budgets and stop), its passes, background work, failures and backlog."""
 
-    def __init__(self, path: Path, cfg: Config, shared: App, heartbeat: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cfg: Config,
+        shared: App,
+        heartbeat: Callable[[], None],
+        on_reachable: Callable[[Member], None] | None = None,
+    ) -> None:
+        """`on_reachable` is called once, as soon as a turn has read the database and
+        described its DynamoDB tables: both answer (systemd's READY)."""
         self.path = path
+        self._on_reachable = on_reachable
         self.app = App(cfg, heartbeat=heartbeat, shared=shared)
         self.syncer = Syncer(self.app, stepped=True)
         self.background = Background(self.app, self.syncer.schema)
@@ -156,6 +166,11 @@ class Member:
             log.info("a new database: installing capture, then copying its tables",
                      extra=fields(database=str(self.path)))
             capture.init(app)
+        if self._on_reachable is not None:
+            self.syncer.schema.refresh()  # the schema read, the DynamoDB tables described
+            self._observe()
+            self._on_reachable(self)
+            self._on_reachable = None
         r = self.last_result = self.syncer.run_pass(deadline=time.monotonic() + TURN_SECONDS)
         self.passes += 1
         if r.applied or r.rejected:

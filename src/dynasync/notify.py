@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
+import time
 
 
 class Notifier:
@@ -21,6 +23,8 @@ class Notifier:
         mine = not pid or pid == str(os.getpid())
         # Ping at half the timeout, as sd_watchdog_enabled(3) recommends.
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and mine else None
+        self._pinged = 0.0
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -32,8 +36,10 @@ class Notifier:
         if not self._address:
             return
         message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
-        # If systemd went away, the service keeps running regardless.
+        # Never blocks: a notify socket nobody reads (its queue full) or gone must
+        # not stall the daemon; the message is dropped, and the service keeps running.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            s.setblocking(False)
             s.sendto(message, self._address)
 
     def ready(self, status: str) -> None:
@@ -45,9 +51,16 @@ class Notifier:
         self.send(status=status)
 
     def watchdog(self) -> None:
-        """WATCHDOG=1, when the unit has a watchdog."""
-        if self.watchdog_interval is not None:
-            self.send(watchdog=1)
+        """WATCHDOG=1, when the unit has a watchdog; at most four times a ping
+        interval, however often the daemon's waits call it."""
+        if self.watchdog_interval is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if now - self._pinged < self.watchdog_interval / 4:
+                return
+            self._pinged = now
+        self.send(watchdog=1)
 
     def stopping(self) -> None:
         """STOPPING=1: shutting down."""

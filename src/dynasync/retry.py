@@ -66,6 +66,11 @@ class Retrier:
         self._sleep = sleep
         self._heartbeat = heartbeat
 
+    def heartbeat(self) -> None:
+        """Tell the systemd watchdog the process works (during a long wait for DynamoDB)."""
+        if self._heartbeat is not None:
+            self._heartbeat()
+
     def call(self, fn: Callable[[], T], what: str, stats: RequestStats) -> T:
         """fn(), retried while it raises RetryableError; `what` names the operation in errors."""
         results: list[T] = self.drain(lambda _: ([fn()], []), [None], what, stats, "")
@@ -95,7 +100,7 @@ class Retrier:
                 if on_worker:
                     results, rest = send(pending)
                 else:
-                    results, rest = workers.call(functools.partial(send, pending), self.stop)
+                    results, rest = workers.call(functools.partial(send, pending), self.stop, self._heartbeat)
             except Abandoned:
                 raise TargetUnavailableError(
                     f"{what}: stopped, abandoning a request DynamoDB has not answered"

@@ -185,7 +185,7 @@ class Syncer:
             sl = None
             late = deadline is not None and time.monotonic() >= deadline
             if read_to < end and not app.stop.is_set() and not late:
-                sl = changelog.read_slice(conn, reads, read_to, app.config.sync.batch_size)
+                sl = changelog.read_slice(conn, reads, read_to, self._slice_size(deadline))
             result.more = read_to < end and late
             plan = plan_slice(conn, synced, sl) if sl is not None else None
             if plan is not None and any(tp.claims for tp in plan.targets):
@@ -200,6 +200,17 @@ class Syncer:
             if sl is None or plan is None:
                 return
             in_flight = _InFlight(sl, plan, writer.start(plan.writes))
+
+    def _slice_size(self, deadline: float | None) -> int:
+        """Changelog rows for the next slice: [sync] batch_size, or, in a turn with a
+        deadline under a write budget, what the budget lets through before the
+        deadline (a change is at least one unit), so a slow budget never makes one
+        turn hold the other databases (and the watchdog's READY) for minutes."""
+        size = self.app.config.sync.batch_size
+        bucket = self.app.budgets["sync"].bucket
+        if deadline is None or bucket is None:
+            return size
+        return max(1, min(size, int(bucket.rate * max(0.0, deadline - time.monotonic()))))
 
     def _commit(
         self,

@@ -77,17 +77,21 @@ def submit(fn: Callable[[], T]) -> Future[T]:
     return _POOL.submit(fn)
 
 
-def wait(fut: Future[T], stop: threading.Event) -> T:
-    """The future's result; Abandoned if a stop was asked for and it runs on too long."""
+def wait(fut: Future[T], stop: threading.Event, heartbeat: Callable[[], None] | None = None) -> T:
+    """The future's result; Abandoned if a stop was asked for and it runs on too long.
+    `heartbeat` is called every quarter of a second meanwhile: a wait for DynamoDB
+    (a request, a retry, the write budget) is the process working, not hanging."""
     while True:
         try:
             return fut.result(timeout=0.25)
         except TimeoutError:
+            if heartbeat is not None:
+                heartbeat()
             since = getattr(stop, "since", None) if stop.is_set() else None
             if since is not None and time.monotonic() - since > ABANDON_AFTER:
                 raise Abandoned() from None
 
 
-def call(fn: Callable[[], T], stop: threading.Event) -> T:
+def call(fn: Callable[[], T], stop: threading.Event, heartbeat: Callable[[], None] | None = None) -> T:
     """fn() on a daemon worker; Abandoned if a stop was asked for and it runs on too long."""
-    return wait(_POOL.submit(fn), stop)
+    return wait(_POOL.submit(fn), stop, heartbeat)

@@ -80,7 +80,7 @@ class Delivery:
         stop = self._writer.retrier.stop
         for lane in self._lanes:
             try:
-                workers.wait(lane, stop)
+                workers.wait(lane, stop, self._writer.retrier.heartbeat)
             except Abandoned:
                 message = "stopped, abandoning requests DynamoDB has not answered"
                 raise TargetUnavailableError(message) from None
