@@ -102,11 +102,10 @@ def _read_table(
         row: tuple[Any, ...] | None = r[2:]
         refused: str | None = None
         if r[0] is None or (two and r[1] is None):
-            # NULL never joins: fetch a NULL-keyed row directly, so it
-            # becomes a dead letter while it exists and clears once gone.
-            build_null = functools.partial(sql.null_key_rows, table, key, True)
-            found = filters.fetch(conn, build_null, (), read.filter).rows
-            row = tuple(found[0]) if found else None
+            # NULL never joins: fetch the row with exactly this NULL-holding key
+            # through the key's index, so it becomes a dead letter while it
+            # exists and clears once gone, whatever other NULL-keyed rows exist.
+            row = _null_keyed(conn, table, read, ref.values(len(key)))
         elif r[first] is None:
             row = None
         elif test is not None:
@@ -117,6 +116,17 @@ def _read_table(
         changes.append(KeyChange(ref, row, old, refused))
     out.changes[table] = changes
     out.columns[table] = names
+
+
+def _null_keyed(
+    conn: sqlite3.Connection, table: str, read: TableRead, key: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
+    """The row whose key is exactly `key`, which holds a NULL (matching the filter), or None."""
+    nulls = tuple(v is None for v in key)
+    build = functools.partial(sql.null_key_row, table, read.schema.key, read.schema.key_collations, nulls)
+    used = max((i + 1 for i, v in enumerate(key) if v is not None), default=0)  # the last ?N in the query
+    found = filters.fetch(conn, build, key[:used], read.filter).rows
+    return tuple(found[0]) if found else None
 
 
 def _tested(

@@ -416,12 +416,27 @@ def rows_by_key(
     return f"SELECT {what} FROM {quote_ident(table)} WHERE {cond}"
 
 
-def null_key_rows(table: str, key: Sequence[str], first: bool = False, where: str | None = None) -> str:
+def null_key_rows(table: str, key: Sequence[str], where: str | None = None) -> str:
     """Rows with a NULL key column (that match the filter): they can never become items."""
     cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in key)
     if where is not None:
         cond = f"({cond}) AND ({where})"
-    return f"SELECT * FROM {quote_ident(table)} WHERE {cond}" + (" LIMIT 1" if first else "")
+    return f"SELECT * FROM {quote_ident(table)} WHERE {cond}"
+
+
+def null_key_row(
+    table: str, key: Sequence[str], collations: Sequence[str], nulls: Sequence[bool], where: str | None = None
+) -> str:
+    """One row whose key is exactly this one with NULLs in it (a NULL where `nulls`
+    says, the other values exact): found through the primary key's index, never a
+    scan. Params: the key's values in key order, up to the last that is not NULL."""
+    conds = [
+        f"{quote_ident(c)} IS NULL" if null else _exact(quote_ident(c), f"?{i}", coll)
+        for i, (c, coll, null) in enumerate(zip(key, collations, nulls, strict=True), start=1)
+    ]
+    if where is not None:
+        conds.append(f"({where})")
+    return f"SELECT * FROM {quote_ident(table)} WHERE {' AND '.join(conds)} LIMIT 1"
 
 
 def count_rows(table: str, where: str | None = None) -> str:

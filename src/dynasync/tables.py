@@ -211,7 +211,7 @@ class SyncedTable:
         """Rows with a NULL key column (matching the filter, or all of them when
         it fails on one): dead letters, never items."""
         with read_txn(conn):
-            build = functools.partial(sql.null_key_rows, self.name, self.schema.key, False)
+            build = functools.partial(sql.null_key_rows, self.name, self.schema.key)
             read = filters.fetch(conn, build, (), self.filter)
         null = DeadLetterKind.NULL_KEY
         return [Rejected(self.ref(read.columns, r), "a key column is NULL", kind=null) for r in read.rows]
