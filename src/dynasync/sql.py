@@ -491,6 +491,7 @@ BACKFILL_DONE = f"UPDATE {BACKFILL} SET done = 1 WHERE tbl = ?"
 # --- dead letters --------------------------------------------------------------
 
 DEAD_COUNT = f"SELECT count(*) FROM {DEAD_LETTERS}"
+DEAD_ANY = f"SELECT 1 FROM {DEAD_LETTERS} LIMIT 1"
 DEAD_COUNT_BY_TABLE = f"SELECT tbl, count(*) FROM {DEAD_LETTERS} GROUP BY tbl"
 DEAD_LIST = (
     "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts, kind "
