@@ -31,6 +31,8 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) ->
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("DYNASYNC_CONFIG", raising=False)
+    # What dynasync saw of each database is kept outside it: in this test's own directory.
+    monkeypatch.setenv("STATE_DIRECTORY", str(request.getfixturevalue("tmp_path") / "dynasync-state"))
 
 
 @pytest.fixture

@@ -173,9 +173,9 @@ def test_verify_retries_unprocessed_keys(tmp_path: Path) -> None:
 
 def test_state_written_by_another_layout_version_is_refused(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path, DDL)
-    assert app.conn.execute("SELECT value FROM _dynasync_state WHERE name = 'schema_version'").fetchone() == ("1",)
-    app_conn(app).execute("UPDATE _dynasync_state SET value = '2' WHERE name = 'schema_version'")
-    with pytest.raises(StateError, match="layout version '2'"):
+    assert app.conn.execute("SELECT value FROM _dynasync_state WHERE name = 'schema_version'").fetchone() == ("2",)
+    app_conn(app).execute("UPDATE _dynasync_state SET value = '3' WHERE name = 'schema_version'")  # a newer release's
+    with pytest.raises(StateError, match="layout version '3'"):
         syncpass.Syncer(app).run_pass()
 
 

@@ -119,6 +119,17 @@ class App:
                 raise
             self._lock = lock
 
+    def follow_the_file(self) -> bool:
+        """If the database file was replaced (renamed over) since the lock was taken,
+        let go of the old file's connection and lock, for lock() to take the new
+        one; whether it was."""
+        if self._lock is None or self._lock.still_the_file():
+            return False
+        self.disconnect()
+        self._lock.release()
+        self._lock = None
+        return True
+
     def retrier(self) -> Retrier:
         """The retry loop, bounded by [dynamodb] max_retry_time and this app's stop event."""
         return Retrier(self.config.dynamodb.max_retry_time, self.stop, heartbeat=self.heartbeat)

@@ -83,6 +83,17 @@ class InstanceLock:
             ) from None
         self._fd = fd
 
+    def still_the_file(self) -> bool:
+        """Whether the lock is on the file the path names now (not on one a
+        replacement renamed away: that lock would no longer keep others out)."""
+        if self._fd is None:
+            return True
+        try:
+            held, now = os.fstat(self._fd), os.stat(self.database)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
     def release(self) -> None:
         """Let the lock go; call after closing this process's connections to the database."""
         if self._fd is not None:

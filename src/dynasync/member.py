@@ -154,6 +154,9 @@ class Member:
 
     def _turn(self) -> bool:
         app = self.app
+        if app.follow_the_file():
+            log.warning("the database file was replaced: locking and syncing the new one",
+                        extra=fields(database=str(self.path)))
         app.lock()
         if not writable_now(app.conn):
             # The application holds its write lock: skip this round, never wait

@@ -72,6 +72,11 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.identity_changes = Counter(
+            "dynasync_identity_changes",
+            "Databases found not to be the one synced last (restored from an older copy, replaced)",
+            registry=r,
+        )
         self._database_gauges(r)
 
     def _database_gauges(self, r: CollectorRegistry) -> None:
@@ -100,7 +105,9 @@ class Metrics:
         return start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
 
     def observe_pass(self, result: PassResult) -> None:
-        """Count a successful pass's writes, retries and throttles."""
+        """Count a successful pass's writes, retries, throttles, and a database not the one synced last."""
+        if result.identity is not None:
+            self.identity_changes.inc()
         for table, n in result.puts.items():
             self.applied.labels(table, "put").inc(n)
         for table, n in result.deletes.items():

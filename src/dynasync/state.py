@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ OWNER = "config"  # the absolute path of the one config file that syncs this dat
 TARGET = "target:"  # + DynamoDB table: its identity when dynasync last checked it
 TARGET_MISSING = "target_missing:"  # + DynamoDB table: unix time it was first found missing
 FAILING = "failing"  # why the daemon's turns on this database fail (JSON); gone once one succeeds
+GENERATION = "generation"  # the database's random id, which travels with the file (dynasync.identity)
+IDENTITY_CHANGE = "identity_change"  # when and why the file was found not to be the one synced last (JSON)
 SET_ASIDE = "set_aside:"  # + table: why the table cannot be synced now (its mapping does not fit it)
 
 
@@ -459,6 +462,32 @@ def mark_target_missing(conn: sqlite3.Connection, target: str) -> None:
 def missing_targets(conn: sqlite3.Connection) -> dict[str, float]:
     """Target tables last seen missing, with when that was first noticed."""
     return {name: float(value) for name, value in conn.execute(sql.STATE_PREFIXED, (TARGET_MISSING,))}
+
+
+def generation(conn: sqlite3.Connection) -> str:
+    """The database's generation (dynasync.identity), made the first time it is asked for."""
+    row = conn.execute(sql.STATE_GET, (GENERATION,)).fetchone()
+    if row is not None and row[0]:
+        return str(row[0])
+    with write_txn(conn):
+        made = uuid.uuid4().hex
+        conn.execute(sql.STATE_INIT, (GENERATION, made))
+        return str(conn.execute(sql.STATE_GET, (GENERATION,)).fetchone()[0])
+
+
+def record_identity_change(conn: sqlite3.Connection, why: str) -> None:
+    """Keep when and why the database was found not to be the one synced last. Call inside a write txn."""
+    conn.execute(sql.STATE_SET, (IDENTITY_CHANGE, json.dumps({"why": why, "at": time.time()})))
+
+
+def identity_change(conn: sqlite3.Connection) -> tuple[str, float] | None:
+    """The last time the database was found not to be the one synced last, and why."""
+    row = conn.execute(sql.STATE_GET, (IDENTITY_CHANGE,)).fetchone()
+    try:
+        doc = json.loads(row[0]) if row else None
+        return (str(doc["why"]), float(doc["at"])) if doc else None
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def record_failure(conn: sqlite3.Connection, error: str | None, attempts: int) -> None:

@@ -55,6 +55,9 @@ class Status:
     missing_targets: list[str] = field(default_factory=list)  # DynamoDB tables found missing
     failing: str | None = None  # why the daemon's turns on this database fail, while they do
     failing_since: float | None = None
+    # The last time the file was found not to be the one synced last (restored, replaced), and why.
+    identity_change: str | None = None
+    identity_change_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The fields of `status --json`."""
@@ -109,6 +112,9 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
         for table, reason in state.set_aside(conn).items():
             if table in result.tables:
                 result.tables[table].set_aside = reason
+        change = state.identity_change(conn)
+        if change is not None:
+            result.identity_change, result.identity_change_at = change
         failure = state.failure(conn)
         if failure is not None:
             result.failing, result.failing_since = failure.error, failure.since

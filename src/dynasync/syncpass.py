@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynasync import changelog, owners, reconcile, state
+from dynasync import changelog, identity, owners, reconcile, state
 from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.database import write_txn
@@ -43,6 +43,7 @@ class PassResult:
     seconds: float = 0.0
     more: bool = False  # stopped at its deadline with changes left
     failed: dict[str, str] = field(default_factory=dict)  # tables set aside, and why
+    identity: str | None = None  # why the database is not the one synced last, when it is not
 
     @property
     def applied(self) -> int:
@@ -120,6 +121,9 @@ class Syncer:
         self.app = app
         self.stepped = stepped
         self.schema = SchemaWatch(app)
+        self.memory = identity.Memory()
+        self._seen: identity.Seen | None = None  # what the last pass ended at
+        self._seen_now: identity.Seen | None = None
 
     def run_pass(
         self, until: int | None = None, progress: Progress | None = None, deadline: float | None = None
@@ -148,6 +152,7 @@ class Syncer:
         state.require_installed(conn)
         hwm = state.high_water_mark(conn)
         state.check_position(conn, hwm)
+        result.identity = self._check_identity(hwm)
         refresh = self.schema.refresh()
         if not self.stepped and refresh.owed:
             done, _ = reconcile.run(self.app, refresh.tables)
@@ -162,6 +167,7 @@ class Syncer:
 
         self._pipeline(refresh.tables, hwm, end, result, report, deadline)
         result.high_water_mark = state.high_water_mark(conn)
+        self._remember(result.high_water_mark)
         result.seconds = time.monotonic() - started
         return result
 
@@ -200,6 +206,35 @@ class Syncer:
             if sl is None or plan is None:
                 return
             in_flight = _InFlight(sl, plan, writer.start(plan.writes))
+
+    def _check_identity(self, hwm: int) -> str | None:
+        """Whether the database is the continuation of the one the last pass saw
+        (dynasync.identity); when not, every table owes a reconcile, which runs
+        before this pass trusts the changelog (or, in the daemon, beside it)."""
+        conn, path = self.app.conn, self.app.config.database
+        gen = state.generation(conn)
+        now = identity.Seen(gen, hwm, *identity.file_identity(path))
+        self._seen = self.memory.seen(path) if self._seen is None else self._seen
+        verdict = identity.compare(self._seen, now)
+        if verdict.why is not None:
+            log.warning("the database is not the one synced last: reconciling every table",
+                        extra=fields(database=str(path), why=verdict.why))
+            with write_txn(conn):
+                state.flag_reconcile(conn, [t.source for t in self.app.config.tables])
+                state.record_identity_change(conn, verdict.why)
+            self.schema.invalidate()
+        self._seen_now = now
+        return verdict.why
+
+    def _remember(self, hwm: int) -> None:
+        """Keep, outside the database, the generation, mark and file this pass ended at."""
+        now = self._seen_now
+        if now is None:
+            return
+        seen = identity.Seen(now.generation, hwm, now.device, now.inode)
+        if seen != self._seen:
+            self.memory.remember(self.app.config.database, seen)
+            self._seen = seen
 
     def _slice_size(self, deadline: float | None) -> int:
         """Changelog rows for the next slice: [sync] batch_size, or, in a turn with a
