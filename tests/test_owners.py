@@ -600,3 +600,47 @@ def test_a_crash_between_the_steps_leaves_every_item_recorded_and_the_replay_del
     expected = {item(slot): v for slot, v in crash.end.items()}
     assert sim.held() == expected
     assert set(sim.owners()) == set(expected)
+
+
+# --- what a batch plans for a gone row no record names ------------------------------
+
+
+def shared(tmp_path: Path, *rows: str) -> Sim:
+    """Tables a and b written to one target, keyed by id: rows of both can render one item."""
+    sim = make_sim(tmp_path, *rows, entries=[entry("a", slotted=False), entry("b", slotted=False)])
+    assert sim.synced["a"].tracked and sim.synced["b"].tracked
+    return sim
+
+
+def held_by_id(sim: Sim) -> dict[int, str]:
+    return {int(i["id"]["N"]): i["v"]["S"] for i in sim.dynamo.items(TARGET).values()}
+
+
+def test_a_gone_row_refused_an_item_never_deletes_the_item_another_row_holds(tmp_path: Path) -> None:
+    sim = shared(tmp_path, "INSERT INTO a VALUES (1, NULL, 'mine')")
+    sim.sql("INSERT INTO b VALUES (1, NULL, 'theirs')")
+    sim.sync()
+    assert sim.dead() == {row(1, "b"): (DeadLetterKind.COLLISION, key_text({"id": {"N": "1"}}))}
+    sim.sql("DELETE FROM b WHERE id = 1")  # the refused row goes: it wrote nothing
+    batch = sim.step()
+    assert batch.deletes() == set()
+    assert held_by_id(sim) == {1: "mine"} and sim.dead() == {}
+    assert sim.owners() == {key_text({"id": {"N": "1"}}): row(1, "a")}
+
+
+def test_a_row_come_and_gone_within_a_batch_deletes_no_item_the_batch_puts(tmp_path: Path) -> None:
+    sim = shared(tmp_path)
+    sim.sql("INSERT INTO a VALUES (1, NULL, 'mine')", "INSERT INTO b VALUES (1, NULL, 'theirs')",
+            "DELETE FROM b WHERE id = 1")
+    batch = sim.step()  # one write per DynamoDB key: a's Put alone
+    assert batch.deletes() == set()
+    assert held_by_id(sim) == {1: "mine"} and sim.dead() == {}
+
+
+def test_rows_of_two_tables_come_and_gone_within_a_batch_delete_their_item_once(tmp_path: Path) -> None:
+    sim = shared(tmp_path)
+    sim.sql("INSERT INTO a VALUES (1, NULL, 'x')", "INSERT INTO b VALUES (1, NULL, 'y')",
+            "DELETE FROM a", "DELETE FROM b")
+    batch = sim.step()
+    assert [w.key_text for w in batch.writes] == [key_text({"id": {"N": "1"}})]
+    assert held_by_id(sim) == {} and sim.owners() == {}

@@ -87,9 +87,30 @@ def plan_target(
         if tables[c.ref.table].tracked:
             (plan.kept if mine else plan.claims)[c.ref] = item
     texts = {c.ref: item for item, c in puts}  # a batch holds one change per row
+    gone: set[str] = set()
     for c in changes:
+        if _not_its_own(conn, target, c, claimed, gone):
+            plan.settled.append(c.ref)
+            continue
         _place(c, texts.get(c.ref), claimed, c.ref in collided, plan)
     return plan
+
+
+def _not_its_own(
+    conn: sqlite3.Connection, target: str, c: Change, claimed: Mapping[str, RowRef], gone: set[str]
+) -> bool:
+    """Whether `c` is a gone row's Delete by its primary key (no item is recorded
+    for the row: it never wrote one, or was refused it) of an item that another
+    row holds (recorded for it, or put by this batch) or that another such row
+    of the batch deletes already. That Delete would remove the other row's item."""
+    w = c.write
+    if not isinstance(w, Write) or w.is_put or c.old:
+        return False
+    item = w.key_text
+    if item in claimed or item in gone or conn.execute(sql.KEYS_OWNER, (target, item)).fetchone():
+        return True
+    gone.add(item)
+    return False
 
 
 def _owner_elsewhere(
