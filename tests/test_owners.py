@@ -644,3 +644,42 @@ def test_rows_of_two_tables_come_and_gone_within_a_batch_delete_their_item_once(
     batch = sim.step()
     assert [w.key_text for w in batch.writes] == [key_text({"id": {"N": "1"}})]
     assert held_by_id(sim) == {} and sim.owners() == {}
+
+
+# --- a refused Put, and the next slice planned meanwhile ----------------------------
+
+
+def test_a_refused_put_the_next_slice_sends_again_keeps_its_item(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, "INSERT INTO t VALUES (1, 'a', 'one'), (2, 'b', 'two')")
+    sim.sql("UPDATE t SET slot = 'c' WHERE id = 1", "UPDATE t SET slot = 'a', v = 'two, bad' WHERE id = 2")
+    first = sim.plan()
+    sim.intend(first)
+    sent = sim.send(first, refuse=refuse_put_of(row(2), item("a")))
+    sim.sql("UPDATE t SET v = 'two, fixed' WHERE id = 2")  # fixed while the first slice is in flight
+    second = sim.plan()
+    assert second.plans[0].kept == {row(2): item("a")}  # the record says row 2 holds a
+    sim.intend(second)
+    sim.commit(first, sent, later=second)
+    sim.commit(second, sim.send(second))
+    sim.sync()
+    assert sim.held() == {item("a"): "two, fixed", item("c"): "one"}
+    assert sim.owners() == {item("a"): row(2), item("c"): row(1)} and sim.dead() == {}
+
+
+def test_a_refused_put_gives_back_no_item_the_next_slice_claims_for_another_row(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, "INSERT INTO t VALUES (1, 'a', 'one'), (2, 'b', 'two'), (3, 'd', 'three')")
+    sim.sql("UPDATE t SET slot = 'c' WHERE id = 1", "UPDATE t SET slot = 'a' WHERE id = 2")
+    first = sim.plan()
+    sim.intend(first)
+    sent = sim.send(first, refuse=refuse_put_of(row(2), item("a")))
+    # Meanwhile row 2 moves on and row 3 takes slot a, in one transaction.
+    sim.sql("UPDATE t SET slot = 'e' WHERE id = 2", "UPDATE t SET slot = 'a' WHERE id = 3")
+    second = sim.plan()
+    assert second.plans[0].claims[row(3)] == item("a")
+    sim.intend(second)
+    sim.commit(first, sent, later=second)
+    sim.commit(second, sim.send(second))
+    sim.sync()
+    assert sim.held() == {item("a"): "three", item("c"): "one", item("e"): "two"}
+    assert sim.owners() == {item("a"): row(3), item("c"): row(1), item("e"): row(2)}
+

@@ -189,10 +189,13 @@ def commit(
     """Forget the items whose Delete DynamoDB acknowledged, and give back the
     items a refused Put was to overwrite; returns the (target, item) freed.
     An item a `later` batch (planned already, sent after this one) puts again
-    for the same row, trusting its record, stays recorded.
+    for the same row, trusting its record, stays recorded; an item a `later`
+    batch puts again at all is not given back: that Put overwrites it, under
+    the record that batch made (its claim) or trusted (the refused row's).
     Call inside the batch's write transaction."""
     freed: set[tuple[str, str]] = set()
     kept = {(p.target, ref, item) for p in later for ref, item in p.kept.items()}
+    again = {(p.target, item) for p in later for item in (*p.claims.values(), *p.kept.values())}
     for w in delivered:
         table = tables.get(w.ref.table)
         if table is not None and table.tracked and not w.is_put:
@@ -208,7 +211,7 @@ def commit(
         if plan is None or put is None or not put.is_put:
             continue
         held = plan.overwritten.get(item := put.key_text)
-        if held is not None:
+        if held is not None and (plan.target, item) not in again:
             conn.execute(sql.KEYS_CLAIM_DROP, (plan.target, item))
             conn.execute(sql.KEYS_CLAIM, (*held, plan.target, item))
             conn.execute(sql.CHANGELOG_ENQUEUE, (held.table, sql.OP_UPDATE, held.k1, held.k2))
