@@ -87,9 +87,30 @@ def plan_target(
         if tables[c.ref.table].tracked:
             (plan.kept if mine else plan.claims)[c.ref] = item
     texts = {c.ref: item for item, c in puts}  # a batch holds one change per row
+    gone: set[str] = set()
     for c in changes:
+        if _not_its_own(conn, target, c, claimed, gone):
+            plan.settled.append(c.ref)
+            continue
         _place(c, texts.get(c.ref), claimed, c.ref in collided, plan)
     return plan
+
+
+def _not_its_own(
+    conn: sqlite3.Connection, target: str, c: Change, claimed: Mapping[str, RowRef], gone: set[str]
+) -> bool:
+    """Whether `c` is a gone row's Delete by its primary key (no item is recorded
+    for the row: it never wrote one, or was refused it) of an item that another
+    row holds (recorded for it, or put by this batch) or that another such row
+    of the batch deletes already. That Delete would remove the other row's item."""
+    w = c.write
+    if not isinstance(w, Write) or w.is_put or c.old:
+        return False
+    item = w.key_text
+    if item in claimed or item in gone or conn.execute(sql.KEYS_OWNER, (target, item)).fetchone():
+        return True
+    gone.add(item)
+    return False
 
 
 def _owner_elsewhere(
@@ -168,10 +189,13 @@ def commit(
     """Forget the items whose Delete DynamoDB acknowledged, and give back the
     items a refused Put was to overwrite; returns the (target, item) freed.
     An item a `later` batch (planned already, sent after this one) puts again
-    for the same row, trusting its record, stays recorded.
+    for the same row, trusting its record, stays recorded; an item a `later`
+    batch puts again at all is not given back: that Put overwrites it, under
+    the record that batch made (its claim) or trusted (the refused row's).
     Call inside the batch's write transaction."""
     freed: set[tuple[str, str]] = set()
     kept = {(p.target, ref, item) for p in later for ref, item in p.kept.items()}
+    again = {(p.target, item) for p in later for item in (*p.claims.values(), *p.kept.values())}
     for w in delivered:
         table = tables.get(w.ref.table)
         if table is not None and table.tracked and not w.is_put:
@@ -187,7 +211,7 @@ def commit(
         if plan is None or put is None or not put.is_put:
             continue
         held = plan.overwritten.get(item := put.key_text)
-        if held is not None:
+        if held is not None and (plan.target, item) not in again:
             conn.execute(sql.KEYS_CLAIM_DROP, (plan.target, item))
             conn.execute(sql.KEYS_CLAIM, (*held, plan.target, item))
             conn.execute(sql.CHANGELOG_ENQUEUE, (held.table, sql.OP_UPDATE, held.k1, held.k2))
