@@ -421,6 +421,25 @@ def test_a_ceiling_held_without_throttling_gives_way_to_doubling_then_the_limit_
     assert [line["state"] for line in limit_lines(caplog)] == ["throttled", "recovered"]  # the lift is no news
 
 
+def test_waits_booked_while_throttled_end_with_the_probes_and_throttled_requests_leave_no_debt() -> None:
+    # Lanes book their wait for the rate before queueing for a slot, and never ask
+    # again: at the floor, four of them booked 1 to 4 s, so a lane still slept
+    # seconds after throttling ended and the limit was lifted, stalling its pass.
+    clock = FakeClock()
+    limit = unlimited_limit(clock)
+    first_requests_throttled(limit, clock)
+    for _ in range(3):
+        limit.throttled(25.0)
+    assert limit.rate == FLOOR
+    clock.advance(10)
+    waits = [limit.delay(25.0) for _ in range(4)]  # four lanes retry
+    assert waits[0] == pytest.approx(0.9)  # 25 units at 25/s, less the 2.5 burst
+    assert all(w <= PROBE_MAX for w in waits)  # the probes pace them, not the cut rate
+    clock.advance(PROBE_MAX)
+    limit.succeeded()  # throttling ends: 50 units/s, and what throttled requests took is not owed
+    assert limit.delay(25.0) == pytest.approx(0.5)
+
+
 def test_throttling_that_returns_during_recovery_cuts_the_limit_again() -> None:
     clock = FakeClock()
     limit = unlimited_limit(clock)

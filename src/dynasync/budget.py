@@ -9,15 +9,17 @@ concurrent requests:
 * an adaptive limit per target table (AIMD). When DynamoDB throttles, the
   rate is halved and only one request at a time goes out, spaced further
   apart while throttling lasts, so a throttled table costs a few requests a
-  second. After a success the rate doubles back quickly to where throttling
-  began, then grows additively, for HOLD seconds, to find the table's
-  capacity again. Where throttling began counts only as a rate the table
-  took: the limit in force, or the rate reached after a second of sending
-  unthrottled, never a first burst. Without one, or once the limit has held
-  there HOLD seconds without a throttle (the capacity moved: on-demand
-  scaling, a provisioned table raised), it doubles on, and is lifted after
-  LIFT_AFTER doublings. So whatever came before, the limit is gone within a
-  few seconds of throttling ending, unless throttling returns.
+  second (and no wait for the rate is longer than those probes: one booked
+  at the cut rate would outlast the throttling). After a success the rate
+  doubles back quickly to where throttling began, then grows additively,
+  for HOLD seconds, to find the table's capacity again. Where throttling
+  began (the limit in force, or with none the rate reached) counts only
+  after a second of writes going through unthrottled, never from a first
+  burst; otherwise the last such rate stands. Without one, or once the
+  limit has held there HOLD seconds without a throttle (the capacity moved:
+  on-demand scaling, a provisioned table raised), it doubles on, and is
+  lifted after LIFT_AFTER doublings. So whatever came before, the limit is
+  gone within a few seconds of throttling ending, unless throttling returns.
 
 Each change of an adaptive limit goes to the listeners of Budget.watch (the
 metrics gauges) and to the log, which gets a line on each cut and on the
@@ -77,18 +79,27 @@ class TokenBucket:
     def reserve(self, amount: float) -> float:
         """Take `amount`; the seconds to wait before using it."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
+            self._refill()
             self._tokens -= amount
             return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def forgive(self) -> None:
+        """Cancel the debt: callers waiting already keep their waits, the next ones start afresh."""
+        with self._lock:
+            self._refill()
+            self._tokens = max(self._tokens, 0.0)
 
     def set_rate(self, rate: float) -> None:
         """Change the rate from now on."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp, self.rate, self.burst = now, rate, rate * 0.1
+            self._refill()
+            self.rate, self.burst = rate, rate * 0.1
+
+    def _refill(self) -> None:
+        """What the time since the last look earned, up to the burst (the caller holds the lock)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
 
 
 class AdaptiveLimit:
@@ -105,7 +116,7 @@ class AdaptiveLimit:
         self.window = concurrency  # requests allowed in flight
         self.max_window = concurrency
         self._bucket: TokenBucket | None = None
-        self._ceiling: float | None = None  # the rate throttling last began at, if a rate the table took
+        self._ceiling: float | None = None  # the rate throttling last began at after a second unthrottled
         self._held: float | None = None  # when the limit got back to the ceiling; None until it did
         self._doublings = 0  # past any ceiling since the last cut, towards lifting the limit
         self._probe = 0.0  # seconds between requests while throttled; 0 when not throttled
@@ -149,8 +160,11 @@ class AdaptiveLimit:
             while sent and now - sent[0] >= MEASURE:
                 sent.popleft()
             sent.append(now)
-            bucket = self._bucket
-        return bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+            bucket, throttled = self._bucket, self._probe > 0.0
+        wait = bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+        # While throttled the probes pace requests; a wait booked at the cut rate behind
+        # the other lanes' would outlast the throttling, and a caller does not ask again.
+        return min(wait, PROBE_MAX) if throttled else wait
 
     def spacing(self) -> float:
         """Seconds to wait, holding a slot, before the request goes out; 0 books it as sent now.
@@ -184,12 +198,12 @@ class AdaptiveLimit:
                 return
             if self._bucket is not None:
                 current = self._bucket.rate
-                took = True  # the limit in force, not a measurement: requests went through under it
             else:  # the rate reached so far, from the requests of the last second
                 current = max(FLOOR * 2, amount * sum(1 for t in self._sent if now - t < MEASURE))
-                took = self._unthrottled is not None and now - self._unthrottled >= MEASURE
-            if self._probe == 0.0:  # throttling begins: a first burst's rate is no ceiling
-                self._ceiling = current if took else None
+            # Throttling begins: where it began is a ceiling only if writes went through for a
+            # second before (a first burst, or a limit cut from one, is not a rate the table took).
+            if self._probe == 0.0 and self._unthrottled is not None and now - self._unthrottled >= MEASURE:
+                self._ceiling = current
             self._unthrottled = self._held = None
             self._doublings = 0
             self._probe = min(PROBE_MAX, max(PROBE_START, self._probe * 2))
@@ -205,6 +219,8 @@ class AdaptiveLimit:
             self._probe = 0.0
             if self._unthrottled is None:
                 self._unthrottled = now
+                if self._bucket is not None:  # throttling ended: throttled requests wrote nothing
+                    self._bucket.forgive()
             if self._bucket is None or now - self._last_change < RECOVER_EVERY:
                 return
             rate: float | None = self._bucket.rate
