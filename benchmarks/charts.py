@@ -72,13 +72,12 @@ def budget(ax: Axes, r: Results) -> None:
     ax.legend()
 
 
-def throttle(ax: Axes, r: Results) -> None:
-    """Accepted changes/s and requests over time, the episode shaded."""
-    t = r["throttle"]
+def _episode(ax: Axes, t: dict[str, Any], target: float, of: str, title: str) -> None:
+    """Accepted changes/s and requests over time, the episode shaded, 90% of `target` dotted."""
     xs = [i * 0.25 for i in range(len(t["items_per_s"]))]
     ax.plot(xs, t["items_per_s"], label="accepted changes/s")
     ax.axvspan(*t["episode_at"], color="red", alpha=0.15, label="every write throttled")
-    ax.axhline(0.9 * t["before_per_s"], color="green", linestyle="dotted", label="90% of the rate before")
+    ax.axhline(0.9 * target, color="green", linestyle="dotted", label=f"90% of {of}")
     if t["recovery_s"] is not None:
         ax.axvline(t["episode_at"][1] + t["recovery_s"], color="green", label="recovered")
     ax.set_xlabel("seconds from the first write")
@@ -88,9 +87,22 @@ def throttle(ax: Axes, r: Results) -> None:
     twin.plot(xr, [n * 4 for n in t["requests_per_bucket"]], color="C1", alpha=0.6, label="requests/s")
     twin.set_yscale("symlog")
     twin.set_ylabel("requests/s (per 0.25 s)")
-    ax.set_title("9. a 5 s total-throttle episode")
+    ax.set_title(title)
     ax.legend(loc="upper left")
     twin.legend(loc="upper right")
+
+
+def throttle(ax: Axes, r: Results) -> None:
+    """A total-throttle episode mid-run."""
+    t = r["throttle"]
+    _episode(ax, t, t["before_per_s"], "the rate before", f"9. a {t['episode_s']:g} s total-throttle episode")
+
+
+def throttle_start(ax: Axes, r: Results) -> None:
+    """A total-throttle episode from the first write."""
+    t = r["throttle_start"]
+    _episode(ax, t, t["unthrottled_per_s"], "the rate unthrottled",
+             f"9b. a {t['episode_s']:g} s total throttle from the first write")
 
 
 def memory(ax: Axes, r: Results) -> None:
@@ -126,7 +138,8 @@ def local(ax: Axes, r: Results) -> None:
 
 PANELS: list[tuple[tuple[str, ...], Callable[[Axes, Results], None]]] = [
     (("capture",), capture), (("cpu",), cpu), (("latency",), latency),
-    (("budget_200", "budget_2000"), budget), (("throttle",), throttle), (("backfill", "backlog"), memory),
+    (("budget_200", "budget_2000"), budget), (("throttle",), throttle),
+    (("throttle_start",), throttle_start), (("backfill", "backlog"), memory),
     (("lag_watch", "lag_nowatch"), lag), (("replay", "backfill"), local),
 ]
 

@@ -7,7 +7,10 @@ round trip would:
 * the write budget: a backlog synced under [dynamodb] max_write_rate, with
   the units the stand-in counted from the request bodies over time;
 * a throttling episode: every BatchWriteItem refused for 5 s mid-run, the
-  requests that cost, and the time until throughput is back.
+  requests that cost, and the time until throughput is back;
+* the same from the first write on (a new table, or one already at its
+  capacity): no rate was reached before, so the time is until throughput is
+  back at the rate of the same backlog synced unthrottled.
 
 The analyses are pure functions of the stand-in's log, so they can be tested.
 """
@@ -90,19 +93,34 @@ def rate_limit(tmp: Path, rate: float, seconds: float) -> dict[str, Any]:
     return {"configured": rate, "changes": n, **budget_accuracy(log["writes"], rate)}
 
 
+def synced(tmp: Path, name: str, n: int, throttle: tuple[float, float] | None) -> dict[str, Any]:
+    """The stand-in's log of a backlog of n changes synced with default settings,
+    every write throttled for throttle[1] s from throttle[0] s after the first one."""
+    stub = StubProcess(DELAY, throttle=throttle)
+    try:
+        config = prepared(tmp, name, n, stub.endpoint, True)
+        dynasync("sync", config)
+        return dict(stub.log())
+    finally:
+        stub.close()
+        (tmp / f"{name}.db").unlink(missing_ok=True)
+
+
 def throttle(tmp: Path, n: int, after: float, duration: float) -> dict[str, Any]:
     """A backlog of n changes synced while the stand-in throttles every write
     for `duration` s, from `after` s after the first one."""
-    stub = StubProcess(DELAY, throttle=(after, duration))
-    try:
-        config = prepared(tmp, "throttle", n, stub.endpoint, True)
-        dynasync("sync", config)
-        log = stub.log()
-    finally:
-        stub.close()
-    (tmp / "throttle.db").unlink()
+    log = synced(tmp, "throttle", n, (after, duration))
     start, end = log["episode"]
     return {"changes": n, "after_s": after, "episode_s": duration, **episode(log["writes"], start, end)}
+
+
+def throttle_start(tmp: Path, n: int, duration: float) -> dict[str, Any]:
+    """A backlog of n changes synced while the stand-in throttles every write from
+    the first one for `duration` s; beside it, the same backlog synced unthrottled."""
+    unthrottled = steady_rate(synced(tmp, "unthrottled", n, None)["writes"])
+    log = synced(tmp, "throttle-start", n, (0.0, duration))
+    start, end = log["episode"]
+    return {"changes": n, "episode_s": duration, **from_start(log["writes"], start, end, unthrottled)}
 
 
 # --- analyses of the stand-in's log ---
@@ -161,6 +179,49 @@ def budget_accuracy(writes: list[Write], configured: float, skip: float = 1.0, s
     return out
 
 
+class Accepted:
+    """The items DynamoDB accepted over time, from a stand-in's log."""
+
+    def __init__(self, writes: list[Write]) -> None:
+        ok = sorted((w[0], w[1]) for w in writes if w[3] == 200)
+        self.times, self.items = [t for t, _ in ok], [n for _, n in ok]
+        self._sums = _sums(self.items)
+
+    def rate(self, lo: float, hi: float) -> float:
+        """Items/s accepted in [lo, hi)."""
+        t, sums = self.times, self._sums
+        return (sums[bisect.bisect_left(t, hi)] - sums[bisect.bisect_left(t, lo)]) / (hi - lo)
+
+    def back_at(self, end: float, target: float, window: float, threshold: float) -> float | None:
+        """Seconds from `end` to the end of the first `window` (sliding by 50 ms) whose
+        items/s reach `threshold` of `target`; None if none does."""
+        t = end
+        while target and t + window <= self.times[-1]:
+            if self.rate(t, t + window) >= threshold * target:
+                return t + window - end
+            t += 0.05
+        return None
+
+
+def steady_rate(writes: list[Write]) -> float:
+    """Accepted items/s from one second after the first write to the last one."""
+    accepted, t0 = Accepted(writes), min(w[0] for w in writes)
+    return accepted.rate(t0 + 1.0, accepted.times[-1])
+
+
+def _throttled(writes: list[Write], start: float, end: float) -> dict[str, Any]:
+    """Requests received during a throttling episode [start, end), and the run's series."""
+    t0 = min(w[0] for w in writes)
+    accepted = Accepted(writes)
+    during = sum(1 for w in writes if start <= w[0] < end)
+    requests = sorted(w[0] for w in writes)
+    return {
+        "requests_during": during, "requests_per_s": during / (end - start), "episode_at": [start - t0, end - t0],
+        "items_per_s": [round(x) for x in series(accepted.times, accepted.items, t0, 0.25)],
+        "requests_per_bucket": [round(x * 0.25) for x in series(requests, [1.0] * len(requests), t0, 0.25)],
+    }
+
+
 def episode(writes: list[Write], start: float, end: float, window: float = 0.5, threshold: float = 0.9
             ) -> dict[str, Any]:
     """Requests received during a throttling episode [start, end), the
@@ -168,27 +229,18 @@ def episode(writes: list[Write], start: float, end: float, window: float = 0.5, 
     the time from its end to the end of the first `window` (sliding by 50 ms)
     whose items/s reach `threshold` of that rate again."""
     t0 = min(w[0] for w in writes)
-    ok = sorted((w[0], w[1]) for w in writes if w[3] == 200)
-    times, items = [t for t, _ in ok], [n for _, n in ok]
-    sums = _sums(items)
-
-    def rate(lo: float, hi: float) -> float:
-        return (sums[bisect.bisect_left(times, hi)] - sums[bisect.bisect_left(times, lo)]) / (hi - lo)
-
+    accepted = Accepted(writes)
     pre_from = max(t0 + 1.0, start - 2.0)
-    before = rate(pre_from, start) if start > pre_from else 0.0
-    during = sum(1 for w in writes if start <= w[0] < end)
-    recovery = None
-    t = end
-    while t + window <= times[-1]:
-        if before and rate(t, t + window) >= threshold * before:
-            recovery = t + window - end
-            break
-        t += 0.05
-    requests = sorted(w[0] for w in writes)
-    return {
-        "before_per_s": before, "requests_during": during, "requests_per_s": during / (end - start),
-        "recovery_s": recovery, "episode_at": [start - t0, end - t0],
-        "items_per_s": [round(x) for x in series(times, items, t0, 0.25)],
-        "requests_per_bucket": [round(x * 0.25) for x in series(requests, [1.0] * len(requests), t0, 0.25)],
-    }
+    before = accepted.rate(pre_from, start) if start > pre_from else 0.0
+    return {"before_per_s": before, "recovery_s": accepted.back_at(end, before, window, threshold),
+            **_throttled(writes, start, end)}
+
+
+def from_start(writes: list[Write], start: float, end: float, unthrottled: float, window: float = 0.5,
+               threshold: float = 0.9) -> dict[str, Any]:
+    """Requests received during a throttling episode [start, end) that began
+    with the first write, and the time from its end to the end of the first
+    `window` (sliding by 50 ms) whose items/s reach `threshold` of
+    `unthrottled`, the rate of the same backlog synced without throttling."""
+    recovery = Accepted(writes).back_at(end, unthrottled, window, threshold)
+    return {"unthrottled_per_s": unthrottled, "recovery_s": recovery, **_throttled(writes, start, end)}

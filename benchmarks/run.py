@@ -73,6 +73,7 @@ def steps(q: bool, ddb: LazyLocal, tmp: Path) -> dict[str, Callable[[], Any]]:
         "budget_200": lambda: flow.rate_limit(tmp, 200, 4 if q else 10),
         "budget_2000": lambda: flow.rate_limit(tmp, 2000, 4 if q else 10),
         "throttle": lambda: flow.throttle(tmp, 40_000 if q else 60_000, 2 if q else 3, 5),
+        "throttle_start": lambda: flow.throttle_start(tmp, 20_000 if q else 40_000, 5),
         "fleet": lambda: fleet.measure(tmp, 100 if q else 1000, 20_000 if q else 200_000, 5 if q else 20,
                                        3 if q else 5),
         "capture": lambda: capture("measure", 2 if q else 5),

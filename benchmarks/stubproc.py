@@ -106,14 +106,16 @@ class Log:
     writes: list[list[float]] = field(default_factory=list)
     episode: list[float] | None = None  # [start, end] in time.monotonic, once the first write came
 
-    def status(self, now: float) -> int:
-        """The status the write arriving now gets: 400 within the throttling episode."""
+    def arrived(self) -> tuple[float, int]:
+        """A write arriving: its time, and its status (400 within the throttling episode). Both
+        under the lock, so the first write to ask starts the episode and none is stamped before."""
         with self.lock:
+            now = time.monotonic()
             if self.episode is None and self.throttle is not None:
                 start = now + self.throttle[0]
                 self.episode = [start, start + self.throttle[1]]
             throttled = self.episode is not None and self.episode[0] <= now < self.episode[1]
-        return 400 if throttled else 200
+        return now, 400 if throttled else 200
 
     def add(self, now: float, raw: bytes, status: int) -> None:
         """Record one BatchWriteItem."""
@@ -160,14 +162,16 @@ def handler(delay: float, log: Log) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             op = self.headers.get("X-Amz-Target", "").split(".")[-1]
-            now = time.monotonic()
-            if delay:
-                time.sleep(delay)
             if op == "BatchWriteItem":
-                status = log.status(now)
+                now, status = log.arrived()
+                if delay:
+                    time.sleep(delay)
                 log.add(now, raw, status)
                 self.reply(status, b'{"UnprocessedItems":{}}' if status == 200 else THROTTLE)
-            elif op == "DescribeTable":
+                return
+            if delay:
+                time.sleep(delay)
+            if op == "DescribeTable":
                 self.reply(200, json.dumps(describe(json.loads(raw)["TableName"])).encode())
             else:
                 print(f"stubproc: unsupported operation {op!r}", file=sys.stderr)

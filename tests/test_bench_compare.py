@@ -121,6 +121,20 @@ def test_episode_counts_requests_and_recovery() -> None:
     assert flow.episode(never, 3.0, 8.0)["recovery_s"] is None
 
 
+def test_from_start_measures_recovery_against_the_unthrottled_rate() -> None:
+    unthrottled = steady(4000.0, 10.0)
+    assert flow.steady_rate(unthrottled) == pytest.approx(4000.0, rel=0.02)
+    # Throttled from the first write for 5 s, slow for 2 s, then at full rate.
+    writes = [[i * 0.5, 25, 25, 400] for i in range(10)]
+    writes += [[5.0 + i * 0.1, 25, 25, 200] for i in range(20)]  # 250 changes/s
+    writes += [[7.0 + w[0], *w[1:]] for w in steady(4000.0, 5.0)]
+    ep = flow.from_start(writes, 0.0, 5.0, 4000.0)
+    assert ep["requests_during"] == 10 and ep["requests_per_s"] == pytest.approx(2.0)
+    assert ep["recovery_s"] == pytest.approx(2.5, abs=0.06)  # full rate at 7 s, plus the 0.5 s window
+    assert ep["episode_at"] == [0.0, 5.0]
+    assert flow.from_start(writes[:30], 0.0, 5.0, 4000.0)["recovery_s"] is None  # never back at full rate
+
+
 def test_stand_in_counts_units_by_dynamodbs_rule() -> None:
     small = {"id": {"N": "1"}, "name": {"S": "item 1"}}
     assert stubproc.item_units(small) == 1
@@ -130,3 +144,14 @@ def test_stand_in_counts_units_by_dynamodbs_rule() -> None:
     body = json.dumps({"RequestItems": {"t": [{"PutRequest": {"Item": big}},
                                               {"DeleteRequest": {"Key": {"id": {"N": "2"}}}}]}}).encode()
     assert stubproc.body_units(body) == 3
+
+
+def test_the_stand_ins_episode_starts_at_the_first_write_to_arrive() -> None:
+    from_start = stubproc.Log(units=False, throttle=(0.0, 5.0))
+    first, status = from_start.arrived()
+    assert status == 400 and from_start.episode == [first, first + 5.0]  # throttled from the very first write
+    _, again = from_start.arrived()
+    assert again == 400
+    mid_run = stubproc.Log(units=False, throttle=(3.0, 5.0))
+    first, status = mid_run.arrived()
+    assert status == 200 and mid_run.episode == [first + 3.0, first + 8.0]

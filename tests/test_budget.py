@@ -4,6 +4,7 @@ Time is a fake clock throughout, so no assertion depends on the machine's speed.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -12,6 +13,7 @@ import math
 import re
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,10 @@ from unit_env import app_conn, make_app
 
 from dynasync import budget as budget_module
 from dynasync.budget import (
+    ADDITIVE,
     FLOOR,
+    HOLD,
+    LIFT_AFTER,
     LOG_EVERY,
     PROBE_MAX,
     PROBE_START,
@@ -74,9 +79,10 @@ def unlimited_limit(clock: FakeClock, concurrency: int = 4) -> AdaptiveLimit:
 
 
 def sending_at(limit: AdaptiveLimit, clock: FakeClock, per_second: int, seconds: float = 1.0) -> None:
-    """Unlimited requests going out at `per_second`, all succeeding."""
-    for _ in range(int(per_second * seconds)):
-        clock.advance(1 / per_second)
+    """Unlimited requests going out at `per_second`, all succeeding; the last one `seconds` from now."""
+    start = clock.now
+    for i in range(1, round(per_second * seconds) + 1):
+        clock.now = start + i / per_second  # not summed step by step: `seconds` is exact, not 0.99999...
         assert limit.delay(None) == 0.0
         limit.succeeded()
 
@@ -299,6 +305,181 @@ def test_a_total_throttle_episode_costs_few_requests_and_recovery_takes_seconds(
     assert clock.now - end <= 5.0 and limit.window == 4
 
 
+def first_requests_throttled(limit: AdaptiveLimit, clock: FakeClock, lanes: int = 4) -> None:
+    """`lanes` requests of 25 units sent at once, as a pass starts, all throttled."""
+    sent = []
+    for _ in range(lanes):
+        assert limit.delay(None) == 0.0 and limit.spacing() == 0.0
+        sent.append(limit.now())
+    clock.advance(0.02)  # the round trip
+    for at in sent:
+        limit.throttled(25.0, at)
+
+
+def throttled_for(limit: AdaptiveLimit, clock: FakeClock, seconds: float) -> int:
+    """DynamoDB throttling every request for `seconds`, retried as the limit lets them go; the requests sent."""
+    end, requests = clock.now + seconds, 0
+    while clock.now < end:
+        send(limit, clock, 25.0 if limit.rate is not None else None)
+        at = limit.now()
+        requests += 1
+        clock.advance(0.02)
+        limit.throttled(25.0, at)
+    return requests
+
+
+def recovering_until(limit: AdaptiveLimit, clock: FakeClock, done: Callable[[AdaptiveLimit], bool],
+                     most: float = 120.0) -> float:
+    """Requests of 25 units sent one after another as fast as the limit lets them go, every one
+    accepted, until `done` says so (or `most` seconds); the seconds that took."""
+    start = clock.now
+    while not done(limit) and clock.now - start < most:
+        send(limit, clock, 25.0 if limit.rate is not None else None)
+        limit.succeeded()
+    return clock.now - start
+
+
+def allows(rate: float) -> Callable[[AdaptiveLimit], bool]:
+    """Whether a limit lets writes go at `rate` units/s."""
+    return lambda limit: limit.rate is None or limit.rate >= rate
+
+
+@pytest.mark.parametrize("per_second", [0, 2, 160], ids=["nothing-sent-yet", "a-trickle-for-a-minute",
+                                                         "4000-units-a-second-for-a-minute"])
+def test_after_a_total_throttle_the_limit_allows_the_unthrottled_rate_within_5_s(per_second: int) -> None:
+    # A new on-demand table takes 4,000 writes/s at once; here it throttles the first
+    # burst and everything for 5 s. Whatever the rate before (none, a trickle, full
+    # speed), the limit must let 4,000 units/s through within 5 s of the throttling's end.
+    clock = FakeClock()
+    limit = unlimited_limit(clock)
+    sending_at(limit, clock, per_second, 60.0)
+    first_requests_throttled(limit, clock)
+    assert throttled_for(limit, clock, 5.0) <= 10  # the throttle still costs few requests
+    assert recovering_until(limit, clock, allows(4000.0)) <= 5.0
+    assert limit.window == 4
+
+
+def test_throttled_from_the_first_request_the_limit_is_lifted_within_5_s_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # No rate was ever measured unthrottled, so nothing says where the table's capacity
+    # is: once requests go through, the limit doubles until it is lifted altogether.
+    caplog.set_level(logging.INFO, logger=budget_module.__name__)
+    clock = FakeClock()
+    limit = Budget(None, 4, clock).limit("orders")
+    first_requests_throttled(limit, clock)
+    throttled_for(limit, clock, 5.0)
+    assert recovering_until(limit, clock, lambda x: x.rate is None) <= 5.0
+    assert (limit.state, limit.window) == ("unlimited", 4)
+    lines = limit_lines(caplog)
+    assert [line["state"] for line in lines].count("recovered") == 1
+    assert lines[-1] == {"table": "orders", "units_per_second": None, "in_flight": 4, "state": "recovered"}
+
+
+def test_a_rate_reached_before_a_second_of_unthrottled_sending_is_no_ceiling() -> None:
+    # Half a second of sending, or a burst after an idle spell, is not a rate the table
+    # took: doubling goes past it instead of stopping there to grow by 5% a second.
+    for warm_up in ("half a second", "idle"):
+        clock = FakeClock()
+        limit = unlimited_limit(clock)
+        if warm_up == "idle":
+            sending_at(limit, clock, 40)
+            clock.advance(5)
+            first_requests_throttled(limit, clock)  # 100 units in the last second
+        else:
+            sending_at(limit, clock, 40, 0.5)
+            limit.throttled(25.0)  # 20 requests of 25 units in the last second: 500
+        reached = 2 * limit.rate  # type: ignore[operator]
+        recovering_until(limit, clock, allows(4 * reached))
+        assert limit.state == "recovering", warm_up  # not "recovered" at the rate reached
+
+
+def test_a_ceiling_held_without_throttling_gives_way_to_doubling_then_the_limit_is_lifted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Where throttling began is only a guess at the table's capacity: held there for
+    # HOLD seconds without a throttle, it has moved (on-demand scaling, a provisioned
+    # table raised), so the limit doubles again and LIFT_AFTER doublings on is lifted.
+    caplog.set_level(logging.INFO, logger=budget_module.__name__)
+    clock = FakeClock()
+    limit = Budget(None, 4, clock).limit("orders")
+    sending_at(limit, clock, 40)  # 1,000 units/s for a second: a rate the table took
+    limit.throttled(25.0)
+    recovering_until(limit, clock, lambda x: x.state == "recovered")
+    assert limit.rate == 1000.0
+    reached, rates = clock.now, []
+    while limit.rate is not None and clock.now - reached < 10:
+        clock.advance(RECOVER_EVERY * 1.001)
+        limit.succeeded()
+        rates.append(limit.rate)
+    growth = [b / a if a is not None and b is not None else math.inf for a, b in itertools.pairwise([1000.0, *rates])]
+    held = list(itertools.takewhile(lambda g: g < 1.01, growth))  # 5% a second: 0.5% a step
+    assert len(held) == pytest.approx(HOLD / RECOVER_EVERY, abs=1)
+    assert held == pytest.approx([1 + ADDITIVE * RECOVER_EVERY * 1.001] * len(held))
+    last = rates[len(held) - 1]
+    assert rates[len(held):] == [last * 2 ** i for i in range(1, LIFT_AFTER + 1)] + [None]
+    assert limit.state == "unlimited" and limit.window == 4
+    assert [line["state"] for line in limit_lines(caplog)] == ["throttled", "recovered"]  # the lift is no news
+
+
+def test_waits_booked_while_throttled_end_with_the_probes_and_throttled_requests_leave_no_debt() -> None:
+    # Lanes book their wait for the rate before queueing for a slot, and never ask
+    # again: at the floor, four of them booked 1 to 4 s, so a lane still slept
+    # seconds after throttling ended and the limit was lifted, stalling its pass.
+    clock = FakeClock()
+    limit = unlimited_limit(clock)
+    first_requests_throttled(limit, clock)
+    for _ in range(3):
+        limit.throttled(25.0)
+    assert limit.rate == FLOOR
+    clock.advance(10)
+    waits = [limit.delay(25.0) for _ in range(4)]  # four lanes retry
+    assert waits[0] == pytest.approx(0.9)  # 25 units at 25/s, less the 2.5 burst
+    assert all(w <= PROBE_MAX for w in waits)  # the probes pace them, not the cut rate
+    clock.advance(PROBE_MAX)
+    limit.succeeded()  # throttling ends: 50 units/s, and what throttled requests took is not owed
+    assert limit.delay(25.0) == pytest.approx(0.5)
+
+
+def test_throttling_that_returns_during_recovery_cuts_the_limit_again() -> None:
+    clock = FakeClock()
+    limit = unlimited_limit(clock)
+    first_requests_throttled(limit, clock)
+    throttled_for(limit, clock, 5.0)
+    recovering_until(limit, clock, allows(400.0))
+    assert limit.state == "recovering"
+    rate, window = limit.rate, limit.window
+    at = limit.now()
+    clock.advance(0.02)
+    limit.throttled(25.0, at)
+    assert limit.rate == rate / 2 and limit.window == max(1, window // 2)  # type: ignore[operator]
+    assert limit.state == "throttled" and probe(limit, clock) == PROBE_START
+
+
+def test_a_table_that_keeps_throttling_above_its_capacity_is_never_written_unlimited() -> None:
+    # A provisioned table of 1,000 units/s, throttled from the first request: the limit
+    # finds the capacity and stays under it, instead of being lifted back to a flood.
+    clock = FakeClock()
+    limit = unlimited_limit(clock)
+    accepted: collections.deque[float] = collections.deque()
+    first_requests_throttled(limit, clock)
+    start, throttles, units_accepted = clock.now, 0, 0.0
+    while clock.now < start + 30:
+        send(limit, clock, 25.0 if limit.rate is not None else None)
+        assert limit.rate is not None  # never lifted
+        at = limit.now()
+        while accepted and at - accepted[0] >= 1.0:
+            accepted.popleft()
+        clock.advance(0.001)
+        if 25 * (len(accepted) + 1) > 1000:
+            throttles += 1
+            limit.throttled(25.0, at)
+        else:
+            accepted.append(at)
+            units_accepted += 25
+            limit.succeeded()
+    assert throttles <= 2 * 30  # few throttled requests a second
+    assert units_accepted / 30 >= 500.0  # at least half the capacity used
+
+
 def test_the_window_bounds_requests_in_flight() -> None:
     clock = FakeClock()
     limit = unlimited_limit(clock, concurrency=2)
@@ -444,7 +625,7 @@ def test_the_log_gets_each_cut_and_the_recovery_at_most_once_a_second(caplog: py
     assert len(limit_lines(caplog)) == 3
     assert limit_lines(caplog)[-1] == {"table": "orders", "units_per_second": 2000.0, "in_flight": 8,
                                        "state": "recovered"}
-    for _ in range(100):  # additive growth is for the gauge only
+    for _ in range(100):  # growth above it, and the lift after it, are for the gauge only
         clock.advance(RECOVER_EVERY)
         limit.succeeded()
     assert len(limit_lines(caplog)) == 3

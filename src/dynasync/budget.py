@@ -9,8 +9,17 @@ concurrent requests:
 * an adaptive limit per target table (AIMD). When DynamoDB throttles, the
   rate is halved and only one request at a time goes out, spaced further
   apart while throttling lasts, so a throttled table costs a few requests a
-  second. After a success the rate doubles back quickly to where throttling
-  began, then grows additively to find the table's capacity again.
+  second (and no wait for the rate is longer than those probes: one booked
+  at the cut rate would outlast the throttling). After a success the rate
+  doubles back quickly to where throttling began, then grows additively,
+  for HOLD seconds, to find the table's capacity again. Where throttling
+  began (the limit in force, or with none the rate reached) counts only
+  after a second of writes going through unthrottled, never from a first
+  burst; otherwise the last such rate stands. Without one, or once the
+  limit has held there HOLD seconds without a throttle (the capacity moved:
+  on-demand scaling, a provisioned table raised), it doubles on, and is
+  lifted after LIFT_AFTER doublings. So whatever came before, the limit is
+  gone within a few seconds of throttling ending, unless throttling returns.
 
 Each change of an adaptive limit goes to the listeners of Budget.watch (the
 metrics gauges) and to the log, which gets a line on each cut and on the
@@ -37,6 +46,9 @@ FLOOR = 25.0  # units/s: the adaptive rate never goes below one full request a s
 PROBE_START, PROBE_MAX = 0.5, 1.0  # seconds between requests while throttling lasts
 RECOVER_EVERY = 0.1  # seconds between doublings after throttling ends
 ADDITIVE = 0.05  # of the rate, per second, above the level throttling began at
+HOLD = 2.0  # seconds of additive growth from there; then, unthrottled, the rate doubles again
+LIFT_AFTER = 8  # doublings with no rate known to stop at, unthrottled: then the limit is lifted
+MEASURE = 1.0  # seconds: the rate reached is the requests of the last second, once that long unthrottled
 LOG_EVERY = 1.0  # seconds: at most one limit line per table, so a throttle storm logs a few lines
 
 Clock = Callable[[], float]
@@ -67,18 +79,27 @@ class TokenBucket:
     def reserve(self, amount: float) -> float:
         """Take `amount`; the seconds to wait before using it."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
+            self._refill()
             self._tokens -= amount
             return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def forgive(self) -> None:
+        """Cancel the debt: callers waiting already keep their waits, the next ones start afresh."""
+        with self._lock:
+            self._refill()
+            self._tokens = max(self._tokens, 0.0)
 
     def set_rate(self, rate: float) -> None:
         """Change the rate from now on."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp, self.rate, self.burst = now, rate, rate * 0.1
+            self._refill()
+            self.rate, self.burst = rate, rate * 0.1
+
+    def _refill(self) -> None:
+        """What the time since the last look earned, up to the burst (the caller holds the lock)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
 
 
 class AdaptiveLimit:
@@ -95,10 +116,14 @@ class AdaptiveLimit:
         self.window = concurrency  # requests allowed in flight
         self.max_window = concurrency
         self._bucket: TokenBucket | None = None
-        self._ceiling = 0.0  # the rate throttling last began at
+        self._ceiling: float | None = None  # the rate throttling last began at after a second unthrottled
+        self._held: float | None = None  # when the limit got back to the ceiling; None until it did
+        self._doublings = 0  # past any ceiling since the last cut, towards lifting the limit
         self._probe = 0.0  # seconds between requests while throttled; 0 when not throttled
         self._last_change = 0.0
         self._sent: collections.deque[float] = collections.deque()  # when the last second's requests went out
+        self._unthrottled: float | None = clock()  # since when requests go through, without an idle second
+        self._active = clock()  # when the last request was counted, or the limit was made (its first)
         self._last_cut = float("-inf")
         self._last_send = float("-inf")  # when the last request went out
         self._lock = threading.Lock()
@@ -115,12 +140,13 @@ class AdaptiveLimit:
 
     @property
     def state(self) -> str:
-        """Where the limit stands: unlimited, throttled, recovering (below its ceiling) or recovered."""
+        """Where the limit stands: unlimited, throttled, recovering (doubling back to its ceiling,
+        or towards being lifted when there is none) or recovered (back at its ceiling, or past it)."""
         if self._bucket is None:
             return "unlimited"
         if self._probe > 0.0:
             return "throttled"
-        return "recovering" if self._bucket.rate < self._ceiling else "recovered"
+        return "recovering" if self._held is None else "recovered"
 
     def delay(self, amount: float | None) -> float:
         """Seconds to wait before sending a request of `amount` units (None: not
@@ -128,11 +154,17 @@ class AdaptiveLimit:
         with self._lock:
             now = self._clock()
             sent = self._sent
-            while sent and now - sent[0] >= 1.0:
+            if self._unthrottled is not None and now - self._active >= MEASURE:
+                self._unthrottled = now  # idle a second: what follows is a burst, not yet a rate
+            self._active = now
+            while sent and now - sent[0] >= MEASURE:
                 sent.popleft()
             sent.append(now)
-            bucket = self._bucket
-        return bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+            bucket, throttled = self._bucket, self._probe > 0.0
+        wait = bucket.reserve(amount or 1.0) if bucket is not None else 0.0
+        # While throttled the probes pace requests; a wait booked at the cut rate behind
+        # the other lanes' would outlast the throttling, and a caller does not ask again.
+        return min(wait, PROBE_MAX) if throttled else wait
 
     def spacing(self) -> float:
         """Seconds to wait, holding a slot, before the request goes out; 0 books it as sent now.
@@ -167,31 +199,44 @@ class AdaptiveLimit:
             if self._bucket is not None:
                 current = self._bucket.rate
             else:  # the rate reached so far, from the requests of the last second
-                current = max(FLOOR * 2, amount * sum(1 for t in self._sent if now - t < 1.0))
-            if self._probe == 0.0:
+                current = max(FLOOR * 2, amount * sum(1 for t in self._sent if now - t < MEASURE))
+            # Throttling begins: where it began is a ceiling only if writes went through for a
+            # second before (a first burst, or a limit cut from one, is not a rate the table took).
+            if self._probe == 0.0 and self._unthrottled is not None and now - self._unthrottled >= MEASURE:
                 self._ceiling = current
+            self._unthrottled = self._held = None
+            self._doublings = 0
             self._probe = min(PROBE_MAX, max(PROBE_START, self._probe * 2))
             self.window = max(1, self.window // 2)
             self._last_cut = now
             self._set(max(FLOOR, current / 2), now, cut=True)
 
     def succeeded(self) -> None:
-        """A request went through: recover quickly to where throttling began, then grow slowly."""
+        """A request went through: recover quickly to where throttling began, grow slowly
+        there for HOLD seconds, then (or with no such rate) double until the limit is lifted."""
         with self._lock:
-            self._probe = 0.0
-            if self._bucket is None:
-                return
             now = self._clock()
-            if now - self._last_change < RECOVER_EVERY:
+            self._probe = 0.0
+            if self._unthrottled is None:
+                self._unthrottled = now
+                if self._bucket is not None:  # throttling ended: throttled requests wrote nothing
+                    self._bucket.forgive()
+            if self._bucket is None or now - self._last_change < RECOVER_EVERY:
                 return
-            rate = self._bucket.rate
+            rate: float | None = self._bucket.rate
             recovered = False
-            if rate < self._ceiling:
-                rate = min(self._ceiling, rate * 2)
+            if self._held is None and self._ceiling is not None:
+                rate = min(self._ceiling, self._bucket.rate * 2)
                 recovered = rate >= self._ceiling
-            else:
-                rate *= 1 + ADDITIVE * min(1.0, now - self._last_change)
-            self.window = min(self.max_window, self.window * 2)
+                self._held = now if recovered else None
+            elif self._held is not None and now - self._held < HOLD:
+                rate = self._bucket.rate * (1 + ADDITIVE * min(1.0, now - self._last_change))
+            else:  # nothing known to stop at, or the capacity moved past it
+                self._doublings += 1
+                lifted = self._doublings > LIFT_AFTER
+                recovered = lifted and self._held is None  # else its line went out at the ceiling
+                rate = None if lifted else self._bucket.rate * 2
+            self.window = self.max_window if rate is None else min(self.max_window, self.window * 2)
             self._set(rate, now, cut=recovered)
 
     @contextlib.contextmanager
@@ -210,14 +255,17 @@ class AdaptiveLimit:
                 self._in_flight -= 1
                 self._slots.notify()
 
-    def _set(self, rate: float, now: float, cut: bool) -> None:
-        """Apply a new rate; `cut` marks a change worth a log line (a cut, or the full recovery)."""
-        if self._bucket is None:
+    def _set(self, rate: float | None, now: float, cut: bool) -> None:
+        """Apply a new rate (None: lift the limit); `cut` marks a change worth a log line
+        (a cut, or the full recovery: back at the ceiling, or lifted when there was none)."""
+        if rate is None:
+            self._bucket = None
+        elif self._bucket is None:
             self._bucket = TokenBucket(rate, clock=self._clock)
         else:
             self._bucket.set_rate(rate)
         self._last_change = now
-        self._log.changed(self.state, rate, self.window, cut, now)
+        self._log.changed("recovered" if rate is None else self.state, rate, self.window, cut, now)
         self._on_change(self)
 
 
@@ -229,10 +277,10 @@ class _LimitLog:
     def __init__(self, target: str) -> None:
         self.target = target
         self._last = -math.inf  # when the last line was written
-        self._said: tuple[str, float] | None = None  # the state and rate it gave
+        self._said: tuple[str, float | None] | None = None  # the state and rate it gave
         self._due = False
 
-    def changed(self, state: str, rate: float, window: int, notable: bool, now: float) -> None:
+    def changed(self, state: str, rate: float | None, window: int, notable: bool, now: float) -> None:
         """One change of the limit, logged if it is due and the last line is old enough."""
         # At the floor a throttle storm repeats the same cut: only news is due.
         if notable and (state, rate) != self._said:
@@ -242,7 +290,8 @@ class _LimitLog:
         self._last, self._said, self._due = now, (state, rate), False
         log.info(
             "write rate limit",
-            extra=fields(table=self.target, units_per_second=round(rate, 1), in_flight=window, state=state),
+            extra=fields(table=self.target, units_per_second=None if rate is None else round(rate, 1),
+                         in_flight=window, state=state),
         )
 
 
