@@ -153,3 +153,34 @@ def test_a_table_added_on_reload_is_copied_while_the_others_keep_their_lag(env: 
     assert copying == "in progress", "the copy ended before the live writes: make the table bigger"
     assert env.run(syncpass.sync).entries == 0
     assert_in_sync(env, "big")
+
+
+def test_a_migration_dropping_a_filter_column_sets_that_table_aside_until_the_config_is_fixed(env: Env) -> None:
+    """The other tables go on meanwhile; the table set aside resumes, reconciled,
+    once a reload gives it a mapping that fits; `run` never stops."""
+    env.table("docs", "CREATE TABLE docs (id INTEGER PRIMARY KEY, v TEXT, deleted_at TEXT)")
+    env.table("notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY, v TEXT)")
+    env.options["docs"] = {"where": "deleted_at IS NULL"}
+    env.write_config()
+    env.run(capture.init)
+    env.sql("INSERT INTO docs VALUES (1, 'a', NULL), (2, 'b', 'gone'), (3, 'c', NULL)")
+    daemon = start(env)
+    try:
+        wait_until(lambda: len(env.items("docs")) == 2)
+        env.sql("ALTER TABLE docs DROP COLUMN deleted_at")  # the filter's column goes
+        wait_until(lambda: (status(env)["tables"]["docs"]["set_aside"] or "").find("deleted_at") >= 0)
+        st = status(env)
+        assert st["exit_code"] == 2 and any("set aside" in p for p in st["problems"]), st
+        env.sql("INSERT INTO notes VALUES (1, 'still syncing')", "INSERT INTO docs VALUES (4, 'd')")
+        wait_until(lambda: len(env.items("notes")) == 1)
+        assert daemon.poll() is None
+        env.options["docs"] = {}
+        env.write_config()
+        daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: status(env)["tables"]["docs"]["set_aside"] is None, timeout=30)
+        wait_until(lambda: sorted(int(i["id"]["N"]) for i in env.items("docs")) == [1, 2, 3, 4], timeout=30)
+    finally:
+        err = stop(daemon)
+    assert "a table is set aside" in err and "level=error" not in err.replace("reload refused", ""), err
+    assert_in_sync(env, "docs")
+    assert_in_sync(env, "notes")
