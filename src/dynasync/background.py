@@ -13,6 +13,7 @@ import time
 
 from dynasync import reconcile, state
 from dynasync.app import App
+from dynasync.audit import Audit
 from dynasync.backfill import TableCopy
 from dynasync.drift import SchemaWatch
 from dynasync.logs import fields
@@ -30,6 +31,7 @@ class Background:
         """`schema`: the database's tables as its passes follow them."""
         self.app = app
         self.schema = schema
+        self.audit = Audit(app)
 
     def pending(self) -> list[str]:
         """The configured tables whose copy has not finished, in config order."""
@@ -40,7 +42,10 @@ class Background:
         """Reconcile, or else copy, for up to STEP_SECONDS; whether work remains."""
         synced = self.schema.refresh().tables
         _, more = reconcile.run(self.app, synced, until=time.monotonic() + STEP_SECONDS)
-        return more or self._copy(synced)
+        more = more or self._copy(synced)
+        if not more:
+            self.audit.step(synced)  # paced by its own read budget, so never "more"
+        return more
 
     def _copy(self, synced: dict[str, SyncedTable]) -> bool:
         """Copy for up to STEP_SECONDS; whether a table still remains to copy."""

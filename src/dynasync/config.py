@@ -98,11 +98,21 @@ class MetricsConfig:
     )
 
 
+@dataclass(frozen=True)
+class VerifyConfig:
+    """[verify]: the daemon's continuous verification, a safety net for what nobody foresaw."""
+
+    # Rows (and then items) per second `run` compares with DynamoDB, in a rolling
+    # cycle over every table; None: off.
+    rows_per_second: float | None = _check(lambda v: v is None or v > 0, "must be positive", None)
+
+
 SECTIONS: dict[str, type] = {
     "dynamodb": DynamoConfig,
     "sync": SyncConfig,
     "backfill": BackfillConfig,
     "metrics": MetricsConfig,
+    "verify": VerifyConfig,
 }
 # Each section's keys with their defaults, derived from the dataclasses above.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -119,6 +129,7 @@ class Config:
     sync: SyncConfig = SyncConfig()
     backfill: BackfillConfig = BackfillConfig()
     metrics: MetricsConfig = MetricsConfig()
+    verify: VerifyConfig = VerifyConfig()
     path: Path | None = field(default=None, compare=False)
     # [source] databases: a glob of database files, each synced as one database is.
     databases: str | None = None

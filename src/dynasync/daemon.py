@@ -212,6 +212,9 @@ class Daemon:
                     self.metrics.failures.inc()
                 if member.last_result is not None:
                     self.metrics.observe_pass(member.last_result)
+                audited = member.background.audit.taken()
+                self.metrics.verify_checked.inc(audited.checked)
+                self.metrics.verify_mismatches.inc(audited.mismatches)
             member.last_result = None
         return more
 

@@ -77,6 +77,13 @@ class Metrics:
             "Databases found not to be the one synced last (restored from an older copy, replaced)",
             registry=r,
         )
+        self.verify_checked = Counter(
+            "dynasync_verify_checked", "Rows and items continuous verification compared", registry=r
+        )
+        self.verify_mismatches = Counter(
+            "dynasync_verify_mismatches", "Rows and items continuous verification found differing",
+            registry=r,
+        )
         self._database_gauges(r)
 
     def _database_gauges(self, r: CollectorRegistry) -> None:

@@ -336,6 +336,8 @@ CHANGELOG_SLICE_TABLES = f"SELECT DISTINCT tbl FROM {CHANGELOG} WHERE seq > ? AN
 CHANGELOG_PRUNE = f"DELETE FROM {CHANGELOG} WHERE seq < ?"
 CHANGELOG_MARK = f"UPDATE {CHANGELOG} SET op = '{OP_MARK}' WHERE seq = ?"
 CHANGELOG_ENQUEUE = f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) VALUES (?, ?, ?, ?)"
+# Whether a key has changes not yet applied (params: the mark, table, k1, k2): the pending part only.
+CHANGELOG_KEY_PENDING = f"SELECT 1 FROM {CHANGELOG} WHERE seq > ? AND tbl = ? AND k1 IS ? AND k2 IS ? LIMIT 1"
 
 
 def _exact(left: str, right: str, collation: str) -> str:

@@ -36,6 +36,8 @@ TARGET_MISSING = "target_missing:"  # + DynamoDB table: unix time it was first f
 FAILING = "failing"  # why the daemon's turns on this database fail (JSON); gone once one succeeds
 GENERATION = "generation"  # the database's random id, which travels with the file (dynasync.identity)
 IDENTITY_CHANGE = "identity_change"  # when and why the file was found not to be the one synced last (JSON)
+AUDIT = "audit"  # where the continuous verification's cycle is (JSON)
+AUDIT_CYCLE = "audit_cycle_ended_at"  # unix time its last full cycle ended
 SET_ASIDE = "set_aside:"  # + table: why the table cannot be synced now (its mapping does not fit it)
 
 
@@ -488,6 +490,23 @@ def identity_change(conn: sqlite3.Connection) -> tuple[str, float] | None:
         return (str(doc["why"]), float(doc["at"])) if doc else None
     except (TypeError, ValueError, KeyError):
         return None
+
+
+def audit_place(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """Where the continuous verification's cycle is (dynasync.audit), if it started."""
+    row = conn.execute(sql.STATE_GET, (AUDIT,)).fetchone()
+    try:
+        doc = json.loads(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def save_audit_place(conn: sqlite3.Connection, place: dict[str, Any], cycle_ended: bool) -> None:
+    """Keep the cycle's place, and when a full cycle ended. Call inside a write transaction."""
+    conn.execute(sql.STATE_SET, (AUDIT, json.dumps(place)))
+    if cycle_ended:
+        conn.execute(sql.STATE_SET, (AUDIT_CYCLE, time.time()))
 
 
 def record_failure(conn: sqlite3.Connection, error: str | None, attempts: int) -> None:

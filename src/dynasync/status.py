@@ -58,6 +58,7 @@ class Status:
     # The last time the file was found not to be the one synced last (restored, replaced), and why.
     identity_change: str | None = None
     identity_change_at: float | None = None
+    verify_cycle_ended_at: float | None = None  # continuous verification's last full cycle
 
     def to_json(self) -> dict[str, Any]:
         """The fields of `status --json`."""
@@ -112,6 +113,7 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
         for table, reason in state.set_aside(conn).items():
             if table in result.tables:
                 result.tables[table].set_aside = reason
+        result.verify_cycle_ended_at = state.timestamp(conn, state.AUDIT_CYCLE)
         change = state.identity_change(conn)
         if change is not None:
             result.identity_change, result.identity_change_at = change
