@@ -69,8 +69,9 @@ def test_a_restore_nobody_could_detect_heals_within_one_cycle(tmp_path: Path) ->
     c.executemany("INSERT INTO t VALUES (?, 'first')", [(i,) for i in range(60)])
     syncpass.Syncer(app).run_pass()
     backup = tmp_path / "backup.db"
-    with sqlite3.connect(backup) as b:
-        c.backup(b)
+    b = sqlite3.connect(backup)
+    c.backup(b)
+    b.close()  # closed, so the copy is whole in its one file
     c.execute("UPDATE t SET v = 'later' WHERE id < 20")
     c.execute("DELETE FROM t WHERE id >= 50")
     c.executemany("INSERT INTO t VALUES (?, 'later')", [(i,) for i in range(100, 110)])

@@ -33,8 +33,9 @@ def test_a_database_restored_from_an_older_copy_is_reconciled_whole(tmp_path: Pa
     c.executemany("INSERT INTO t VALUES (?, 'first')", [(i,) for i in range(100)])
     syncpass.Syncer(app).run_pass()
     backup = tmp_path / "backup.db"
-    with sqlite3.connect(backup) as b:
-        c.backup(b)
+    b = sqlite3.connect(backup)
+    c.backup(b)
+    b.close()  # closed, so the copy is whole in its one file
     c.execute("UPDATE t SET v = 'later' WHERE id < 30")
     c.execute("DELETE FROM t WHERE id >= 80")
     c.executemany("INSERT INTO t VALUES (?, 'later')", [(i,) for i in range(100, 120)])
