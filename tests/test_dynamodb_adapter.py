@@ -151,7 +151,7 @@ def test_every_command_that_talks_to_dynamodb_fails_in_one_line_without_a_region
                         'create_tables = true\n[[tables]]\nsource = "t"\ntarget = "ttt"\n')
         for command in ("init", "sync", "backfill", "verify", "run"):
             p = subprocess.run([DYNASYNC, command, "--config", str(path)], capture_output=True, text=True,
-                               timeout=60)
+                               timeout=120)
             assert p.returncode == 2, (command, p.stderr)
             lines = [line for line in p.stderr.splitlines() if "error" in line]
             assert len(lines) == 1 and "no AWS region" in lines[0] and "[dynamodb] region" in lines[0], p.stderr

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 import trustme
 from replystub import ForwardProxy, Raw, Reply, ReplyStub, error, http_reply
@@ -127,7 +128,7 @@ def test_a_private_ca_botocore_is_told_of_is_trusted_on_both_paths(
 def test_a_certificate_the_bundle_does_not_sign_is_refused_on_both_paths(
     server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_CA_BUNDLE", ssl.get_default_verify_paths().openssl_cafile)
+    monkeypatch.setenv("AWS_CA_BUNDLE", certifi.where())  # public CAs only
     with serving(accept, tls=server_tls) as stub:
         got = on_both(stub.endpoint, outcome)
         assert [kind for kind, _ in got.values()] == ["retry", "retry"], got
