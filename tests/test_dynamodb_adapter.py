@@ -3,6 +3,8 @@ error classification against DynamoDB Local for what moto does not validate."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -11,7 +13,7 @@ from moto import mock_aws
 
 from dynasync import config
 from dynasync.dynamodb import DynamoTarget
-from dynasync.exceptions import RetryableError, TableMissingError, TargetError, ValidationError
+from dynasync.exceptions import ConfigError, RetryableError, TableMissingError, TargetError, ValidationError
 from dynasync.target import delete, put
 
 
@@ -94,5 +96,65 @@ def test_the_adapter_classifies_every_error_the_same_on_both_paths(lean: bool) -
             assert type(info.value) is kind, (code, info.value)
             if kind is RetryableError:
                 assert info.value.code == code and info.value.throttle is throttle  # type: ignore[attr-defined]
+    finally:
+        stub.close()
+
+
+@pytest.fixture
+def nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No region in the environment or in any profile; returns the AWS config file's path."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "aws-config"
+    path.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    return path
+
+
+def test_no_region_anywhere_is_refused_naming_every_place_to_set_one(nowhere: Path) -> None:
+    c = config.parse({"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "ttt"}]}).dynamodb
+    with pytest.raises(ConfigError) as info:
+        DynamoTarget(c)
+    message = str(info.value)
+    assert "\n" not in message
+    for place in ("[dynamodb] region", "AWS_REGION", "AWS_DEFAULT_REGION", "profile"):
+        assert place in message
+
+
+@pytest.mark.parametrize("where", ["AWS_REGION", "AWS_DEFAULT_REGION", "profile"])
+def test_a_region_set_in_the_environment_or_the_profile_is_used(
+    where: str, nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if where == "profile":
+        nowhere.write_text("[default]\nregion = ap-south-1\n")
+    else:
+        monkeypatch.setenv(where, "ap-south-1")
+    c = config.parse({"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "ttt"}]}).dynamodb
+    assert DynamoTarget(c)._client.meta.region_name == "ap-south-1"
+
+
+def test_every_command_that_talks_to_dynamodb_fails_in_one_line_without_a_region(
+    nowhere: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from replystub import ReplyStub
+    from test_cli import DYNASYNC
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    stub = ReplyStub(lambda op, body: (200, {}))
+    try:
+        path = tmp_path / "dynasync.toml"
+        path.write_text(f'[source]\ndatabase = "{db}"\n[dynamodb]\nendpoint_url = "{stub.endpoint}"\n'
+                        'create_tables = true\n[[tables]]\nsource = "t"\ntarget = "ttt"\n')
+        for command in ("init", "sync", "backfill", "verify", "run"):
+            p = subprocess.run([DYNASYNC, command, "--config", str(path)], capture_output=True, text=True,
+                               timeout=120)
+            assert p.returncode == 2, (command, p.stderr)
+            lines = [line for line in p.stderr.splitlines() if "error" in line]
+            assert len(lines) == 1 and "no AWS region" in lines[0] and "[dynamodb] region" in lines[0], p.stderr
+        assert stub.bodies == []  # DynamoDB was never asked anything, in us-east-1 or anywhere
     finally:
         stub.close()

@@ -170,7 +170,10 @@ def proxy(ddb_local: Any) -> Any:
 @pytest.mark.parametrize("hung", ["BatchWriteItem", "DescribeTable"])
 def test_sigterm_stops_within_10s_while_dynamodb_hangs(env: Env, proxy: Any, hung: str) -> None:
     setup(env)
-    env.write_config(endpoint=proxy.endpoint, sync={"interval": 0.2})  # read_timeout stays 20 s
+    # A hung write is waited for until its deadline, connect_timeout + read_timeout (5 s here);
+    # a hung read is abandoned after workers.ABANDON_AFTER (5 s).
+    env.write_config(endpoint=proxy.endpoint, sync={"interval": 0.2},
+                     dynamodb={"connect_timeout": 1.0, "read_timeout": 4.0})
     proxy.hang.add(hung)
     env.sql("INSERT INTO t VALUES (1, 'a', NULL), (2, 'b', NULL)")
     daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],

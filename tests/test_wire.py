@@ -4,8 +4,6 @@ checked as strictly."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -14,7 +12,7 @@ import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from replystub import ReplyStub
+from replystub import ReplyStub, sigv4_valid
 
 from dynasync import config, wire
 from dynasync.dynamodb import DynamoTarget
@@ -99,22 +97,6 @@ def test_a_damaged_response_is_retried_on_both_paths(lean: bool) -> None:
         stub.close()
 
 
-def sigv4_valid(headers: dict[str, str], body: bytes, secret: str, region: str) -> bool:
-    """An independent SigV4 check (AWS's documented algorithm) of a POST to /."""
-    auth = headers["authorization"]
-    fields = dict(part.strip().split("=", 1) for part in auth.split(" ", 1)[1].split(","))
-    signed = fields["SignedHeaders"].split(";")
-    canonical = "\n".join(["POST", "/", "", *[f"{h}:{' '.join(headers[h].split())}" for h in signed], "",
-                           fields["SignedHeaders"], hashlib.sha256(body).hexdigest()])
-    date = headers["x-amz-date"]
-    scope = f"{date[:8]}/{region}/dynamodb/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret).encode()
-    for part in (date[:8], region, "dynamodb", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest() == fields["Signature"]
-
-
 def test_each_request_is_signed_with_sigv4_over_one_keep_alive_connection() -> None:
     stub = ReplyStub(lambda op, body: (200, {"UnprocessedItems": {}}))
     try:
@@ -124,8 +106,10 @@ def test_each_request_is_signed_with_sigv4_over_one_keep_alive_connection() -> N
         assert len(stub.bodies) == 2 and stub.ports[0] == stub.ports[1]
         for headers, body in zip(stub.headers, stub.bodies, strict=True):
             assert headers["x-amz-target"] == "DynamoDB_20120810.BatchWriteItem"
-            assert sigv4_valid(headers, body, "testing", "us-east-1")
-            assert not sigv4_valid(headers, body + b" ", "testing", "us-east-1")  # the check can fail
+            assert sigv4_valid("POST", "/", headers, body)
+            assert "/us-east-1/dynamodb/aws4_request" in headers["authorization"]
+            assert not sigv4_valid("POST", "/", headers, body + b" ")  # the check can fail
+            assert not sigv4_valid("POST", "/", {**headers, "host": "127.0.0.2"}, body)
     finally:
         stub.close()
 
@@ -148,3 +132,23 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced_at_onc
         assert len(stub.bodies) == 2 and stub.ports[0] != stub.ports[1]
     finally:
         stub.close()
+
+
+@pytest.mark.parametrize(("endpoint", "host", "path"), [
+    ("https://DynamoDB.Example:443", "dynamodb.example", "/"),
+    ("http://user:pw@Example.COM:80/", "example.com", "/"),
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", "/"),
+    ("https://[::1]:443", "[::1]", "/"),
+    ("http://h.example:8000/pre/fix", "h.example:8000", "/pre/fix"),
+])
+def test_each_request_carries_the_host_and_path_botocore_signs(endpoint: str, host: str, path: str) -> None:
+    """Whatever way the endpoint is written, the Host header sent is the one SigV4
+    covers (lower case, no userinfo, no default port), and the path is botocore's."""
+    data = {"source": {"database": "x.db"}, "tables": [{"source": "t", "target": "ttt"}],
+            "dynamodb": {"region": "us-east-1", "endpoint_url": endpoint}}
+    client = DynamoTarget(config.parse(data).dynamodb)._wire
+    assert client is not None
+    headers = client._sign(b"{}")
+    assert headers["Host"] == host and client.path == path
+    assert sigv4_valid("POST", path, {k.lower(): v for k, v in headers.items()}, b"{}")
+    assert "dynasync/" in headers["User-Agent"]

@@ -346,7 +346,10 @@ class Daemon:
 
 
 def run(app: App) -> int:
-    """`dynasync run`: the daemon, on one database or a fleet (`[source] databases`)."""
+    """`dynasync run`: the daemon, on one database or a fleet (`[source] databases`).
+    A config DynamoDB cannot be reached with at all (no region anywhere) is refused
+    at start, like a config that cannot be read; nothing else stops it."""
+    app.target  # noqa: B018 - builds the client: NoRegionError now, not once per database for ever
     return Daemon(app).run()
 
 

@@ -25,6 +25,10 @@ class ConfigError(DynasyncError):
         self.problems = problems if problems is not None else [message]
 
 
+class NoRegionError(ConfigError):
+    """No AWS region is set anywhere dynasync looks: it never guesses one."""
+
+
 class SourceError(DynasyncError):
     """The SQLite database or one of its tables cannot be used."""
 
@@ -109,5 +113,10 @@ class Closed(ProtocolError):
     """The server closed (or reset) the connection before any of its reply came."""
 
 
+class DeadlineExceeded(TimeoutError):
+    """A request ran past its overall deadline (dynasync.http1.Deadline), however
+    steadily its reply was trickling in: retryable, and its connection is reset."""
+
+
 class Abandoned(Exception):
-    """A DynamoDB call still running ABANDON_AFTER seconds after a stop was asked for."""
+    """A DynamoDB call still running when a stop gives up on it (dynasync.workers.wait)."""
