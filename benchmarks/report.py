@@ -255,6 +255,10 @@ def _reconciles(x: dict[str, Any]) -> str:
     return ", ".join(f"{r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s" for r in x["rounds"])
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def reconcile_rows(r: Results) -> list[Row]:
     """11. the other tables' lag while the daemon reconciles a big table after a migration."""
     rc = r["reconcile"]
@@ -264,7 +268,7 @@ def reconcile_rows(r: Results) -> list[Row]:
                                "the other databases'")):
         x = rc[key]
         out.append((f"11. {whose} lag while a {x['rows']:,}-row table is reconciled after a migration, "
-                    f"{where} ({len(x['rounds'])} times)",
+                    f"{where} ({_times(len(x['rounds']))})",
                     f"{_lat(x['during'])} ({x['during']['commits']} commits at {x['commits_per_s']:g}/s); "
                     f"without a reconcile: {_lat(x['quiet'])}; each reconcile: {_reconciles(x)}",
                     f"p99 < {RECONCILE_P99_MS / 1000:g} s", verdict(_lat_ok(x["during"], RECONCILE_P99_MS))))
