@@ -1,5 +1,6 @@
 """A zero-work DynamoDB stand-in, in its own process, that records when each
-item arrives, for the fleet benchmark (benchmarks/fleet.py).
+item arrives, for the fleet and reconcile benchmarks (benchmarks/fleet.py,
+benchmarks/reconcile.py).
 
 Unlike stubproc.py, which counts items without parsing, this one parses every
 BatchWriteItem body, so that a row committed in SQLite can be matched to the
@@ -8,11 +9,15 @@ logged with the request's arrival time (time.monotonic, which is system-wide on
 Linux, so the parent can compare it with its own commit times). Tables named
 with --count-only are only counted (items, first and last arrival), so a bulk
 copy does not fill the log. DescribeTable answers every table as ACTIVE and
-keyed by a single N attribute "id".
+keyed by a single N attribute "id". BatchGetItem finds no item and Scan returns
+one empty page (valid answers: a reconcile, which reads items back, then finds
+every item missing and writes it, its worst case); the arrival time of each is
+logged per table, so the parent sees when a reconcile ran.
 
 GET /arrivals?since=N returns the logged items from index N on
 ({"next": M, "items": [[time, table, id], ...]}); GET /counts returns
-{"requests", "items", "describes", "tables": {table: [items, first, last]}}.
+{"requests", "items", "describes", "tables": {table: [items, first, last]}};
+GET /reads returns {"BatchGetItem": {table: [time, ...]}, "Scan": {...}}.
 Neither is DynamoDB's API. Binds 127.0.0.1 only; prints its port, then serves
 until killed.
 
@@ -49,6 +54,7 @@ class Log:
         self.tables: dict[str, list[Any]] = {}  # table -> [items, first arrival, last arrival]
         self.requests = 0
         self.describes = 0
+        self.reads: dict[str, dict[str, list[float]]] = {"BatchGetItem": {}, "Scan": {}}  # op -> table -> times
 
     def add(self, now: float, raw: bytes) -> None:
         """Record one BatchWriteItem's items."""
@@ -70,6 +76,12 @@ class Log:
                 entry[0] += n
                 entry[2] = now
 
+    def read(self, now: float, op: str, tables: list[str]) -> None:
+        """Record one BatchGetItem or Scan of these tables."""
+        with self.lock:
+            for table in tables:
+                self.reads[op].setdefault(table, []).append(now)
+
     def arrivals(self, since: int) -> dict[str, Any]:
         """The logged items from index `since` on, and the index after them."""
         with self.lock:
@@ -80,6 +92,12 @@ class Log:
         with self.lock:
             return {"requests": self.requests, "items": sum(e[0] for e in self.tables.values()),
                     "describes": self.describes, "tables": dict(self.tables)}
+
+    def read_times(self) -> dict[str, dict[str, list[float]]]:
+        """When each BatchGetItem and Scan arrived, by operation and table."""
+        with self.lock:
+            return {op: {table: list(times) for table, times in by_table.items()}
+                    for op, by_table in self.reads.items()}
 
 
 def handler(log: Log) -> type[BaseHTTPRequestHandler]:
@@ -98,6 +116,13 @@ def handler(log: Log) -> type[BaseHTTPRequestHandler]:
                 with log.lock:
                     log.describes += 1
                 self.reply(200, json.dumps(describe(json.loads(raw)["TableName"])).encode())
+            elif op == "BatchGetItem":
+                tables = list(json.loads(raw)["RequestItems"])
+                log.read(now, op, tables)
+                self.reply(200, json.dumps({"Responses": {t: [] for t in tables}, "UnprocessedKeys": {}}).encode())
+            elif op == "Scan":
+                log.read(now, op, [json.loads(raw)["TableName"]])
+                self.reply(200, b'{"Items":[],"Count":0,"ScannedCount":0}')
             else:
                 print(f"fleetstub: unsupported operation {op!r}", file=sys.stderr)
                 self.reply(400, json.dumps({
@@ -109,6 +134,8 @@ def handler(log: Log) -> type[BaseHTTPRequestHandler]:
             if url.path == "/arrivals":
                 since = int(parse_qs(url.query).get("since", ["0"])[0])
                 payload = json.dumps(log.arrivals(since)).encode()
+            elif url.path == "/reads":
+                payload = json.dumps(log.read_times()).encode()
             else:
                 payload = json.dumps(log.counts()).encode()
             self.reply(200, payload)
@@ -140,6 +167,10 @@ class FleetStub:
     def counts(self) -> dict[str, Any]:
         """Requests, items, DescribeTable calls, and per table [items, first, last]."""
         return dict(self._get("/counts"))
+
+    def reads(self) -> dict[str, dict[str, list[float]]]:
+        """When each BatchGetItem and Scan arrived: {operation: {table: [time, ...]}}."""
+        return dict(self._get("/reads"))
 
     def poll(self) -> dict[tuple[str, int], float]:
         """Fetch the items logged since the last poll into `seen`; `seen`."""

@@ -27,6 +27,7 @@ FLEET_RSS_MIB = 300.0  # peak RSS of one `run` over the whole fleet
 FLEET_IDLE_PCT = 5.0  # its CPU with no writes, in % of one core
 FLEET_P99_MS = 2000.0  # commit to DynamoDB when 50 random databases each commit one row
 FLEET_LIVE_P99_MS = 1000.0  # the same for the other databases while a big one is copied in
+RECONCILE_P99_MS = 1000.0  # the other tables' (databases') lag while a big table is reconciled
 
 
 def verdict(ok: bool) -> str:
@@ -258,9 +259,66 @@ def fleet_section(r: Results) -> list[str]:
             "| phase | measured |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
 
 
+def _reconciles(x: dict[str, Any]) -> str:
+    """Each reconcile's duration and pace."""
+    return ", ".join(f"{r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s" for r in x["rounds"])
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def reconcile_rows(r: Results) -> list[Row]:
+    """11. the other tables' lag while the daemon reconciles a big table after a migration."""
+    rc = r["reconcile"]
+    out = []
+    for key, where, whose in (("single", "one database", "the other table's"),
+                              ("fleet", f"a fleet of {rc['fleet'].get('databases', 0)} databases",
+                               "the other databases'")):
+        x = rc[key]
+        out.append((f"11. {whose} lag while a {x['rows']:,}-row table is reconciled after a migration, "
+                    f"{where} ({_times(len(x['rounds']))})",
+                    f"{_lat(x['during'])} ({x['during']['commits']} commits at {x['commits_per_s']:g}/s); "
+                    f"without a reconcile: {_lat(x['quiet'])}; each reconcile: {_reconciles(x)}",
+                    f"p99 < {RECONCILE_P99_MS / 1000:g} s", verdict(_lat_ok(x["during"], RECONCILE_P99_MS))))
+    return out
+
+
+def reconcile_section(r: Results) -> list[str]:
+    """docs/benchmarks.md's section on figure 11: each reconcile, and the lag around it."""
+    if "reconcile" not in r:
+        return []
+    rc = r["reconcile"]
+    md = ["## A reconcile after a migration (figure 11)", "",
+          f"Measured on {rc['date']}, code {rc['code']}; load average (1, 5, 15 min) "
+          f"{' / '.join(f'{v:.1f}' for v in rc['load_before'])} before the step and "
+          f"{' / '.join(f'{v:.1f}' for v in rc['load_after'])} after it, on 2 cores. `dynasync run` "
+          "against the zero-work stand-in `benchmarks/fleetstub.py`, which finds no item for a BatchGetItem, "
+          "so every reconcile rewrites every row. How it is measured: see below.", ""]
+    for key, title in (("single", "One database"), ("fleet", f"A fleet of {rc['fleet']['databases']} databases")):
+        x = rc[key]
+        rows = [("`dynasync init`, `dynasync backfill`",
+                 f"{x['setup_s']['init']:.1f} s, {x['setup_s']['backfill']:.1f} s"),
+                (f"without a reconcile: {x['quiet']['commits']} commits", _lat(x["quiet"]))]
+        for i, rd in enumerate(x["rounds"]):
+            rows += [(f"reconcile {i + 1}: first read after the migration; duration; items written",
+                      f"{rd['started_after_s']:.2f} s; {rd['seconds']:.1f} s = {rd['rows_per_s']:,.0f} rows/s; "
+                      f"{rd['items_written']:,} ({rd['batch_gets']} BatchGetItem, {rd['scans']} Scan)"),
+                     (f"reconcile {i + 1}: `run`'s CPU; the lag of {rd['lag']['commits']} commits",
+                      f"{rd['run_cpu_pct']:.0f}% of one core; {_lat(rd['lag'])}")]
+        if len(x["rounds"]) > 1:
+            rows.append((f"every commit during the {len(x['rounds'])} reconciles", _lat(x["during"])))
+        rows += [("`run`'s log", ", ".join(f"{k}: {v}" for k, v in x["log_lines"].items())
+                  + "".join(f"; {w!r}" for w in x.get("log_warnings", [])))]
+        md += [f"{title}, a table of {x['rows']:,} rows, one commit every {1000 / x['commits_per_s']:g} ms:", "",
+               "| phase | measured |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
+    return md
+
+
 SECTIONS: list[tuple[str, Callable[[Results], list[Row]]]] = [
     ("capture", capture_rows), ("cpu", cpu_rows), ("", local_rows), ("latency", latency_rows),
     ("", memory_rows), ("", lag_rows), ("", budget_rows), ("", throttle_rows), ("fleet", fleet_rows),
+    ("reconcile", reconcile_rows),
 ]
 
 
@@ -318,6 +376,7 @@ def write(r: Results, docs: Path) -> None:
     md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
     md += ["", "![benchmarks](benchmarks.png)", ""]
     md += fleet_section(r)
+    md += reconcile_section(r)
     if NOTES.exists():
         md += [NOTES.read_text()]
     md += ["", "## Raw results", "", "```json", compact_json(r), "```", ""]

@@ -33,6 +33,7 @@ import fleet
 import flow
 import harness
 import local
+import reconcile
 from harness import DynamoDBLocal
 
 DOCS = harness.ROOT / "docs"
@@ -76,6 +77,7 @@ def steps(q: bool, ddb: LazyLocal, tmp: Path) -> dict[str, Callable[[], Any]]:
         "throttle_start": lambda: flow.throttle_start(tmp, 20_000 if q else 40_000, 5),
         "fleet": lambda: fleet.measure(tmp, 100 if q else 1000, 20_000 if q else 200_000, 5 if q else 20,
                                        3 if q else 5),
+        "reconcile": lambda: reconcile.measure(tmp, 20_000 if q else 200_000, 20, 3 if q else 5, 1 if q else 2),
         "capture": lambda: capture("measure", 2 if q else 5),
         "capture_shapes": lambda: capture("measure_shapes", q),
         "capture_templates": lambda: capture("measure_templates", q),
