@@ -163,14 +163,18 @@ class Daemon:
         # a turn that hangs stops the pings and systemd restarts the service.
         tick = min(interval, self.notifier.watchdog_interval or interval)
         self.look_due.set()  # a first look straight away
+        busy = False
         while not self.shared.stop.is_set():
             self.notifier.watchdog()
             self.wake.wait(tick)
             if self.shared.stop.is_set():
                 return
             if self.file_changed.is_set():
-                # Let a burst of commits land so it becomes one pass.
-                self.shared.stop.wait(self.cfg.sync.debounce)
+                # Let a burst of commits land so it becomes one pass; not while a
+                # round left work (a round follows at once anyway, and the daemon's
+                # own writes to the WAL would make it wait at every round).
+                if not busy:
+                    self.shared.stop.wait(self.cfg.sync.debounce)
                 self.file_changed.clear()
             self.wake.clear()
             if self.reload_requested.is_set():
@@ -181,7 +185,8 @@ class Daemon:
                 self._look()
             if self.rescan.is_set():
                 self._rescan()
-            if self._round():
+            busy = self._round()
+            if busy:
                 self.wake.set()
             self._report()
 
