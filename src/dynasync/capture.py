@@ -13,7 +13,7 @@ from dynasync import filters, provision, schema, sql, state, tables
 from dynasync.app import App
 from dynasync.config import Config
 from dynasync.database import write_txn
-from dynasync.exceptions import DynasyncError, SourceError
+from dynasync.exceptions import DynasyncError, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.schema import TableSchema
 
@@ -104,10 +104,12 @@ def _apply(conn: sqlite3.Connection, p: CapturePlan, schemas: Mapping[str, Table
     state.flag_reconcile(conn, p.disarmed)
 
 
-def init(app: App, dry_run: bool = False, takeover: bool = False) -> InitResult:
+def init(app: App, dry_run: bool = False, takeover: bool = False, set_aside: bool = False) -> InitResult:
     """`dynasync init`: install capture, then check (or create) the DynamoDB tables.
-    With `takeover`, this config replaces the one that set the database up."""
-    found = tables.load(app.conn, app.config)
+    With `takeover`, this config replaces the one that set the database up. With
+    `set_aside` (the daemon setting up a new database), a table whose mapping does
+    not fit is set aside, and the others are set up, rather than none."""
+    found = _fitting(app, set_aside)
     schemas = {name: t.schema for name, t in found.items()}
     p = plan(app.conn, schemas)
     if dry_run:
@@ -170,6 +172,27 @@ def rearm(conn: sqlite3.Connection, config: Config) -> Rearm:
             log.warning("capture triggers were missing or outdated; reinstalled them")
         cookie = int(conn.execute(sql.SCHEMA_COOKIE).fetchone()[0])
     return Rearm(schemas, p.disarmed, owed, cookie, failed)
+
+
+def _fitting(app: App, set_aside: bool) -> dict[str, tables.SyncedTable]:
+    """The configured tables; with `set_aside`, only those that fit, the others
+    recorded as set aside (and owing a reconcile once they fit)."""
+    if not set_aside:
+        return tables.load(app.conn, app.config)
+    found: dict[str, tables.SyncedTable] = {}
+    failed: dict[str, str] = {}
+    for entry in app.config.tables:
+        try:
+            found.update(tables.load(app.conn, app.config, [entry.source]))
+        except (DynasyncError, Poison) as e:
+            failed[entry.source] = str(e)
+    if failed:
+        plan_own = plan(app.conn, {})
+        with write_txn(app.conn):
+            _apply(app.conn, CapturePlan([s for s in plan_own.statements if not s.startswith("DROP")]), {})
+            state.record_set_aside(app.conn, failed)
+            state.flag_reconcile(app.conn, failed)
+    return found
 
 
 def uninstall(app: App) -> list[str]:

@@ -168,7 +168,7 @@ class Member:
         if sql.STATE not in state.installed_tables(app.conn):
             log.info("a new database: installing capture, then copying its tables",
                      extra=fields(database=str(self.path)))
-            capture.init(app)
+            capture.init(app, set_aside=True)
         if self._on_reachable is not None:
             self.syncer.schema.refresh()  # the schema read, the DynamoDB tables described
             self._observe()
