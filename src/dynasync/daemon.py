@@ -108,7 +108,8 @@ class Daemon:
         self.wake.set()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        log.info("stopping: finishing the pass in flight", extra=fields(signal=signal.Signals(signum).name))
+        log.info("stopping: no new write goes out; those sent are waited for",
+                 extra=fields(signal=signal.Signals(signum).name))
         self.request_stop()
 
     def _hup(self, signum: int, frame: FrameType | None) -> None:

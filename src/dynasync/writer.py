@@ -75,8 +75,9 @@ class Delivery:
                 self._result.add(part)
 
     def wait(self) -> WriteResult:
-        """What DynamoDB refused; raises what stopped the delivery. Once a stop is
-        asked for, a request still unanswered is abandoned (see dynasync.workers)."""
+        """What became of the writes; raises what stopped the delivery. Once a stop is
+        asked for, no new request goes out; a write already sent is waited for until
+        its deadline, a read abandoned after a while (see dynasync.workers)."""
         stop = self._writer.retrier.stop
         for lane in self._lanes:
             try:
