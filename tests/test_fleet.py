@@ -87,13 +87,24 @@ def stop(daemon: subprocess.Popen[str]) -> str:
     return err
 
 
+def handles_sigterm(daemon: subprocess.Popen[str]) -> bool:
+    """Whether the process has installed its own SIGTERM handler (Linux: SigCgt in /proc/PID/status)."""
+    assert daemon.poll() is None, f"the daemon exited with {daemon.returncode}"
+    for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
 @contextlib.contextmanager
 def running(fleet: Fleet, config: Path | None = None) -> Iterator[list[str]]:
     """A daemon for the block; its log once it stopped cleanly (killed if the block failed)."""
     daemon = fleet.start(config)
     log: list[str] = []
     try:
-        # Up once it holds a database's lock: a SIGTERM before then would find no handler.
+        # Up once it handles SIGTERM (a SIGTERM before then kills it) and a database's
+        # lock is held: its own, or, for a second daemon, the first one's.
+        wait_until(lambda: handles_sigterm(daemon), timeout=30)
         wait_until(lambda: any(is_held(p) for p in fleet.dir.glob("*.db")), timeout=30)
         yield log
     except BaseException:
