@@ -13,6 +13,51 @@ from ddblocal import DynamoDBLocal
 from dynasync import config as config_mod
 from dynasync.app import App
 
+# `-n auto` (pyproject's addopts): the whole suite runs on this many xdist
+# workers. Most tests wait on DynamoDB Local, a subprocess or a sleep rather
+# than on the CPU, so on 2 cores 4 workers finish first (measured: README,
+# Development).
+WORKERS = 4
+
+# The longest tests (file::function, longest first; about 65 s down to 4 s
+# each, run one at a time on 2 cores). On several workers they start first:
+# one of them started last would leave the other workers idle at the end.
+LONGEST_FIRST = (
+    "test_property.py::test_random_schemas_sql_passes_crashes_and_faults_converge",
+    "test_faults.py::test_each_fault_converges",
+    "test_faults.py::test_all_faults_and_latency_together_with_backfill_and_repair",
+    "test_promise_ops.py::test_sigterm_during_a_long_reconcile_stops_promptly",
+    "test_corner_cases.py::test_large_transaction_and_delete_without_where",
+    "test_promise_ops.py::test_sigterm_stops_within_10s_while_dynamodb_hangs",
+    "test_crash.py::test_application_never_sees_locked_and_wal_stays_bounded",
+    "test_wire.py::test_any_items_decode_to_botocores_request",
+    "test_crash.py::test_kill_9_during_backfill_resumes",
+    "test_reload.py::test_a_table_added_on_reload_is_copied_while_the_others_keep_their_lag",
+    "test_metrics.py::test_metrics_follow_the_daemon",
+    "test_crash.py::test_kill_9_loop_converges",
+    "test_cli.py::test_backfill_progress_bar_only_on_a_terminal",
+    "test_corner_cases.py::test_writes_during_backfill_are_neither_lost_nor_stale",
+    "test_cli.py::test_full_lifecycle",
+    "test_crash.py::test_kill_9_loop_converges_when_every_update_moves_the_item",
+    "test_fleet.py::test_kill_9_in_the_middle_of_a_fleet_pass",
+    "test_reload.py::test_reload_adds_and_removes_tables_while_churn_runs",
+    "test_cli.py::test_sync_against_unreachable_dynamodb_fails_in_bounded_time",
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: WORKERS for the whole suite; files or tests named on the command line run in one process."""
+    return WORKERS if config.args_source == pytest.Config.ArgsSource.TESTPATHS else 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, the longest tests first (each worker collects, in the same order)."""
+    if not hasattr(config, "workerinput"):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(f"{item.path.name}::{getattr(item, 'originalname', item.name)}",
+                                         len(rank)))
+
 
 @pytest.fixture(scope="session")
 def ddb_local() -> Iterator[DynamoDBLocal]:

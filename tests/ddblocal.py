@@ -42,6 +42,13 @@ class DynamoDBLocal:
         self.proc = subprocess.Popen(
             [
                 java,
+                # A test session is short and scripts/test runs one server per
+                # xdist worker: the client compiler alone (no C2) and the serial
+                # collector use half the CPU of the defaults over a session, and
+                # a modest heap lets several servers share the machine.
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                "-Xmx512m",
                 f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
                 "-jar",
                 str(d / "DynamoDBLocal.jar"),

@@ -23,6 +23,7 @@ from test_cli import DYNASYNC, wait_until
 from dynasync.lock import is_held
 
 USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, v TEXT)"
+SKIPPING = "skipping a database another dynasync instance or config syncs"
 
 
 class Fleet:
@@ -35,6 +36,7 @@ class Fleet:
         self.staging = env.dir / "staging"
         self.staging.mkdir(exist_ok=True)
         self.config = env.dir / f"{name}.toml"
+        self.log = env.dir / f"{name}.log"
 
     def write_config(self, pattern: str = "*.db", **table: Any) -> Path:
         lines = [f"[source]\ndatabases = {_toml(str(self.dir / pattern))}", "[dynamodb]",
@@ -75,16 +77,28 @@ class Fleet:
                               capture_output=True, text=True, timeout=180)
 
     def start(self, config: Path | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen([DYNASYNC, "run", "--config", str(config or self.config)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """A daemon; it logs to self.log (a file, so a test can wait for a line while it runs)."""
+        with self.log.open("w") as log:
+            return subprocess.Popen([DYNASYNC, "run", "--config", str(config or self.config)],
+                                    stdout=subprocess.PIPE, stderr=log, text=True)
 
 
-def stop(daemon: subprocess.Popen[str]) -> str:
+def stop(fleet: Fleet, daemon: subprocess.Popen[str]) -> str:
     """SIGTERM: the daemon exits cleanly; its log."""
     daemon.send_signal(signal.SIGTERM)
-    _, err = daemon.communicate(timeout=60)
+    daemon.communicate(timeout=60)
+    err = fleet.log.read_text()
     assert daemon.returncode == 0, err
     return err
+
+
+def handles_sigterm(daemon: subprocess.Popen[str]) -> bool:
+    """Whether the process has installed its own SIGTERM handler (Linux: SigCgt in /proc/PID/status)."""
+    assert daemon.poll() is None, f"the daemon exited with {daemon.returncode}"
+    for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
 
 
 @contextlib.contextmanager
@@ -93,14 +107,16 @@ def running(fleet: Fleet, config: Path | None = None) -> Iterator[list[str]]:
     daemon = fleet.start(config)
     log: list[str] = []
     try:
-        # Up once it holds a database's lock: a SIGTERM before then would find no handler.
+        # Up once it handles SIGTERM (a SIGTERM before then kills it) and a database's
+        # lock is held: its own, or, for a second daemon, the first one's.
+        wait_until(lambda: handles_sigterm(daemon), timeout=30)
         wait_until(lambda: any(is_held(p) for p in fleet.dir.glob("*.db")), timeout=30)
         yield log
     except BaseException:
         daemon.kill()
         daemon.communicate(timeout=60)
         raise
-    log.append(stop(daemon))
+    log.append(stop(fleet, daemon))
 
 
 def scan(env: Env, target: str) -> list[dict[str, Any]]:
@@ -204,11 +220,13 @@ def test_two_daemons_with_overlapping_globs_never_share_a_database(env: Env) -> 
     with running(first) as log_one:
         wait_until(lambda: set(shared_items(env, target)) == {"a1", "a2", "b1"}, timeout=60)
         with running(second, second.config) as log_two:
+            # At least 2 s, and until the second daemon has met both of its databases.
             time.sleep(2.0)
+            wait_until(lambda: second.log.read_text().count(SKIPPING) >= 2, timeout=30)
             first.write("a1", "INSERT INTO users VALUES (100, 'while both run')")
             wait_until(lambda: shared_items(env, target)["a1"].get(100) == "while both run", timeout=30)
     err_one, err_two = log_one[0], log_two[0]
-    assert err_two.count("skipping a database another dynasync instance or config syncs") == 2, err_two
+    assert err_two.count(SKIPPING) == 2, err_two
     assert "skipping" not in err_one
 
 
@@ -307,7 +325,8 @@ def test_sighup_reloads_the_whole_fleet_and_new_files_follow_the_new_config(env:
         good = fleet.config.read_text()
         fleet.config.write_text(good.replace('source = "notes"', 'source = "notes"\ncolumns = ["nope"]'))
         os.kill(_daemon_pid(fleet), signal.SIGHUP)
-        time.sleep(1.0)
+        # Refused before the good config is back (on a busy machine a reload can take over a second).
+        wait_until(lambda: "reload refused" in fleet.log.read_text(), timeout=30)
         fleet.write("r1", "INSERT INTO notes VALUES (3, 'still syncing')")
         wait_until(lambda: notes_of("r1").get(3) == "still syncing", timeout=30)
         fleet.config.write_text(good)

@@ -180,7 +180,14 @@ def steps(shape: Shape) -> st.SearchStrategy[list[tuple[str, Any]]]:
 
 
 # DYNASYNC_PROPERTY_EXAMPLES=500 scripts/test tests/test_property.py for a long run.
-@settings(max_examples=int(os.environ.get("DYNASYNC_PROPERTY_EXAMPLES", "40")), deadline=None,
+EXAMPLES = int(os.environ.get("DYNASYNC_PROPERTY_EXAMPLES", "40"))
+
+
+# All the examples are one pytest test: its time limit grows with their number
+# (about 2 s each alone on 2 cores, and several times that beside the other
+# xdist workers), instead of the suite's 300 s for one test.
+@pytest.mark.timeout(15 * EXAMPLES)
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_random_schemas_sql_passes_crashes_and_faults_converge(

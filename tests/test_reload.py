@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from conftest import Env
@@ -18,16 +19,23 @@ from test_cli import DYNASYNC, cli, wait_until
 from dynasync import backfill, capture, syncpass
 
 
+def daemon_log(env: Env) -> Path:
+    """Where the daemon of `start` logs: a file, so a test can wait for a line while it runs."""
+    return env.dir / "daemon.log"
+
+
 def start(env: Env) -> subprocess.Popen[str]:
-    daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with daemon_log(env).open("w") as log:
+        daemon = subprocess.Popen([DYNASYNC, "run", "--config", str(env.config_path)],
+                                  stdout=subprocess.PIPE, stderr=log, text=True)
     wait_until(lambda: json.loads(cli(env, "status", "--json").stdout)["running"])
     return daemon
 
 
-def stop(daemon: subprocess.Popen[str]) -> str:
+def stop(env: Env, daemon: subprocess.Popen[str]) -> str:
     daemon.send_signal(signal.SIGTERM)
-    _, err = daemon.communicate(timeout=60)
+    daemon.communicate(timeout=60)
+    err = daemon_log(env).read_text()
     assert daemon.returncode == 0, err
     return err
 
@@ -97,7 +105,7 @@ def test_reload_adds_and_removes_tables_while_churn_runs(env: Env) -> None:
         assert ("b",) not in triggers and ("a",) in triggers and ("c",) in triggers
         assert env.client.scan(TableName=b_target, Select="COUNT")["Count"] > 0
     finally:
-        err = stop(daemon)
+        err = stop(env, daemon)
     assert "reloaded the config" in err and "table removed from the config" in err
     assert_in_sync(env, "a")
     assert_in_sync(env, "c")
@@ -115,13 +123,15 @@ def test_an_invalid_config_on_reload_keeps_the_old_one_running(env: Env) -> None
                     good.replace('source = "t"', 'source = "t"\ncolumns = ["missing"]')), start=1):
             env.config_path.write_text(bad)
             daemon.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+            # One refusal per SIGHUP: the next bad config is written only once this
+            # one was refused (two SIGHUPs before a reload are one reload).
+            wait_until(lambda n=n: daemon_log(env).read_text().count("reload refused") == n, timeout=30)
             env.sql(f"INSERT INTO t VALUES ({n}, 'still syncing')")
             wait_until(lambda n=n: any(i["id"]["N"] == str(n) for i in env.items("t")), timeout=15)
         assert daemon.poll() is None
     finally:
         env.config_path.write_text(good)
-        err = stop(daemon)
+        err = stop(env, daemon)
     assert err.count("reload refused") == 3, err
     assert "nope" in err and "missing" in err
 
@@ -148,7 +158,7 @@ def test_a_table_added_on_reload_is_copied_while_the_others_keep_their_lag(env: 
         copying = status(env)["tables"]["big"]["backfill"]
         wait_until(lambda: status(env)["tables"]["big"]["backfill"] == "done", timeout=120)
     finally:
-        stop(daemon)
+        stop(env, daemon)
     # Every live write landed while big was still being copied: not after the copy.
     assert copying == "in progress", "the copy ended before the live writes: make the table bigger"
     assert env.run(syncpass.sync).entries == 0
