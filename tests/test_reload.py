@@ -190,7 +190,7 @@ def test_a_migration_dropping_a_filter_column_sets_that_table_aside_until_the_co
         wait_until(lambda: status(env)["tables"]["docs"]["set_aside"] is None, timeout=30)
         wait_until(lambda: sorted(int(i["id"]["N"]) for i in env.items("docs")) == [1, 2, 3, 4], timeout=30)
     finally:
-        err = stop(daemon)
+        err = stop(env, daemon)
     assert "a table is set aside" in err and "level=error" not in err.replace("reload refused", ""), err
     assert_in_sync(env, "docs")
     assert_in_sync(env, "notes")

@@ -18,7 +18,6 @@ from dynasync import config, workers
 from dynasync.dynamodb import DynamoTarget
 from dynasync.exceptions import TargetUnavailableError
 from dynasync.retry import Retrier
-from dynasync.target import put
 from dynasync.writer import Writer
 from dynasync.writes import RowRef, Write
 
@@ -41,7 +40,7 @@ def serving(answer: Callable[[str, dict[str, Any]], Reply | Raw]) -> Iterator[Re
 
 
 def writes(n: int) -> list[Write]:
-    return [Write(RowRef("t", i), put({"id": {"N": str(i)}}), ("id",)) for i in range(n)]
+    return [Write.put(RowRef("t", i), {"id": {"N": str(i)}}, ("id",)) for i in range(n)]
 
 
 def writer(endpoint: str, lean: bool, stop: workers.Stop, connect: float = 1.0, read: float = 3.0) -> Writer:
