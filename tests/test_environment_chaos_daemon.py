@@ -221,7 +221,7 @@ def test_the_real_daemon_converges_whatever_the_environment_does(env: Env, ddb_l
     rng = random.Random(seed)
     world = World(env, ddb_local, rng)
     try:
-        for _ in range(rng.randint(5, 9)):
+        for _ in range(rng.randint(4, 8)):
             getattr(world, rng.choice(EVENTS))()
             time.sleep(rng.uniform(0.1, 0.8))
             world.alive()
