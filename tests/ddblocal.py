@@ -36,12 +36,20 @@ class DynamoDBLocal:
         java = shutil.which("java")
         if java is None:
             raise RuntimeError("java is not installed: run scripts/bootstrap")
-        d = jar_dir()
-        self.port = free_port()
+        self.java, self.port = java, free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._start()
+
+    def restart(self) -> None:
+        """A new server on the same port: an in-memory server loses every table, as a real outage might."""
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        d = jar_dir()
         self.proc = subprocess.Popen(
             [
-                java,
+                self.java,
                 # A test session is short and scripts/test runs one server per
                 # xdist worker: the client compiler alone (no C2) and the serial
                 # collector use half the CPU of the defaults over a session, and
