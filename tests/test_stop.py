@@ -71,7 +71,7 @@ def test_a_write_answered_after_the_abandon_window_is_waited_for(lean: bool) -> 
         stop_once_received(stub, stop)
         result = delivery.wait()  # not abandoned after 0.3 s: DynamoDB answered within the deadline
         assert result.rejected == [] and result.stats.requests == 1
-        assert 0.9 < time.monotonic() - started < 3.0
+        assert 0.9 < time.monotonic() - started < 4.5  # the reply's 1.2 s, not ABANDON_AFTER's 5 s
         assert stub.cut == []
 
 
@@ -100,7 +100,7 @@ def test_a_write_unanswered_at_its_deadline_ends_then_with_its_connection_closed
         with pytest.raises(TargetUnavailableError):
             delivery.wait()
         took = time.monotonic() - started
-        assert 1.3 < took < 2.5, took
+        assert 1.3 < took < 4.5, took  # the 1.5 s deadline: not ABANDON_AFTER's 5 s, nor 20 s of drip
         time.sleep(0.5)
         assert len(stub.cut) == 1  # the stand-in found the connection closed under its reply
 

@@ -53,6 +53,9 @@ def _unit_file(tmp_path: Path, example: str, instance: str | None) -> Path:
     return path
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the venv's editable install reads src/ there
+
+
 @pytest.mark.parametrize(("example", "instance"), [("unit", None), ("template-unit", "app")])
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, example: str, instance: str | None) -> None:
     analyze = shutil.which("systemd-analyze")
@@ -220,9 +223,12 @@ def _site_unit(s: Site, example: str, instance: str | None) -> Path:
 def _drop_in(s: Site, *lines: str) -> Path:
     """What a site would put in with `systemctl edit`: the test's own ids (no dynasync user exists
     here), and, when this Python lives under /root or /home, ProtectHome=tmpfs with it bound back in."""
-    under_home = sorted({str(p) for p in (Path(sys.base_prefix).resolve(), Path(sys.prefix), Path(DYNASYNC).parent)
-                         if p.is_relative_to("/root") or p.is_relative_to("/home")})
+    ours = {Path(sys.base_prefix).resolve(), Path(sys.prefix), Path(DYNASYNC).parent, CHECKOUT}
+    under_home = sorted({str(p) for p in ours if p.is_relative_to("/root") or p.is_relative_to("/home")})
     home = ["ProtectHome=tmpfs", *(f"BindReadOnlyPaths={p}" for p in under_home)] if under_home else []
+    # A checkout under /tmp (a CI clone) is behind the unit's PrivateTmp=: bound back in, as a site would.
+    under_tmp = sorted({str(p) for p in ours if p.is_relative_to("/tmp") or p.is_relative_to("/var/tmp")})
+    home += [f"BindReadOnlyPaths={p}" for p in under_tmp]
     path = s.root / "override.conf"
     path.write_text("\n".join([
         "[Service]", f"User={s.service}", f"Group={s.service}",
