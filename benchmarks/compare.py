@@ -47,6 +47,10 @@ def _ratio(name: str) -> Callable[[Results], float | None]:
     return lambda r: float(r["cpu"]["ratios"][name])
 
 
+def _dead_ratio(variant: str) -> Callable[[Results], float | None]:
+    return lambda r: float(r["deadletters"]["ratios"][f"{variant}/plain"])
+
+
 def _capture(i: int) -> Callable[[Results], float | None]:
     return lambda r: float(r["capture"][i]["dynasync_ratio"])
 
@@ -102,6 +106,13 @@ FIGURES = [
            {"factor": 1.25, "slack": 0.0}, None, lambda r: float(r["fleet"]["peak_mib"]), "fleet"),
     Figure("fleet.idle_cpu_pct", "fleet run (1,000 databases) idle CPU, % of one core", "lower",
            {"factor": 1.0, "slack": 2.0}, None, lambda r: float(r["fleet"]["idle"]["cpu_pct"]), "fleet"),
+]
+# Figure 12: each ratio is of two CPU figures measured side by side, so steady under other load.
+FIGURES += [
+    Figure(f"deadletters.{v}_per_plain", f"sync CPU per change {what} / without", "lower",
+           {"factor": 1.0, "slack": 0.2}, None,
+           _dead_ratio(v), "deadletters")
+    for v, what in (("dead", "with 100,000 dead letters"), ("nullkey", "with NULL-keyed rows"))
 ]
 BY_KEY = {f.key: f for f in FIGURES}
 

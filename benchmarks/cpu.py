@@ -202,6 +202,17 @@ def loop_setup(tmp: Path, kind: str, n: int, endpoint: str) -> Setup:
     return Setup([sys.executable, str(HERE), "--client", kind, str(db), endpoint])
 
 
+def state_env(tmp: Path) -> dict[str, str]:
+    """The children's environment, with dynasync's state directory (identity.py) inside `tmp`."""
+    return {**os.environ, **ENV, "STATE_DIRECTORY": str(tmp / "state")}
+
+
+def forget_seen(env: dict[str, str]) -> None:
+    """Forget what dynasync saw of each database: a snapshot restored before each run is
+    the same workload again, not a restore for dynasync to reconcile."""
+    shutil.rmtree(env["STATE_DIRECTORY"], ignore_errors=True)
+
+
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one child process after its imports:
     its CPU time from os.wait4 less what it noted when ready()."""
@@ -258,15 +269,16 @@ def measure(quick: bool, sizes: tuple[int, int] | None = None, repeats: int = RE
     from stubproc import StubProcess
 
     small, large = sizes or (QUICK if quick else FULL)
-    env = {**os.environ, **ENV}
     stub = StubProcess()
     samples = {kind: Samples() for kind in CLIENTS}
     try:
         with tempfile.TemporaryDirectory(prefix="cpubench-") as tmp:
             plan = setups(Path(tmp), (small, large), stub.endpoint)
+            env = state_env(Path(tmp))
             for _ in range(repeats):
                 for (kind, n), setup in plan.items():
                     setup.restore()
+                    forget_seen(env)
                     before = stub.counts()["items"]
                     samples[kind].add(n, *run_once(setup.cmd, env))
                     if (got := stub.counts()["items"] - before) != n:

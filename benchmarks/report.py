@@ -28,6 +28,7 @@ FLEET_IDLE_PCT = 5.0  # its CPU with no writes, in % of one core
 FLEET_P99_MS = 2000.0  # commit to DynamoDB when 50 random databases each commit one row
 FLEET_LIVE_P99_MS = 1000.0  # the same for the other databases while a big one is copied in
 RECONCILE_P99_MS = 1000.0  # the other tables' (databases') lag while a big table is reconciled
+DEAD_LETTERS_TARGET = 1.2  # sync CPU per change with dead letters (NULL-keyed rows) at most this x without
 
 
 def verdict(ok: bool) -> str:
@@ -315,10 +316,46 @@ def reconcile_section(r: Results) -> list[str]:
     return md
 
 
+def deadletters_rows(r: Results) -> list[Row]:
+    """12. sync CPU per change with many dead letters stored, and with NULL-keyed rows, against without."""
+    d = r["deadletters"]
+    v, (small, large) = d["variants"], d["sizes"]
+    plain = v["plain"]["cpu_us_per_change"]
+    where = f"key template, every fourth change a move; {small:,} to {large:,} changes"
+    cases = (("dead", f"with {d['dead_letters']:,} dead letters stored"),
+             ("nullkey", f"with NULL-keyed rows ({d['total_rows'] - d['keyed_rows']:,} of {d['total_rows']:,} "
+                         "rows), every fourth change on one"))
+    return [(f"12. sync CPU per change {what} ({where})",
+             f"{v[k]['cpu_us_per_change']:.1f} µs vs {plain:.1f} µs without = {d['ratios'][f'{k}/plain']:.2f}x",
+             f"<= {DEAD_LETTERS_TARGET:g}x", verdict(d["ratios"][f"{k}/plain"] <= DEAD_LETTERS_TARGET))
+            for k, what in cases]
+
+
+def deadletters_section(r: Results) -> list[str]:
+    """docs/benchmarks.md's section on figure 12: each database's CPU per change."""
+    if "deadletters" not in r:
+        return []
+    d = r["deadletters"]
+    small, large = d["sizes"]
+    what = {"plain": f"{d['keyed_rows']:,} rows, no dead letter",
+            "dead": f"the same, and {d['dead_letters']:,} dead letters (9 in 10 collisions, 1 in 10 unstorable)",
+            "nullkey": f"{d['keyed_rows']:,} rows, and NULL-keyed rows up to {d['total_rows']:,}"}
+    rows = [(f"`{k}`: {what[k]}", f"{c['cpu_us_per_change']:.1f} µs (rounds {c['cpu_us_range'][0]:.1f} to "
+             f"{c['cpu_us_range'][1]:.1f}), {c['changes_per_s']:,.0f} changes/s") for k, c in d["variants"].items()]
+    return ["## Dead letters and NULL-keyed rows (figure 12)", "",
+            f"`dynasync sync` of {small:,} and {large:,} pending changes (every fourth a move of its row's item) "
+            "to the zero-work stand-in, in three databases of one table under a key template; best of "
+            f"{d['repeats']} interleaved rounds; load average (1, 5, 15 min) "
+            f"{' / '.join(f'{x:.1f}' for x in d['load_before'])} before the step and "
+            f"{' / '.join(f'{x:.1f}' for x in d['load_after'])} after it, on 2 cores. How it is measured: "
+            "see below.", "",
+            "| database | sync CPU per change |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
+
+
 SECTIONS: list[tuple[str, Callable[[Results], list[Row]]]] = [
     ("capture", capture_rows), ("cpu", cpu_rows), ("", local_rows), ("latency", latency_rows),
     ("", memory_rows), ("", lag_rows), ("", budget_rows), ("", throttle_rows), ("fleet", fleet_rows),
-    ("reconcile", reconcile_rows),
+    ("reconcile", reconcile_rows), ("deadletters", deadletters_rows),
 ]
 
 
@@ -377,6 +414,7 @@ def write(r: Results, docs: Path) -> None:
     md += ["", "![benchmarks](benchmarks.png)", ""]
     md += fleet_section(r)
     md += reconcile_section(r)
+    md += deadletters_section(r)
     if NOTES.exists():
         md += [NOTES.read_text()]
     md += ["", "## Raw results", "", "```json", compact_json(r), "```", ""]

@@ -29,6 +29,7 @@ from typing import Any
 
 import compare
 import cpu
+import deadletters
 import fleet
 import flow
 import harness
@@ -69,6 +70,7 @@ def steps(q: bool, ddb: LazyLocal, tmp: Path) -> dict[str, Callable[[], Any]]:
 
     return {
         "cpu": lambda: cpu.measure(q),
+        "deadletters": lambda: deadletters.measure(q),
         "latency": lambda: flow.latency(tmp, 3000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16, 32],
                                         1 if q else 2),
         "budget_200": lambda: flow.rate_limit(tmp, 200, 4 if q else 10),
