@@ -121,6 +121,10 @@ class SyncedTable:
         its item, which the plan takes from `old` when the key is more than the primary key."""
         if refused is not None:
             return Change(ref, Rejected(ref, refused, kind=DeadLetterKind.FILTER), old)
+        if row is not None and None in ref.values(len(self.schema.key)):
+            # Never an item, whatever a key template renders: rows with NULLs in their key
+            # cannot be told apart by dynasync's records (as backfill and verify treat them).
+            return Change(ref, Rejected(ref, "a key column is NULL", kind=DeadLetterKind.NULL_KEY), old)
         if row is not None:
             return Change(ref, self.put(ref, columns, row), old)
         if old or (self.tracked and not self.items.key_from_primary_key):
