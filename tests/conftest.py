@@ -45,6 +45,7 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: no error when xdist is not loaded
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: WORKERS for the whole suite; files or tests named on the command line run in one process."""
     return WORKERS if config.args_source == pytest.Config.ArgsSource.TESTPATHS else 0
