@@ -37,38 +37,26 @@ class DynamoDBLocal:
         if java is None:
             raise RuntimeError("java is not installed: run scripts/bootstrap")
         d = jar_dir()
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                java,
-                # A test session is short and scripts/test runs one server per
-                # xdist worker: the client compiler alone (no C2) and the serial
-                # collector use half the CPU of the defaults over a session, and
-                # a modest heap lets several servers share the machine.
-                "-XX:TieredStopAtLevel=1",
-                "-XX:+UseSerialGC",
-                "-Xmx512m",
-                f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
-                "-jar",
-                str(d / "DynamoDBLocal.jar"),
-                "-inMemory",
-                "-sharedDb",
-                "-disableTelemetry",
-                "-port",
-                str(self.port),
-            ],
-            cwd=d,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # The port is free when probed, but another process (several xdist workers
+        # start their servers at once) can bind it before the server does: then the
+        # server exits at once, and another free port is tried.
+        for _ in range(3):
+            self.port = free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            self.proc = _start(java, d, self.port)
+            if self._up():
+                return
+        raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode} on 3 ports in a row")
+
+    def _up(self) -> bool:
+        """True once the server accepts connections; False if it exited first."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}")
+                return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    return True
             except OSError:
                 time.sleep(0.1)
         self.stop()
@@ -80,3 +68,29 @@ class DynamoDBLocal:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _start(java: str, d: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            java,
+            # A test session is short and scripts/test runs one server per
+            # xdist worker: the client compiler alone (no C2) and the serial
+            # collector use half the CPU of the defaults over a session, and
+            # a modest heap lets several servers share the machine.
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            "-Xmx512m",
+            f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(d / "DynamoDBLocal.jar"),
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            str(port),
+        ],
+        cwd=d,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
