@@ -15,7 +15,8 @@ from dynasync.app import App
 
 # `-n auto` (pyproject's addopts): the whole suite runs on this many xdist
 # workers. Most tests wait on DynamoDB Local, a subprocess or a sleep rather
-# than on the CPU, so on 2 cores 4 workers finish first (measured: README,
+# than on the CPU: on 2 cores 4 workers are as quick as 3 when the machine is
+# idle and quicker when it is shared; 2 are slower, 6 spend more CPU (README,
 # Development).
 WORKERS = 4
 

@@ -36,47 +36,34 @@ class DynamoDBLocal:
         java = shutil.which("java")
         if java is None:
             raise RuntimeError("java is not installed: run scripts/bootstrap")
-        self.java, self.port = java, free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._start()
+        self.java, self.dir = java, jar_dir()
+        # The port is free when probed, but another process (several xdist workers
+        # start their servers at once) can bind it before the server does: then the
+        # server exits at once, and another free port is tried.
+        for _ in range(3):
+            self.port = free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            self.proc = _start(java, self.dir, self.port)
+            if self._up():
+                return
+        raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode} on 3 ports in a row")
 
     def restart(self) -> None:
         """A new server on the same port: an in-memory server loses every table, as a real outage might."""
         self.stop()
-        self._start()
+        self.proc = _start(self.java, self.dir, self.port)
+        if not self._up():
+            raise RuntimeError(f"DynamoDB Local did not start again on port {self.port}")
 
-    def _start(self) -> None:
-        d = jar_dir()
-        self.proc = subprocess.Popen(
-            [
-                self.java,
-                # A test session is short and scripts/test runs one server per
-                # xdist worker: the client compiler alone (no C2) and the serial
-                # collector use half the CPU of the defaults over a session, and
-                # a modest heap lets several servers share the machine.
-                "-XX:TieredStopAtLevel=1",
-                "-XX:+UseSerialGC",
-                "-Xmx512m",
-                f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
-                "-jar",
-                str(d / "DynamoDBLocal.jar"),
-                "-inMemory",
-                "-sharedDb",
-                "-disableTelemetry",
-                "-port",
-                str(self.port),
-            ],
-            cwd=d,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def _up(self) -> bool:
+        """True once the server accepts connections; False if it exited first."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}")
+                return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    return True
             except OSError:
                 time.sleep(0.1)
         self.stop()
@@ -88,3 +75,29 @@ class DynamoDBLocal:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _start(java: str, d: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            java,
+            # A test session is short and scripts/test runs one server per
+            # xdist worker: the client compiler alone (no C2) and the serial
+            # collector use half the CPU of the defaults over a session, and
+            # a modest heap lets several servers share the machine.
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            "-Xmx512m",
+            f"-Djava.library.path={d / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(d / "DynamoDBLocal.jar"),
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            str(port),
+        ],
+        cwd=d,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
