@@ -5,13 +5,12 @@ restore nobody could detect (the state directory lost with it) within one cycle.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from pathlib import Path
 
 from fakes import FakeTarget
-from unit_env import app_conn, make_app
+from unit_env import app_conn, make_app, synced_then_restored
 
 from dynasync import config, identity, state, syncpass
 from dynasync.app import App
@@ -65,22 +64,7 @@ def test_what_went_wrong_behind_dynasyncs_back_is_repaired_within_a_cycle(tmp_pa
 
 def test_a_restore_nobody_could_detect_heals_within_one_cycle(tmp_path: Path) -> None:
     app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    c = app_conn(app)
-    c.executemany("INSERT INTO t VALUES (?, 'first')", [(i,) for i in range(60)])
-    syncpass.Syncer(app).run_pass()
-    backup = tmp_path / "backup.db"
-    b = sqlite3.connect(backup)
-    c.backup(b)
-    b.close()  # closed, so the copy is whole in its one file
-    c.execute("UPDATE t SET v = 'later' WHERE id < 20")
-    c.execute("DELETE FROM t WHERE id >= 50")
-    c.executemany("INSERT INTO t VALUES (?, 'later')", [(i,) for i in range(100, 110)])
-    syncpass.Syncer(app).run_pass()
-    c.close()
-    app.close()
-    for side in ("-wal", "-shm"):
-        Path(f"{app.config.database}{side}").unlink(missing_ok=True)
-    os.replace(backup, app.config.database)
+    synced_then_restored(app, 60)
     shutil.rmtree(identity.state_directory())  # the host lost its state directory too
     verifying = _verifying(app, fake)
     m = Member(app.config.database, verifying.config, verifying, lambda: None)

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from fakes import FakeTarget
-from unit_env import app_conn, make_app
+from unit_env import app_conn, make_app, synced_then_restored
 
 from dynasync import capture, state, syncpass
 from dynasync.app import App
@@ -29,22 +29,7 @@ def _rows(path: Path) -> dict[int, str]:
 
 def test_a_database_restored_from_an_older_copy_is_reconciled_whole(tmp_path: Path) -> None:
     app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    c = app_conn(app)
-    c.executemany("INSERT INTO t VALUES (?, 'first')", [(i,) for i in range(100)])
-    syncpass.Syncer(app).run_pass()
-    backup = tmp_path / "backup.db"
-    b = sqlite3.connect(backup)
-    c.backup(b)
-    b.close()  # closed, so the copy is whole in its one file
-    c.execute("UPDATE t SET v = 'later' WHERE id < 30")
-    c.execute("DELETE FROM t WHERE id >= 80")
-    c.executemany("INSERT INTO t VALUES (?, 'later')", [(i,) for i in range(100, 120)])
-    syncpass.Syncer(app).run_pass()
-    c.close()
-    app.close()
-    for side in ("-wal", "-shm"):
-        Path(f"{app.config.database}{side}").unlink(missing_ok=True)
-    os.replace(backup, app.config.database)  # dynasync stopped; the backup restored
+    synced_then_restored(app, 100)  # dynasync stopped; the backup restored
     restored = App(app.config, lambda _cfg: fake)
     r = syncpass.Syncer(restored).run_pass()
     assert r.identity is not None and "older copy" in r.identity and r.reconciled == ["t"]

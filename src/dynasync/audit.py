@@ -122,13 +122,14 @@ class Audit:
         scan = functools.partial(self.app.target.scan, table.target, start)
         page, after = self.app.retrier().call(scan, f"scanning {table.target!r}", self.stats)
         looked = page[:n]
-        extras = [Write.delete(table.ref_of_key(k), k) for k in self._unproduced(table, looked, synced)]
+        conn = self.app.conn
+        keys = [table.items.key_of(item) for item in looked if table.could_own(item)]
+        extras = [
+            Write.delete(table.ref_of_key(k), k) for k in keys if not owners.produced(conn, table, k, synced)
+        ]
         if extras:
             out = self.app.writer().write(table.target, extras)
-            if table.tracked:
-                with write_txn(self.app.conn):
-                    for w in out.delivered:
-                        owners.forget(self.app.conn, table.target, w.key_text)
+            owners.forget_deleted(conn, table, out.delivered)
         self._count(len(looked), len(extras))
         last: Item | None = looked[-1] if len(looked) < len(page) else None
         resume = {k: last[k] for k, _ in table.items.key_schema} if last is not None else after
@@ -136,22 +137,6 @@ class Audit:
         if resume is None:
             job.phase = "done"
         return len(looked)
-
-    def _unproduced(
-        self, table: SyncedTable, items: list[Item], synced: dict[str, SyncedTable]
-    ) -> list[Item]:
-        """The keys of the items the table could own that no current row produces."""
-        conn, out = self.app.conn, []
-        for item in items:
-            if not table.could_own(item):
-                continue
-            key = table.items.key_of(item)
-            if table.tracked:
-                if owners.recorded_owner(conn, table.target, key_text(key), synced) is None:
-                    out.append(key)
-            elif table.row_for_key(conn, key) is None:
-                out.append(key)
-        return out
 
     def _count(self, checked: int, mismatches: int) -> None:
         self.counts.checked += checked

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from dynasync import sql
 from dynasync.database import write_txn
 from dynasync.tables import Chunk, SyncedTable
-from dynasync.values import key_from_text
+from dynasync.values import Item, key_from_text, key_text
 from dynasync.writes import Change, DeadLetterKind, Rejected, RowRef, Write
 
 
@@ -238,6 +238,25 @@ def record(conn: sqlite3.Connection, ref: RowRef, target: str, item: str) -> Non
 def forget(conn: sqlite3.Connection, target: str, item: str) -> None:
     """Forget whoever owned an item that is gone. Call inside a write transaction."""
     conn.execute(sql.KEYS_CLAIM_DROP, (target, item))
+
+
+def produced(
+    conn: sqlite3.Connection, table: SyncedTable, key: Item, tables: Mapping[str, SyncedTable]
+) -> bool:
+    """Whether a current row produces this item of the table's target, asked of the
+    database as it is now: its recorded owner (tracked tables), or the row itself."""
+    if table.tracked:
+        return recorded_owner(conn, table.target, key_text(key), tables) is not None
+    return table.row_for_key(conn, key) is not None
+
+
+def forget_deleted(conn: sqlite3.Connection, table: SyncedTable, deleted: Iterable[Write]) -> None:
+    """Forget the items whose Deletes DynamoDB acknowledged (a tracked table's record)."""
+    if not table.tracked:
+        return
+    with write_txn(conn):
+        for w in deleted:
+            forget(conn, table.target, w.key_text)
 
 
 def forget_target(conn: sqlite3.Connection, table: str, target: str) -> None:

@@ -158,7 +158,7 @@ class TableReconcile:
                     break
                 looked += 1
                 key = self._key(item)
-                if key is not None and not self._produced(key):
+                if key is not None and not owners.produced(app.conn, self.table, key, self.synced):
                     extras.append(Write.delete(self._ref(key), key))
             self._delete(extras, looked)
             if looked < len(page):  # cut short: go on after the last item looked at
@@ -186,13 +186,8 @@ class TableReconcile:
         if not extras:
             return
         out = self.app.writer("backfill").write(self.table.target, extras)
-        refused = {r.ref for r in out.rejected}
-        gone = [w for w in extras if w.ref not in refused]
-        self.job.deleted += len(gone)
-        if self.table.tracked:
-            with write_txn(self.app.conn):
-                for w in gone:
-                    owners.forget(self.app.conn, self.table.target, w.key_text)
+        self.job.deleted += len(out.delivered)
+        owners.forget_deleted(self.app.conn, self.table, out.delivered)
 
     def _key(self, item: Item) -> Item | None:
         """The item's key, if the table could own it (under its mapping now or before); else None."""
@@ -202,14 +197,6 @@ class TableReconcile:
             if ownership.could_own(item):
                 return {name: item[name] for name, _ in ownership.key_schema}
         return None
-
-    def _produced(self, key: Item) -> bool:
-        """Whether a current row produces this key (asked of the database as it is now)."""
-        conn = self.app.conn
-        if self.table.tracked:
-            owner = owners.recorded_owner(conn, self.table.target, key_text(key), self.synced)
-            return owner is not None
-        return self.table.row_for_key(conn, key) is not None
 
     def _ref(self, key: Item) -> RowRef:
         return self.table.ref_of_key(key)

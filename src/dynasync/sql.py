@@ -5,6 +5,7 @@ reach SQL through quote_ident / quote_literal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -426,6 +427,7 @@ def null_key_rows(table: str, key: Sequence[str], where: str | None = None) -> s
     return f"SELECT * FROM {quote_ident(table)} WHERE {cond}"
 
 
+@functools.cache  # a change of a NULL-keyed row builds it each time otherwise
 def null_key_row(
     table: str, key: Sequence[str], collations: Sequence[str], nulls: Sequence[bool], where: str | None = None
 ) -> str:
