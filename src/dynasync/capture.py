@@ -187,9 +187,8 @@ def _fitting(app: App, set_aside: bool) -> dict[str, tables.SyncedTable]:
         except (DynasyncError, Poison) as e:
             failed[entry.source] = str(e)
     if failed:
-        plan_own = plan(app.conn, {})
-        with write_txn(app.conn):
-            _apply(app.conn, CapturePlan([s for s in plan_own.statements if not s.startswith("DROP")]), {})
+        with write_txn(app.conn):  # dynasync's own tables, to keep the tables set aside in
+            _apply(app.conn, CapturePlan(list(sql.CREATE_OWN_TABLES)), {})
             state.record_set_aside(app.conn, failed)
             state.flag_reconcile(app.conn, failed)
     return found
