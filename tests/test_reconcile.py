@@ -134,3 +134,35 @@ def test_the_daemon_keeps_other_tables_flowing_during_a_long_reconcile(env: Env)
 def _status(env: Env) -> dict[str, object]:
     out: dict[str, object] = json.loads(cli(env, "status", "--json").stdout)
     return out
+
+
+def test_a_target_deleted_during_a_reconcile_is_recreated_and_restored_at_the_next_turn(tmp_path: Path) -> None:
+    from dynasync.exceptions import TableMissingError
+    from dynasync.member import Member
+
+    app, fake = make_app(tmp_path, T)
+    c = app_conn(app)
+    c.executemany("INSERT INTO t VALUES (?, 'v')", [(i,) for i in range(500)])
+    syncpass.Syncer(app).run_pass()
+    state.start_backfill(app.conn, ["t"])
+    state.finish_backfill(app.conn, "t", [])
+    c.execute("ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7")  # a reconcile owed
+    app.close()
+    m = Member(app.config.database, app.config, app, lambda: None)
+
+    def deleted(_: object) -> int:  # an operator mistake while the reconcile writes
+        del fake.tables["target-t"]
+        fake.fault = None
+        raise TableMissingError("DynamoDB table 'target-t' does not exist", "target-t")
+
+    fake.fault = deleted
+    m.turn()
+    assert m.health == "failing" and "does not exist" in (m.error or "")
+    assert state.missing_targets(m.app.conn)  # status names it
+    m.retry_at = 0.0
+    for _ in range(10):  # the next turn checks the targets at once, recreates and restores
+        m.retry_at = 0.0
+        m.turn()
+    assert m.health == "healthy", m.error
+    assert len(fake.items("target-t")) == 500 and all(i["c"] == {"N": "7"} for i in fake.items("target-t").values())
+    m.close()

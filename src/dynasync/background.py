@@ -41,10 +41,11 @@ class Background:
     def step(self) -> bool:
         """Reconcile, or else copy, for up to STEP_SECONDS; whether work remains."""
         synced = self.schema.refresh().tables
-        _, more = reconcile.run(self.app, synced, until=time.monotonic() + STEP_SECONDS)
-        more = more or self._copy(synced)
-        if not more:
-            self.audit.step(synced)  # paced by its own read budget, so never "more"
+        with self.schema.watching_targets():
+            _, more = reconcile.run(self.app, synced, until=time.monotonic() + STEP_SECONDS)
+            more = more or self._copy(synced)
+            if not more:
+                self.audit.step(synced)  # paced by its own read budget, so never "more"
         return more
 
     def _copy(self, synced: dict[str, SyncedTable]) -> bool:

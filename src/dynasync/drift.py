@@ -17,8 +17,10 @@ reconciled, which restores them, as soon as it exists again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,7 @@ from dynasync import capture, owners, provision, sql, state, tables
 from dynasync.app import App
 from dynasync.config import Config
 from dynasync.database import write_txn
-from dynasync.exceptions import DynasyncError, MappingError, Poison
+from dynasync.exceptions import DynasyncError, MappingError, Poison, TableMissingError
 from dynasync.logs import fields
 from dynasync.schema import TableSchema, reshaped
 from dynasync.tables import SyncedTable
@@ -69,6 +71,18 @@ class SchemaWatch:
     def recheck_targets(self) -> None:
         """Check the target tables at the next refresh (a write found one missing)."""
         self._targets_checked = 0.0
+
+    @contextlib.contextmanager
+    def watching_targets(self) -> Iterator[None]:
+        """Work that writes to the targets (a pass, a reconcile, a copy): a target it
+        finds missing is noted for status, and checked (with create_tables recreated,
+        then restored) at the next refresh, not a TARGET_CHECK_INTERVAL later."""
+        try:
+            yield
+        except TableMissingError as e:
+            state.mark_target_missing(self.app.conn, e.table)
+            self.recheck_targets()
+            raise
 
     def refresh(self) -> Refresh:
         """The current tables, after re-arming capture; a table whose rows may

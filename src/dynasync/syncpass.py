@@ -16,7 +16,6 @@ from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.database import write_txn
 from dynasync.drift import SchemaWatch
-from dynasync.exceptions import TableMissingError
 from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
@@ -136,14 +135,8 @@ class Syncer:
         is read and planned. Its writes are only sent once the previous slice
         is acknowledged and committed, so the writes of a key never overtake.
         """
-        try:
+        with self.schema.watching_targets():
             return self._run(until, progress, deadline)
-        except TableMissingError as e:
-            # Status reports it; the next pass checks (and with create_tables
-            # recreates) the table, then restores its items.
-            state.mark_target_missing(self.app.conn, e.table)
-            self.schema.recheck_targets()
-            raise
 
     def _run(self, until: int | None, progress: Progress | None, deadline: float | None) -> PassResult:
         started = time.monotonic()
