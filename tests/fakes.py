@@ -1,13 +1,15 @@
-"""An in-memory Target with DynamoDB's write validations, for unit tests."""
+"""An in-memory Target with DynamoDB's write validations, and an in-memory S3, for unit tests."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from dynasync.exceptions import RetryableError, TableMissingError, ValidationError
-from dynasync.target import KeySchema, TableInfo, WriteRequest
+from dynasync.exceptions import RetryableError, TableMissingError, TargetError, ValidationError
+from dynasync.target import KeySchema, ObjectInfo, TableInfo, WriteRequest
 from dynasync.values import Item, item_size
 from dynasync.values import key_text as _ident
 
@@ -93,3 +95,52 @@ def throttle_then_succeed(times: int) -> Callable[[Sequence[WriteRequest]], int]
         return 0
 
     return fault
+
+
+class FakeStore:
+    """An in-memory ObjectStore (S3), with a switch to make it fail like an outage."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self.down = False  # every call raises a retryable error, as S3 out of reach does
+        self.puts = 0
+        self.keep_checksums = True  # HeadObject gives the SHA-256 back (S3 kept one)
+
+    def _check(self) -> None:
+        if self.down:
+            raise RetryableError("ServiceUnavailable", "S3 is out of reach")
+
+    def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        self._check()
+        if hashlib.sha256(body).hexdigest() != sha256:
+            raise TargetError(f"S3 put_object on s3://{bucket}/{key}: BadDigest")
+        self.objects[(bucket, key)] = (bytes(body), time.time())
+        self.puts += 1
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        self._check()
+        found = self.objects.get((bucket, key))
+        if found is None:
+            return None
+        sha = hashlib.sha256(found[0]).hexdigest() if self.keep_checksums else None
+        return ObjectInfo(key, len(found[0]), sha, found[1])
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        self._check()
+        found = self.objects.get((bucket, key))
+        return found[0] if found is not None else None
+
+    def delete(self, bucket: str, keys: Sequence[str]) -> None:
+        self._check()
+        for k in keys:
+            self.objects.pop((bucket, k), None)
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        self._check()
+        for (b, k), (body, when) in sorted(self.objects.items()):
+            if b == bucket and k.startswith(prefix):
+                yield ObjectInfo(k, len(body), None, when)
+
+    def keys(self) -> set[str]:
+        """Every object's key, in any bucket."""
+        return {k for _, k in self.objects}

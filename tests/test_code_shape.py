@@ -42,7 +42,7 @@ def _importers(module: str) -> set[str]:
 
 
 def test_boto3_and_sqlite_utils_each_stay_in_one_module() -> None:
-    assert _importers("boto3") | _importers("botocore") == {"dynamodb", "wire"}
+    assert _importers("boto3") | _importers("botocore") == {"dynamodb", "wire", "s3"}
     assert _importers("sqlite_utils") == {"schema"}
 
 

@@ -13,13 +13,15 @@ from dynasync.budget import Budget
 from dynasync.config import Config
 from dynasync.database import connect
 from dynasync.lock import InstanceLock
+from dynasync.objects import Offload
 from dynasync.retry import Retrier
 from dynasync.tables import SyncedTable
-from dynasync.target import Target
+from dynasync.target import ObjectStore, Target
 from dynasync.workers import Stop
 from dynasync.writer import Writer
 
 TargetFactory = Callable[[Config], Target]
+StoreFactory = Callable[[Config], ObjectStore]
 
 
 def default_target(cfg: Config) -> Target:
@@ -27,6 +29,13 @@ def default_target(cfg: Config) -> Target:
     from dynasync.dynamodb import DynamoTarget
 
     return DynamoTarget(cfg.dynamodb)
+
+
+def default_store(cfg: Config) -> ObjectStore:
+    """The boto3 S3 client for the config's [s3] section."""
+    from dynasync.s3 import S3Store
+
+    return S3Store(cfg)
 
 
 class App:
@@ -38,6 +47,7 @@ class App:
         target_factory: TargetFactory = default_target,
         heartbeat: Callable[[], None] | None = None,
         shared: App | None = None,
+        store_factory: StoreFactory = default_store,
     ) -> None:
         """`shared`: another App whose DynamoDB client, write budgets and stop
         event this one uses too (the databases of a fleet share them)."""
@@ -48,11 +58,14 @@ class App:
         self.heartbeat: Callable[[], None] = heartbeat or (lambda: None)
         self._target_factory = target_factory
         self._target: Target | None = None
+        self._store_factory = store_factory
+        self._store: ObjectStore | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock: InstanceLock | None = None
         self.budgets: dict[str, Budget]
         if shared is not None:
             self._target_factory = lambda _: shared.target
+            self._store_factory = lambda _: shared.objects
             self.budgets = shared.budgets
             return
         concurrency = config.dynamodb.max_concurrency
@@ -100,6 +113,13 @@ class App:
             self._target = self._target_factory(self.config)
         return self._target
 
+    @property
+    def objects(self) -> ObjectStore:
+        """The S3 client, for the attributes of oversized items (made on first use)."""
+        if self._store is None:
+            self._store = self._store_factory(self.config)
+        return self._store
+
     def lock(self) -> None:
         """Take the single-writer lock (sync, run, backfill, repair), as the database's one config."""
         if self._lock is None:
@@ -138,7 +158,10 @@ class App:
         """A writer with [dynamodb] max_concurrency requests in flight, within the
         write budget of sync ([dynamodb] max_write_rate) or of copies ([backfill]
         max_write_rate); the adaptive limits per target are shared by both."""
-        return Writer(self.target, self.retrier(), self.config.dynamodb.max_concurrency, self.budgets[budget])
+        offload = Offload(self.conn, lambda: self.objects)
+        return Writer(
+            self.target, self.retrier(), self.config.dynamodb.max_concurrency, self.budgets[budget], offload
+        )
 
     def tables(self, names: Sequence[str] | None = None) -> dict[str, SyncedTable]:
         """The configured tables (or the named ones), with their DynamoDB tables checked."""

@@ -23,14 +23,14 @@ import json
 import time
 from dataclasses import dataclass
 
-from dynasync import owners, sql, state
+from dynasync import oversize, owners, sql, state
 from dynasync.app import App
 from dynasync.database import write_txn
 from dynasync.retry import RequestStats
 from dynasync.state import ReconcileJob
 from dynasync.tables import SyncedTable
 from dynasync.target import MAX_BATCH_GET
-from dynasync.values import Item, key_from_text, key_text, same_item
+from dynasync.values import Item, key_from_text, key_text
 from dynasync.verify import fetch_items
 from dynasync.writes import Write
 
@@ -103,7 +103,7 @@ class Audit:
         puts = [w for w in table.puts(chunk) if isinstance(w, Write)]
         held = fetch_items(self.app, table.target, [w.key for w in puts], self.stats)
         hwm = state.high_water_mark(conn)
-        stale = [w.ref for w in puts if not same_item(w.item or {}, held.get(w.key_text) or {})]
+        stale = [w.ref for w in puts if not oversize.same_stored(w.item or {}, held.get(w.key_text) or {})]
         stale = [ref for ref in stale if not conn.execute(sql.CHANGELOG_KEY_PENDING, (hwm, *ref)).fetchone()]
         if stale:
             with write_txn(conn):

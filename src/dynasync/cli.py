@@ -189,6 +189,7 @@ def _verify(app: App, args: argparse.Namespace) -> int:
         print(
             f"verify: {t.table} -> {t.target}: {t.rows} row(s), {t.items} item(s); missing {t.missing}, "
             f"different {t.different}, extra {t.extra}, unsyncable {t.unsyncable}"
+            + (f", orphan objects {t.orphans}" if t.orphans else "")
             + (f"; repaired {t.repaired}" if r.repair else "")
         )
         for line in t.examples:

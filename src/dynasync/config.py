@@ -26,6 +26,7 @@ __all__ = ["TABLE_KEYS", "Config", "TableConfig", "load", "parse"]
 
 CONFIG_ENV = "DYNASYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "dynasync.toml"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _LISTEN = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}")
 
 Check = tuple[Callable[[Any], bool], str]
@@ -107,12 +108,27 @@ class VerifyConfig:
     rows_per_second: float | None = _check(lambda v: v is None or v > 0, "must be positive", None)
 
 
+@dataclass(frozen=True)
+class S3Config:
+    """[s3]: where the `s3` oversize policy puts the attributes of oversized items."""
+
+    bucket: str | None = _check(lambda v: v is None or bool(_BUCKET.fullmatch(v)),
+                                "must be an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')", None)
+    # Keys of the objects start with it; the IAM policy scopes dynasync to it.
+    prefix: str = "dynasync/"
+    endpoint_url: str | None = None  # default: AWS_ENDPOINT_URL_S3, then AWS
+    region: str | None = None  # default: [dynamodb] region, then the AWS environment
+    # S3 requests in flight at once, apart from DynamoDB's max_concurrency.
+    max_concurrency: int = _at_least_1(4)
+
+
 SECTIONS: dict[str, type] = {
     "dynamodb": DynamoConfig,
     "sync": SyncConfig,
     "backfill": BackfillConfig,
     "metrics": MetricsConfig,
     "verify": VerifyConfig,
+    "s3": S3Config,
 }
 # Each section's keys with their defaults, derived from the dataclasses above.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -130,6 +146,7 @@ class Config:
     backfill: BackfillConfig = BackfillConfig()
     metrics: MetricsConfig = MetricsConfig()
     verify: VerifyConfig = VerifyConfig()
+    s3: S3Config = S3Config()
     path: Path | None = field(default=None, compare=False)
     # [source] databases: a glob of database files, each synced as one database is.
     databases: str | None = None
@@ -197,6 +214,10 @@ def parse(
         # A fleet's tables are checked as a database named "example" would have them.
         entries = fill_database(entries, member.stem if member is not None else "example")
     tables = parse_tables(entries, problems)
+    if sections["s3"].bucket is None:
+        for t in tables:
+            if t.oversize == "s3":
+                problems.add(t.section, "oversize", '"s3" needs [s3] bucket')
     problems.raise_if_any()
     if member is not None:
         database, databases = member, None

@@ -8,6 +8,8 @@ letter.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DynasyncError(Exception):
     """Base class: the message is a complete sentence a user can act on."""
@@ -102,6 +104,16 @@ class ValidationError(TargetError):
 
 class Poison(Exception):
     """A row DynamoDB can never accept; the message is the dead-letter reason."""
+
+
+class Oversized(Poison):
+    """An item over DynamoDB's 400 KB: a dead letter unless its table's `oversize`
+    policy stores it another way (dynasync.oversize)."""
+
+    def __init__(self, item: dict[str, Any], size: int) -> None:
+        super().__init__(f"item is {size} bytes; DynamoDB allows at most 409600 (400 KB)")
+        self.item = item
+        self.size = size
 
 
 class ProtocolError(OSError):

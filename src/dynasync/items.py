@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dynasync.exceptions import MappingError, Poison
+from dynasync.exceptions import MappingError, Oversized, Poison
 from dynasync.schema import TableSchema
-from dynasync.tableconfig import TableConfig
+from dynasync.tableconfig import MARKER, TableConfig
 from dynasync.templates import Template
 from dynasync.values import (
     MAX_ITEM_BYTES,
@@ -88,6 +88,15 @@ class ItemMap:
             out[t.name] = key_value(text, t.name, "S", LIMITS[i])
         return out
 
+    @property
+    def fixed(self) -> frozenset[str]:
+        """The attributes an oversize policy never moves: the key, computed
+        attributes, constants and the TTL attribute (indexes and TTL read them)."""
+        names = {*self.key_names, *(t.name for t in self.attributes), *self.constants}
+        if self.ttl_column is not None:
+            names.add(self.rename.get(self.ttl_column, self.ttl_column))
+        return frozenset(names)
+
     def key_of(self, item: Item) -> Item:
         """The key attributes of an item."""
         return {k: item[k] for k in self.key_names}
@@ -152,7 +161,7 @@ class ItemMap:
             if bound * 4 + 4096 > MAX_ITEM_BYTES:
                 size = item_size(result)
                 if size > MAX_ITEM_BYTES:
-                    raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
+                    raise Oversized(result, size)
             return result
 
         return map_row
@@ -199,7 +208,7 @@ class ItemMap:
         if bound * 4 + 4096 > MAX_ITEM_BYTES:
             size = item_size(result)
             if size > MAX_ITEM_BYTES:
-                raise Poison(f"item is {size} bytes; DynamoDB allows at most {MAX_ITEM_BYTES} (400 KB)")
+                raise Oversized(result, size)
         return result
 
     def _computed(self, result: Item, by_column: dict[str, Any]) -> int:
@@ -410,3 +419,7 @@ def _name_problems(
         if name in owners:
             what = "a key attribute" if name in key_names else owners[name]
             yield MappingError(schema.name, "constants", f"constant {name!r} would overwrite {what}")
+        owners.setdefault(name, f"constant {name!r}")
+    if cfg.oversize != "dead-letter" and MARKER in owners:
+        yield MappingError(schema.name, "oversize", f"{owners[MARKER]} is written as {MARKER!r}, which marks "
+                                                    "an item stored compressed or in S3: rename it")

@@ -31,7 +31,7 @@ import itertools
 import logging
 import time
 
-from dynasync import owners, state
+from dynasync import oversize, owners, state
 from dynasync.app import App
 from dynasync.database import write_txn
 from dynasync.items import Ownership
@@ -40,7 +40,7 @@ from dynasync.retry import RequestStats
 from dynasync.state import ReconcileJob
 from dynasync.tables import Chunk, SyncedTable
 from dynasync.target import MAX_BATCH_GET
-from dynasync.values import Item, key_from_text, key_text, same_item
+from dynasync.values import Item, key_from_text, key_text
 from dynasync.verify import fetch_items
 from dynasync.writer import WriteResult
 from dynasync.writes import RowRef, Write
@@ -137,7 +137,7 @@ class TableReconcile:
         identical: list[Write] = []
         for w in writes:
             have = held.get(w.key_text) if w.is_put else None
-            same = have is not None and same_item(w.item or {}, have)
+            same = have is not None and oversize.same_stored(w.item or {}, have)
             (identical if same else sends).append(w)
         return sends, identical
 

@@ -15,6 +15,7 @@ STATE = "_dynasync_state"
 BACKFILL = "_dynasync_backfill"
 DEAD_LETTERS = "_dynasync_dead_letters"
 KEYS = "_dynasync_keys"
+OBJECTS = "_dynasync_objects"
 OWN_TABLES = (CHANGELOG, STATE, BACKFILL, DEAD_LETTERS)  # a pass needs these; init adds KEYS too
 SCHEMA_VERSION = "2"
 
@@ -101,6 +102,20 @@ OWN_TABLE_DDL: dict[str, tuple[str, ...]] = {
         ")",
         f"CREATE INDEX IF NOT EXISTS {PREFIX}keys_row ON {KEYS} (tbl, k1, k2)",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {PREFIX}keys_item ON {KEYS} (target, item)",
+    ),
+    # The S3 objects an oversized item may point to (dynasync.objects): recorded
+    # before the object is written, `dirty` when the item was written since, and
+    # forgotten once the object is deleted because the item no longer points to it.
+    OBJECTS: (
+        f"CREATE TABLE IF NOT EXISTS {OBJECTS} (\n"
+        "  target TEXT NOT NULL,\n"
+        "  item TEXT NOT NULL,\n"
+        "  bucket TEXT NOT NULL,\n"
+        "  object TEXT NOT NULL,\n"
+        "  dirty INTEGER NOT NULL DEFAULT 1,\n"
+        "  PRIMARY KEY (target, item, bucket, object)\n"
+        ") WITHOUT ROWID",
+        f"CREATE INDEX IF NOT EXISTS {PREFIX}objects_dirty ON {OBJECTS} (target, item) WHERE dirty",
     ),
 }
 CREATE_OWN_TABLES = tuple(stmt for stmts in OWN_TABLE_DDL.values() for stmt in stmts)
@@ -540,3 +555,19 @@ KEYS_CLAIM_DROP = f"DELETE FROM {KEYS} WHERE target = ? AND item = ?"
 KEYS_CLAIM = f"INSERT INTO {KEYS} (tbl, k1, k2, target, item) VALUES (?, ?, ?, ?, ?)"
 KEYS_FORGET_ROW_ITEM = f"DELETE FROM {KEYS} WHERE tbl = ? AND k1 IS ? AND k2 IS ? AND target = ? AND item = ?"
 KEYS_ANY = f"SELECT 1 FROM {KEYS} WHERE tbl = ? LIMIT 1"
+
+# --- S3 objects of oversized items (dynasync.objects) -----------------------------
+
+OBJECTS_PRESENT = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{OBJECTS}'"
+OBJECTS_TARGETS = f"SELECT DISTINCT target FROM {OBJECTS}"
+OBJECTS_INTEND = (
+    f"INSERT INTO {OBJECTS} (target, item, bucket, object, dirty) VALUES (?, ?, ?, ?, 1) "
+    "ON CONFLICT DO UPDATE SET dirty = 1"
+)
+OBJECTS_TOUCH = f"UPDATE {OBJECTS} SET dirty = 1 WHERE target = ? AND item = ?"
+OBJECTS_DIRTY = f"SELECT DISTINCT target, item FROM {OBJECTS} WHERE dirty LIMIT ?"
+OBJECTS_OF_ITEM = f"SELECT bucket, object FROM {OBJECTS} WHERE target = ? AND item = ?"
+OBJECTS_CLEAN = f"UPDATE {OBJECTS} SET dirty = 0 WHERE target = ? AND item = ? AND bucket = ? AND object = ?"
+OBJECTS_FORGET = f"DELETE FROM {OBJECTS} WHERE target = ? AND item = ? AND bucket = ? AND object = ?"
+OBJECTS_RECORDED = f"SELECT 1 FROM {OBJECTS} WHERE bucket = ? AND object = ? LIMIT 1"
+OBJECTS_FORGET_OBJECT = f"DELETE FROM {OBJECTS} WHERE bucket = ? AND object = ?"

@@ -11,11 +11,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynasync import changelog, identity, owners, reconcile, state
+from dynasync import changelog, identity, objects, owners, reconcile, state
 from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.database import write_txn
 from dynasync.drift import SchemaWatch
+from dynasync.exceptions import TargetError
 from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
@@ -123,6 +124,7 @@ class Syncer:
         self.memory = identity.Memory()
         self._seen: identity.Seen | None = None  # what the last pass ended at
         self._seen_now: identity.Seen | None = None
+        self._collect_failed = False  # the last collect of S3 objects failed (logged once)
 
     def run_pass(
         self, until: int | None = None, progress: Progress | None = None, deadline: float | None = None
@@ -159,6 +161,7 @@ class Syncer:
                 progress("changelog", result.entries, max(total or 0, result.entries))
 
         self._pipeline(refresh.tables, hwm, end, result, report, deadline)
+        self._collect(result, whole=deadline is None)
         result.high_water_mark = state.high_water_mark(conn)
         self._remember(result.high_water_mark)
         result.seconds = time.monotonic() - started
@@ -199,6 +202,25 @@ class Syncer:
             if sl is None or plan is None:
                 return
             in_flight = _InFlight(sl, plan, writer.start(plan.writes))
+
+    def _collect(self, result: PassResult, whole: bool) -> None:
+        """Delete the S3 objects no item points to any more (dynasync.objects): a
+        step each pass, or all of them (`whole`). Now no write is in flight. S3
+        out of reach fails nothing: the objects stay recorded for the next pass."""
+        app = self.app
+        while True:
+            try:
+                done = objects.collect(app.conn, app.target, lambda: app.objects, app.retrier())
+            except TargetError as e:
+                level = logging.DEBUG if self._collect_failed else logging.WARNING
+                self._collect_failed = True
+                log.log(level, "could not delete S3 objects no item points to; retrying at the next pass",
+                        extra=fields(error=str(e)))
+                return
+            self._collect_failed = False
+            result.stats.add(done.stats)
+            if not (whole and done.more):
+                return
 
     def _check_identity(self, hwm: int) -> str | None:
         """Whether the database is the continuation of the one the last pass saw

@@ -16,6 +16,9 @@ from dynasync.exceptions import Poison
 from dynasync.problems import Problems
 from dynasync.templates import Template
 
+OVERSIZE_POLICIES = ("dead-letter", "compress", "s3")
+# The attribute that marks an item stored compressed or with attributes in S3 (dynasync.oversize).
+MARKER = "_dynasync"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 
 # The keys of a [[tables]] entry, with what each holds.
@@ -32,6 +35,7 @@ TABLE_KEYS = {
     "where": "an SQL expression over the table's columns: only matching rows are synced",
     "constants": "{ attribute = value } written on every item",
     "ttl_column": "INTEGER/REAL epoch-seconds column written as the TTL attribute",
+    "oversize": 'what becomes of an item over 400 KB: "dead-letter", "compress" or "s3"',
 }
 
 
@@ -51,6 +55,7 @@ class TableConfig:
     where: str | None = None
     constants: tuple[tuple[str, Any], ...] = ()
     ttl_column: str | None = None
+    oversize: str = "dead-letter"  # dynasync.oversize.POLICIES
     section: str = field(default="", compare=False)  # "tables N": where its problems are reported
 
 
@@ -176,8 +181,17 @@ def _mapping_options(entry: dict[str, Any], section: str, problems: Problems) ->
         problems.add(section, "ttl_column", "must be a column name")
         ttl = None
     out["ttl_column"] = ttl
+    out["oversize"] = _oversize(entry, section, problems)
     _check_attribute_names(out, section, problems)
     return out
+
+
+def _oversize(entry: dict[str, Any], section: str, problems: Problems) -> str:
+    value = entry.get("oversize", "dead-letter")
+    if value not in OVERSIZE_POLICIES:
+        problems.add(section, "oversize", 'must be "dead-letter", "compress" or "s3"')
+        return "dead-letter"
+    return str(value)
 
 
 def _constants(entry: dict[str, Any], section: str, problems: Problems) -> tuple[tuple[str, Any], ...]:
@@ -219,3 +233,6 @@ def _check_attribute_names(out: dict[str, Any], section: str, problems: Problems
         if name in taken:
             problems.add(section, "rename", f"{column!r} renamed to {name!r} would overwrite {taken[name]}")
         taken.setdefault(name, f"column {column!r} (renamed)")
+    if out["oversize"] != "dead-letter" and MARKER in taken:
+        problems.add(section, "oversize", f"{taken[MARKER]} is named {MARKER!r}, which marks an item stored "
+                                          "compressed or in S3: rename it")

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasync import filters, items, schema, sql
+from dynasync import filters, items, oversize, schema, sql
 from dynasync.changelog import TableRead
-from dynasync.config import Config
+from dynasync.config import Config, S3Config
 from dynasync.database import connect, read_txn
-from dynasync.exceptions import DynasyncError, MappingError, Poison, SourceError
+from dynasync.exceptions import DynasyncError, MappingError, Oversized, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.tableconfig import TableConfig
 from dynasync.values import Item, key_text
@@ -46,10 +46,18 @@ class Chunk:
 class SyncedTable:
     """A configured source table, its schema, its mapping and its DynamoDB target."""
 
-    def __init__(self, config: TableConfig, table_schema: schema.TableSchema, tracked: bool = False) -> None:
+    def __init__(
+        self, config: TableConfig, table_schema: schema.TableSchema, tracked: bool = False,
+        s3: S3Config | None = None,
+    ) -> None:
         self.config = config
         self.schema = table_schema
         self.items = items.build(config, table_schema)
+        self.location = oversize.Location(s3.bucket, s3.prefix) if s3 is not None and s3.bucket else None
+        self.oversize = oversize.Policy(
+            config.oversize, self.items.fixed, self.items.key_names, config.target,
+            self.location if config.oversize == "s3" else None,
+        )
         # Whether dynasync.owners records the key each row wrote: needed when the
         # key is more than the primary key, or when rows of several tables (or
         # TEXT and BLOB twins of one key) could claim one item.
@@ -81,7 +89,7 @@ class SyncedTable:
         """The mapping as the state keeps it: when it changes, the items are
         reconciled, and the old mapping's items recognised by `ownership`."""
         c = self.config
-        options = {
+        options: dict[str, Any] = {
             "columns": c.columns,
             "exclude_columns": c.exclude_columns,
             "rename": c.rename,
@@ -92,6 +100,10 @@ class SyncedTable:
             "constants": c.constants,
             "ttl_column": c.ttl_column,
         }
+        if c.oversize != "dead-letter":  # absent otherwise: a mapping saved before the option is the same
+            options["oversize"] = c.oversize
+        if c.oversize == "s3" and self.location is not None:
+            options["s3"] = [self.location.bucket, self.location.prefix]
         # JSON round trip, so it compares equal to what the state gives back.
         ownership = self.items.ownership.to_json()
         doc = {"target": c.target, "options": options, "ownership": ownership, "tracked": self.tracked}
@@ -135,14 +147,21 @@ class SyncedTable:
         """The Put of a row's whole item, or a dead letter saying why it cannot be stored."""
         if columns is not self._columns:  # once per slice or chunk, not per row
             self._columns, self._mapper = columns, self.items.mapper(columns)
+        upload = None
         try:
             item = self._mapper(row)
+        except Oversized as e:
+            try:
+                fitted = self.oversize.fit(e.item, e.size)
+            except Poison as still:
+                return Rejected(ref, str(still))
+            item, upload = fitted.item, fitted.upload
         except Poison as e:
             return Rejected(ref, str(e))
         except Exception as e:  # nothing a row holds may stop the daemon
             log.warning("a row could not be mapped", exc_info=True, extra=fields(table=self.name))
             return Rejected(ref, f"cannot be mapped: {type(e).__name__}: {e}")
-        return Write.put(ref, item, self.items.key_names)
+        return Write.put(ref, item, self.items.key_names, upload)
 
     def delete(self, ref: RowRef) -> Write | None:
         """The Delete of a gone row's item by its primary key; None when no item can have that key."""
@@ -303,8 +322,9 @@ def build(config: Config, schemas: Mapping[str, schema.TableSchema]) -> dict[str
     for t in config.tables:
         per_target[t.target] = per_target.get(t.target, 0) + 1
     return {
-        name: SyncedTable(config.table(name), s, tracked=per_target[config.table(name).target] > 1)
-        for name, s in schemas.items()
+        name: SyncedTable(config.table(name), found, tracked=per_target[config.table(name).target] > 1,
+                          s3=config.s3)
+        for name, found in schemas.items()
     }
 
 

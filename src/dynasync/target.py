@@ -1,7 +1,8 @@
-"""The small interface between dynasync and DynamoDB.
+"""The small interfaces between dynasync and AWS: DynamoDB (Target) and, for
+the attributes of oversized items, S3 (ObjectStore).
 
-dynasync.dynamodb implements it with boto3; the unit tests use an in-memory
-fake (tests/fakes.py). Items and keys travel in DynamoDB's low-level
+dynasync.dynamodb and dynasync.s3 implement them with boto3; the unit tests
+use in-memory fakes (tests/fakes.py). Items and keys travel in DynamoDB's low-level
 attribute-value format. Implementations raise the errors of
 dynasync.exceptions: RetryableError (marked as throttling or not),
 ValidationError, TableMissingError, or TargetError for anything fatal.
@@ -9,7 +10,7 @@ ValidationError, TableMissingError, or TargetError for anything fatal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,3 +60,33 @@ def put(item: Item) -> WriteRequest:
 def delete(key: Item) -> WriteRequest:
     """A DeleteRequest for a key."""
     return {"DeleteRequest": {"Key": key}}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What S3 says of an object without sending its body: its size, its
+    SHA-256 (hex) when S3 kept one, and when it was last written (epoch seconds)."""
+
+    key: str
+    size: int
+    sha256: str | None = None
+    modified: float = 0.0
+
+
+class ObjectStore(Protocol):
+    """What dynasync needs from S3, for the attributes of oversized items."""
+
+    def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        """Write an object; S3 checks it against its SHA-256 (hex)."""
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's size and SHA-256, or None when there is no such object."""
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        """The object's body, or None when there is no such object."""
+
+    def delete(self, bucket: str, keys: Sequence[str]) -> None:
+        """Delete these objects (at most 1000); one already gone is no error."""
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under a prefix (its size and when it was written; no SHA-256)."""

@@ -124,6 +124,8 @@ def _value_size(av: AttributeValue) -> int:
         return 1
     if kind == "L":
         return 3 + sum(1 + _value_size(x) for x in v)
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: x}) for x in v)
     return 3 + sum(len(k.encode("utf-8")) + 1 + _value_size(x) for k, x in v.items())
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dynasync import owners, sql, state
+from dynasync import objects, oversize, owners, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn, write_txn
 from dynasync.exceptions import TargetUnavailableError
@@ -20,7 +21,7 @@ from dynasync.progress import Progress
 from dynasync.retry import RequestStats
 from dynasync.tables import Chunk, SyncedTable
 from dynasync.target import MAX_BATCH_GET
-from dynasync.values import Item, key_text, same_item
+from dynasync.values import Item, key_text
 from dynasync.writer import WriteResult
 from dynasync.writes import Rejected, RowRef, Write
 
@@ -39,13 +40,14 @@ class TableReport:
     different: int = 0
     extra: int = 0
     unsyncable: int = 0  # rows DynamoDB can never hold (dead letters)
+    orphans: int = 0  # S3 objects under the table's prefix that no item points to
     repaired: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
     def differences(self) -> int:
         """Everything found out of line."""
-        return self.missing + self.different + self.extra + self.unsyncable
+        return self.missing + self.different + self.extra + self.unsyncable + self.orphans
 
     def note(self, text: str) -> None:
         """Keep an example, up to EXAMPLES of them."""
@@ -150,14 +152,17 @@ class _TargetCheck:
         self.writer = app.writer("backfill") if repair else None
         tracked = any(t.tracked for t in requested + neighbours)
         self.produced = _Produced(app.conn) if tracked else None
+        self.referenced: set[tuple[str, str]] = set()  # the S3 objects the target's items point to
 
     def run(self) -> list[TableReport]:
-        """Both sweeps; a report per requested table."""
+        """Both sweeps, then the S3 objects; a report per requested table."""
         for t in self.requested:
             self._rows(t)
         for t in self.neighbours:
             self._produce(t)
+        started = time.time()
         self._items()
+        self._objects(started)
         return list(self.reports.values())
 
     def _rows(self, t: SyncedTable) -> None:
@@ -182,9 +187,12 @@ class _TargetCheck:
                 if have is None:
                     report.missing += 1
                     report.note(f"{t.name} key {w.ref.key!r}: missing in {t.target}")
-                elif not same_item(w.item or {}, have):
+                elif not oversize.same_stored(w.item or {}, have):
                     report.different += 1
                     report.note(f"{t.name} key {w.ref.key!r}: differs in {t.target}")
+                elif w.upload is not None and not self._object_holds(w):
+                    report.different += 1
+                    report.note(f"{t.name} key {w.ref.key!r}: its S3 object is missing or differs")
                 else:
                     identical.append(w)
                     continue
@@ -235,6 +243,8 @@ class _TargetCheck:
             extras: dict[str, list[Write]] = {}
             with read_txn(self.app.conn):
                 for it in page:
+                    if (p := oversize.pointer(it)) is not None:
+                        self.referenced.add((p.bucket, p.key))
                     owner = self._owner(it)
                     if owner is None:
                         continue  # another table's, or not dynasync's
@@ -250,6 +260,33 @@ class _TargetCheck:
                 self._fix(self.reports[name], writes, [], deletes=True)
             if start is None:
                 return
+
+    def _object_holds(self, w: Write) -> bool:
+        """Whether the object a Put points to holds what it should (by SHA-256,
+        without reading its body when S3 kept one)."""
+        assert w.upload is not None
+        return objects.holds(self.app.objects, self.app.retrier(), w.upload, self.stats)
+
+    def _objects(self, started: float) -> None:
+        """The S3 objects under the prefix of the target's s3 tables that no item
+        points to; `--repair` first deletes those its own record holds, then these."""
+        tables = [t for t in self.requested if t.oversize.location is not None]
+        if not tables:
+            return
+        app = self.app
+        if self.repair:
+            objects.collect_all(app.conn, app.target, lambda: app.objects, app.retrier())
+        d = app.config.dynamodb
+        before = started - objects.grace(d.max_retry_time, d.connect_timeout + d.read_timeout)
+        for location in dict.fromkeys(t.oversize.location for t in tables if t.oversize.location):
+            store, retrier = app.objects, app.retrier()
+            found = objects.sweep(app.conn, store, retrier, location, self.target, self.referenced, before,
+                                  self.repair)
+            report = self.reports[tables[0].name]
+            report.orphans += len(found.orphans)
+            report.repaired += found.deleted
+            for bucket, key in found.orphans:
+                report.note(f"{self.target}: s3://{bucket}/{key} is an orphan: no item points to it")
 
     def _owner(self, item: Item) -> tuple[str, SyncedTable, Item] | None:
         """The verified table an item could belong to, and the item's key; None for anyone else's item."""

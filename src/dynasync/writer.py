@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from dynasync import workers
 from dynasync.budget import Budget, units
 from dynasync.exceptions import Abandoned, RetryableError, TargetUnavailableError, ValidationError
+from dynasync.objects import Offload
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import MAX_BATCH_WRITE, Target, WriteRequest
 from dynasync.values import Item, key_text
@@ -94,15 +95,23 @@ class Writer:
     """Sends writes, `max_concurrency` requests at once, within a write budget."""
 
     def __init__(
-        self, target: Target, retrier: Retrier, max_concurrency: int = 1, budget: Budget | None = None
+        self,
+        target: Target,
+        retrier: Retrier,
+        max_concurrency: int = 1,
+        budget: Budget | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.target = target
         self.retrier = retrier
         self.max_concurrency = max_concurrency
         self.budget = budget or Budget(None, max_concurrency)
+        self.offload = offload  # S3 objects of oversized items: recorded first, written before their batch
 
     def start(self, batches: Mapping[str, Sequence[Write]]) -> Delivery:
         """Start delivering writes to their target tables; returns at once."""
+        if self.offload is not None:
+            self.offload.before(batches)
         return Delivery(self, batches)
 
     def write(self, table: str, writes: Sequence[Write]) -> WriteResult:
@@ -136,6 +145,8 @@ class Writer:
 
     def _limited(self, table: str, pending: list[Write]) -> list[Write]:
         """One request, within the write limits; they learn from how DynamoDB answers."""
+        if self.offload is not None:
+            self.offload.upload(pending)  # an item is never sent before the object it points to
         budget, stop = self.budget, self.retrier.stop
         amount = _units(pending) if budget.counts(table) else None
         wait = budget.delay(table, amount)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from dynasync.oversize import Upload
 from dynasync.target import WriteRequest, delete, put
 from dynasync.values import Item, key_text
 
@@ -48,21 +49,24 @@ class Write:
     key, and its text, are only worked out when something asks for them.
     """
 
-    __slots__ = ("_key", "_key_names", "_text", "item", "ref")
+    __slots__ = ("_key", "_key_names", "_text", "item", "ref", "upload")
 
     def __init__(
-        self, ref: RowRef, item: Item | None, key: Item | None = None, key_names: tuple[str, ...] = ()
+        self, ref: RowRef, item: Item | None, key: Item | None = None, key_names: tuple[str, ...] = (),
+        upload: Upload | None = None,
     ) -> None:
         self.ref = ref
         self.item = item  # the whole item of a Put; None for a Delete
         self._key = key
         self._key_names = key_names  # a Put's key attributes
         self._text: str | None = None
+        self.upload = upload  # the S3 object the item points to, written before it (dynasync.oversize)
 
     @classmethod
-    def put(cls, ref: RowRef, item: Item, key_names: tuple[str, ...]) -> Write:
-        """The Put of a row's whole item, whose key is made of these attributes."""
-        return cls(ref, item, None, key_names)
+    def put(cls, ref: RowRef, item: Item, key_names: tuple[str, ...], upload: Upload | None = None) -> Write:
+        """The Put of a row's whole item, whose key is made of these attributes
+        (and, for an item whose attributes are in S3, the object it points to)."""
+        return cls(ref, item, None, key_names, upload)
 
     @classmethod
     def delete(cls, ref: RowRef, key: Item) -> Write:
