@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from ddblocal import DynamoDBLocal
+from s3local import S3Local
 
 from dynasync import config as config_mod
 from dynasync.app import App
@@ -66,6 +67,29 @@ def ddb_local() -> Iterator[DynamoDBLocal]:
     server = DynamoDBLocal()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_local() -> Iterator[S3Local]:
+    server = S3Local()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_local: S3Local) -> Any:
+    """A client of moto's S3 server, with a new bucket of the test's own (`s3.bucket`)."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_local.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.bucket = unique("bucket").lower()
+    client.endpoint = s3_local.endpoint
+    client.create_bucket(Bucket=client.bucket)
+    return client
 
 
 @pytest.fixture(autouse=True)
@@ -149,9 +173,10 @@ class Env:
         lines += [f"{k} = {_toml(v)}" for k, v in dyn.items()]
         lines.append("[sync]")
         lines += [f"{k} = {_toml(v)}" for k, v in sync.items()]
-        if "backfill" in self.extra:
-            lines.append("[backfill]")
-            lines += [f"{k} = {_toml(v)}" for k, v in self.extra["backfill"].items()]
+        for section, values in self.extra.items():
+            if section not in ("dynamodb", "sync"):
+                lines.append(f"[{section}]")
+                lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
         for s, t in self.tables.items():
             lines.append(f"[[tables]]\nsource = {_toml(s)}\ntarget = {_toml(t)}")
             lines += [f"{k} = {_toml(v)}" for k, v in self.options.get(s, {}).items()]
