@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,30 @@ def s3_local() -> Iterator[S3Local]:
     server.stop()
 
 
+@dataclass
+class S3Bucket:
+    """A bucket of the test's own on moto's S3 server, and a client of it."""
+
+    client: Any
+    bucket: str
+    endpoint: str
+
+    def keys(self) -> set[str]:
+        """Every object's key in the bucket."""
+        found: set[str] = set()
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            found.update(o["Key"] for o in page.get("Contents", []))
+        return found
+
+    def body(self, bucket: str, key: str) -> bytes:
+        """An object's body (the `fetch` decode_item takes)."""
+        data: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+
 @pytest.fixture
-def s3(s3_local: S3Local) -> Any:
-    """A client of moto's S3 server, with a new bucket of the test's own (`s3.bucket`)."""
+def s3(s3_local: S3Local) -> S3Bucket:
+    """A new bucket on moto's S3 server."""
     client = boto3.client(
         "s3",
         endpoint_url=s3_local.endpoint,
@@ -86,10 +108,9 @@ def s3(s3_local: S3Local) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    client.bucket = unique("bucket").lower()
-    client.endpoint = s3_local.endpoint
-    client.create_bucket(Bucket=client.bucket)
-    return client
+    bucket = S3Bucket(client, unique("bucket").lower(), s3_local.endpoint)
+    client.create_bucket(Bucket=bucket.bucket)
+    return bucket
 
 
 @pytest.fixture(autouse=True)

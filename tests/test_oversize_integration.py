@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Env
+from conftest import Env, S3Bucket
 
 import dynasync
 from dynasync import capture, oversize, syncpass
@@ -25,16 +25,15 @@ def _text(n: int, seed: int = 0) -> str:
     return "".join(words[(i * 7 + i // 13) % len(words)] for i in range(n // 7 + 1))[:n]
 
 
-def _setup(env: Env, s3: Any, policy: str) -> None:
+def _setup(env: Env, s3: S3Bucket, policy: str) -> None:
     env.table("docs", "CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT, body TEXT, data BLOB)")
     env.options["docs"] = {"oversize": policy}
     env.write_config(s3={"bucket": s3.bucket, "prefix": "dynasync/", "endpoint_url": s3.endpoint})
     env.run(capture.init)
 
 
-def _objects(s3: Any) -> set[str]:
-    page = s3.list_objects_v2(Bucket=s3.bucket)
-    return {o["Key"] for o in page.get("Contents", [])}
+def _objects(s3: S3Bucket) -> set[str]:
+    return s3.keys()
 
 
 def _by_id(env: Env) -> dict[int, dict[str, Any]]:
@@ -42,12 +41,12 @@ def _by_id(env: Env) -> dict[int, dict[str, Any]]:
                                                             ConsistentRead=True)["Items"]}
 
 
-def _decode(item: dict[str, Any], s3: Any) -> dict[str, Any]:
-    return dynasync.decode_item(item, fetch=lambda b, k: s3.get_object(Bucket=b, Key=k)["Body"].read())
+def _decode(item: dict[str, Any], s3: S3Bucket) -> dict[str, Any]:
+    return dynasync.decode_item(item, fetch=s3.body)
 
 
 @pytest.mark.parametrize("policy", ["compress", "s3"])
-def test_rows_cross_the_limit_both_ways_and_deletes_leave_nothing(env: Env, s3: Any, policy: str) -> None:
+def test_rows_cross_the_limit_both_ways_and_deletes_leave_nothing(env: Env, s3: S3Bucket, policy: str) -> None:
     _setup(env, s3, policy)
     c = env.app_conn()
     bodies = {1: _text(MB), 2: "small", 3: _text(600_000, seed=3)}
@@ -72,7 +71,7 @@ def test_rows_cross_the_limit_both_ways_and_deletes_leave_nothing(env: Env, s3: 
 
 
 def test_decode_item_reads_s3_through_boto3s_default_client(
-    env: Env, s3: Any, monkeypatch: pytest.MonkeyPatch
+    env: Env, s3: S3Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _setup(env, s3, "s3")
     body = _text(MB)
@@ -89,15 +88,15 @@ def test_decode_item_reads_s3_through_boto3s_default_client(
         s3_module._default_client.cache_clear()
 
 
-def test_verify_repair_restores_a_deleted_object_and_removes_orphans(env: Env, s3: Any) -> None:
+def test_verify_repair_restores_a_deleted_object_and_removes_orphans(env: Env, s3: S3Bucket) -> None:
     _setup(env, s3, "s3")
     env.write_config(dynamodb={"max_retry_time": 0.5, "connect_timeout": 0.5, "read_timeout": 0.5})
     env.sql("INSERT INTO docs VALUES (1, 't', ?, NULL)", params=(_text(MB),))
     env.run(lambda app: syncpass.Syncer(app).run_pass())
     (kept,) = _objects(s3)
-    s3.delete_object(Bucket=s3.bucket, Key=kept)
+    s3.client.delete_object(Bucket=s3.bucket, Key=kept)
     orphan = f"dynasync/{env.tables['docs']}/0000/orphan.json"
-    s3.put_object(Bucket=s3.bucket, Key=orphan, Body=b"{}")
+    s3.client.put_object(Bucket=s3.bucket, Key=orphan, Body=b"{}")
     time.sleep(2.5)  # older than the grace a write still on its way gets (1.5 s here)
     report = env.run(verify)
     assert report.tables[0].different == 1 and report.tables[0].orphans == 1
@@ -105,7 +104,7 @@ def test_verify_repair_restores_a_deleted_object_and_removes_orphans(env: Env, s
     assert _objects(s3) == {kept} and env.run(verify).in_sync
 
 
-def test_a_binary_attribute_that_does_not_compress_goes_to_s3_whole(env: Env, s3: Any) -> None:
+def test_a_binary_attribute_that_does_not_compress_goes_to_s3_whole(env: Env, s3: S3Bucket) -> None:
     _setup(env, s3, "s3")
     data = os.urandom(700_000)
     env.sql("INSERT INTO docs VALUES (1, 't', NULL, ?)", params=(data,))
