@@ -118,4 +118,4 @@ def test_config_check_reports_template_problems_without_a_database(tmp_path: Pat
 def test_defaults_come_from_the_section_dataclasses() -> None:
     assert config.DEFAULTS["dynamodb"]["max_concurrency"] == config.DynamoConfig().max_concurrency == 4
     assert config.DEFAULTS["sync"]["batch_size"] == config.SyncConfig().batch_size == 5000
-    assert set(config.DEFAULTS) == {"dynamodb", "sync", "backfill", "metrics", "verify"}
+    assert set(config.DEFAULTS) == {"dynamodb", "sync", "backfill", "metrics", "verify", "s3"}

@@ -17,7 +17,7 @@ from fakes import FakeStore, FakeTarget
 from unit_env import app_conn
 
 import dynasync
-from dynasync import capture, config, oversize, state, syncpass
+from dynasync import capture, changelog, config, oversize, state, syncpass
 from dynasync.app import App
 from dynasync.exceptions import ConfigError, MappingError, TargetError
 from dynasync.values import MAX_ITEM_BYTES, Item, item_size
@@ -290,3 +290,26 @@ def test_a_column_named_like_the_marker_is_refused_under_a_policy_that_writes_it
                 capture.init(app)
         else:
             capture.init(app)
+
+
+def test_a_slice_of_big_rows_holds_about_its_byte_limit_and_a_pass_still_applies_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However big the rows, a pass reads them a bounded number of bytes at a
+    time (memory stays flat), never fewer than one row, and applies them all."""
+    app, fake, _ = _app(tmp_path, "compress")
+    with app_conn(app) as c:
+        c.executemany("INSERT INTO t VALUES (?, 't', ?, NULL)", [(i, _text(100_000, seed=i)) for i in range(60)])
+        c.execute("INSERT INTO t VALUES (1000, 't', ?, NULL)", (_text(3 * MB),))  # alone over the limit
+    reads = {"t": syncpass.Syncer(app).schema.refresh().tables["t"].read}
+    first = changelog.read_slice(app.conn, reads, 0, 5000, max_bytes=MB)
+    assert first is not None and 5 <= first.entries <= 12 and first.bytes <= 2 * MB
+    high, sizes = 0, []
+    while (sl := changelog.read_slice(app.conn, reads, high, 5000, max_bytes=MB)) is not None:
+        sizes.append(sl.entries)
+        high = sl.high
+    assert sum(sizes) == 61 and 1 in sizes  # the 3 MB row came alone
+    monkeypatch.setattr(syncpass, "SLICE_BYTES", MB)
+    result = _pass(app)
+    assert result.slices >= 6 and result.applied == 61
+    assert len(fake.items("target-t")) == 61

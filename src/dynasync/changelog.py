@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dynasync import filters, sql
-from dynasync.database import read_txn
+from dynasync.database import ByteCount, TooBig, read_txn
 from dynasync.filters import RowFilter
 from dynasync.schema import TableSchema
 from dynasync.writes import RowRef
@@ -45,6 +45,7 @@ class Slice:
     entries: int  # changelog rows covered
     changes: dict[str, list[KeyChange]] = field(default_factory=dict)  # by table
     columns: dict[str, list[str]] = field(default_factory=dict)  # the row columns, by table
+    bytes: int = 0  # about how many bytes of TEXT and BLOB its rows hold
 
     @property
     def keys(self) -> int:
@@ -69,10 +70,27 @@ def last_seq(conn: sqlite3.Connection) -> int:
 
 
 def read_slice(
-    conn: sqlite3.Connection, tables: Mapping[str, TableRead], hwm: int, limit: int
+    conn: sqlite3.Connection,
+    tables: Mapping[str, TableRead],
+    hwm: int,
+    limit: int,
+    max_bytes: int | None = None,
 ) -> Slice | None:
-    """The next slice after `hwm`, at most `limit` changelog rows; None when
-    nothing is pending. Rows of tables not in `tables` are skipped."""
+    """The next slice after `hwm`, at most `limit` changelog rows, and rows of
+    about `max_bytes` at most (fewer changelog rows then, but at least one);
+    None when nothing is pending. Rows of tables not in `tables` are skipped."""
+    while True:
+        count = ByteCount(max_bytes) if max_bytes is not None else None
+        try:
+            return _read(conn, tables, hwm, limit, count)
+        except TooBig as e:
+            # Rows so big that the slice would hold too many: as many as fit, going by those read.
+            limit = max(1, min(limit // 2, int(0.8 * (max_bytes or 0) * e.rows / max(1, e.size))))
+
+
+def _read(
+    conn: sqlite3.Connection, tables: Mapping[str, TableRead], hwm: int, limit: int, count: ByteCount | None
+) -> Slice | None:
     with read_txn(conn):
         high, entries = conn.execute(sql.CHANGELOG_SLICE_END, (hwm, limit)).fetchone()
         if not entries:
@@ -82,16 +100,18 @@ def read_slice(
         for name in names:
             read = tables.get(name)
             if read is not None:
-                _read_table(conn, name, read, hwm, high, result)
+                _read_table(conn, name, read, hwm, high, result, count)
+    result.bytes = count.used if count is not None else 0
     return result
 
 
 def _read_table(
-    conn: sqlite3.Connection, table: str, read: TableRead, hwm: int, high: int, out: Slice
+    conn: sqlite3.Connection, table: str, read: TableRead, hwm: int, high: int, out: Slice,
+    count: ByteCount | None = None,
 ) -> None:
     key = read.schema.key
     build = functools.partial(sql.slice_rows, table, key, read.schema.key_collations)
-    rows = filters.fetch(conn, build, (hwm, high, table), read.filter)
+    rows = filters.fetch(conn, build, (hwm, high, table), read.filter, count)
     names = rows.columns[2:]
     first = 2 + names.index(key[0])  # a row that is gone (or filtered out) reads as NULLs
     two = len(key) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,23 +40,66 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+class TooBig(Exception):
+    """A read went past its byte limit after `rows` rows of about `size` bytes: read fewer at once."""
+
+    def __init__(self, rows: int, size: int) -> None:
+        super().__init__(f"{rows} rows of about {size} bytes")
+        self.rows = rows
+        self.size = size
+
+
+@dataclass
+class ByteCount:
+    """How many bytes of TEXT and BLOB a read holds, against a limit: a slice of
+    big rows stops growing there (TooBig) instead of holding them all."""
+
+    limit: int
+    used: int = 0  # estimated from a sample of the rows
+    rows: int = 0
+
+    def add(self, batch: list[Any]) -> None:
+        """Count a batch of rows; TooBig once over the limit with more than one row read."""
+        step = 4 if len(batch) >= 16 else 1  # a sample: this runs for every row of every slice
+        sampled = sum(len(v) for r in batch[::step] for v in r if v.__class__ in _SIZED)
+        self.used += sampled * step
+        self.rows += len(batch)
+        if self.used > self.limit and self.rows > 1:
+            raise TooBig(self.rows, self.used)
+
+
+_SIZED = (str, bytes, values.InvalidText)
+FETCH_ROWS = 16  # rows fetched at once when a read is counted: a few big rows at most past the limit
+
+
 def fetch_all(
-    conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()
+    conn: sqlite3.Connection, query: str, params: Sequence[Any] = (), count: ByteCount | None = None
 ) -> tuple[list[str], list[Any]]:
-    """A query's column names and rows. TEXT is decoded by sqlite3 itself, which
-    costs a third of a Python text_factory per row; should some TEXT not be
-    UTF-8, the query is run again with the factory that keeps it (as InvalidText)."""
+    """A query's column names and rows (counted against `count`, when given). TEXT
+    is decoded by sqlite3 itself, which costs a third of a Python text_factory per
+    row; should some TEXT not be UTF-8, the query is run again with the factory
+    that keeps it (as InvalidText)."""
     conn.text_factory = str
     try:
         cur = conn.execute(query, params)
-        return [d[0] for d in cur.description], cur.fetchall()
+        return [d[0] for d in cur.description], _rows(cur, count)
     except sqlite3.OperationalError as e:
         if not str(e).startswith("Could not decode to UTF-8"):
             raise
     finally:
         conn.text_factory = values.text_factory
     cur = conn.execute(query, params)
-    return [d[0] for d in cur.description], cur.fetchall()
+    return [d[0] for d in cur.description], _rows(cur, count)
+
+
+def _rows(cur: sqlite3.Cursor, count: ByteCount | None) -> list[Any]:
+    if count is None:
+        return cur.fetchall()
+    out: list[Any] = []
+    while batch := cur.fetchmany(FETCH_ROWS):
+        count.add(batch)
+        out.extend(batch)
+    return out
 
 
 def writable_now(conn: sqlite3.Connection) -> bool:

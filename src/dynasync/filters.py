@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynasync import ddl, sql
-from dynasync.database import fetch_all
+from dynasync.database import ByteCount, fetch_all
 from dynasync.exceptions import MappingError
 from dynasync.schema import TableSchema
 
@@ -62,16 +62,20 @@ def fetch(
     build: Callable[[str | None], str],
     params: Sequence[Any],
     row_filter: RowFilter | None,
+    count: ByteCount | None = None,
 ) -> Rows:
     """Run the query `build(where)` builds, or, when the filter fails on some
-    row, the one `build(None)` builds."""
+    row, the one `build(None)` builds (rows counted against `count`)."""
     where = row_filter.where if row_filter is not None else None
+    used = count.used if count is not None else 0
     try:
-        return Rows(*fetch_all(conn, build(where), params), True)
+        return Rows(*fetch_all(conn, build(where), params, count), True)
     except FILTER_ERRORS:
         if where is None:
             raise
-    return Rows(*fetch_all(conn, build(None), params), False)
+    if count is not None:
+        count.used = used  # the failed read's rows are gone
+    return Rows(*fetch_all(conn, build(None), params, count), False)
 
 
 def check_filter(conn: sqlite3.Connection, table: TableSchema, where: str) -> None:

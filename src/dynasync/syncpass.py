@@ -26,6 +26,10 @@ from dynasync.writes import Change, DeadLetterKind, Rejected, RowRef, Write
 
 log = logging.getLogger(__name__)
 
+# About how many bytes of row values one slice holds at most: with the slice in
+# flight and the next one planned, a pass's memory stays flat however big the rows.
+SLICE_BYTES = 64 * 1024 * 1024
+
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Syncer:
         self._seen: identity.Seen | None = None  # what the last pass ended at
         self._seen_now: identity.Seen | None = None
         self._collect_failed = False  # the last collect of S3 objects failed (logged once)
+        self._bytes_per_entry = 0.0  # of the last slice's rows: sizes the next one
 
     def run_pass(
         self, until: int | None = None, progress: Progress | None = None, deadline: float | None = None
@@ -187,7 +192,9 @@ class Syncer:
             sl = None
             late = deadline is not None and time.monotonic() >= deadline
             if read_to < end and not app.stop.is_set() and not late:
-                sl = changelog.read_slice(conn, reads, read_to, self._slice_size(deadline))
+                sl = changelog.read_slice(conn, reads, read_to, self._slice_size(deadline), SLICE_BYTES)
+                if sl is not None and sl.entries:
+                    self._bytes_per_entry = sl.bytes / sl.entries
             result.more = read_to < end and late
             plan = plan_slice(conn, synced, sl) if sl is not None else None
             if plan is not None and any(tp.claims for tp in plan.targets):
@@ -257,6 +264,8 @@ class Syncer:
         deadline (a change is at least one unit), so a slow budget never makes one
         turn hold the other databases (and the watchdog's READY) for minutes."""
         size = self.app.config.sync.batch_size
+        if self._bytes_per_entry:  # big rows: as many as SLICE_BYTES holds, as the last slice went
+            size = max(1, min(size, int(SLICE_BYTES / self._bytes_per_entry)))
         bucket = self.app.budgets["sync"].bucket
         if deadline is None or bucket is None:
             return size
