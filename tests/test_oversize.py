@@ -18,6 +18,7 @@ from unit_env import app_conn
 
 import dynasync
 from dynasync import capture, changelog, config, oversize, state, syncpass
+from dynasync import tables as tables_module
 from dynasync.app import App
 from dynasync.exceptions import ConfigError, MappingError, TargetError
 from dynasync.values import MAX_ITEM_BYTES, Item, item_size
@@ -313,3 +314,22 @@ def test_a_slice_of_big_rows_holds_about_its_byte_limit_and_a_pass_still_applies
     result = _pass(app)
     assert result.slices >= 6 and result.applied == 61
     assert len(fake.items("target-t")) == 61
+
+
+def test_a_copy_reads_big_rows_a_bounded_number_of_bytes_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backfill, reconcile and verify read chunks in key order: big rows come
+    fewer at a time (never fewer than one), none skipped, none twice."""
+    app, _, _ = _app(tmp_path, "compress")
+    with app_conn(app) as c:
+        c.executemany("INSERT INTO t VALUES (?, 't', ?, NULL)", [(i, _text(100_000, seed=i)) for i in range(60)])
+        c.execute("INSERT INTO t VALUES (1000, 't', ?, NULL)", (_text(3 * MB),))
+    monkeypatch.setattr(tables_module, "READ_BYTES", MB)
+    table = syncpass.Syncer(app).schema.refresh().tables["t"]
+    sizes, ids = [], []
+    for chunk in table.chunks(app.conn, 1000):
+        sizes.append(len(chunk.rows))
+        ids.extend(r.k1 for r in chunk.refs)
+    assert ids == [*range(60), 1000]
+    assert max(sizes) <= 12 and sizes[-1] == 1

@@ -69,6 +69,9 @@ class ByteCount:
 
 
 _SIZED = (str, bytes, values.InvalidText)
+# About how many bytes of row values one read holds at most (a changelog slice, a
+# chunk of a copy): however big the rows, memory stays flat. At least one row is read.
+READ_BYTES = 64 * 1024 * 1024
 FETCH_ROWS = 16  # rows fetched at once when a read is counted: a few big rows at most past the limit
 
 

@@ -35,6 +35,10 @@ FIXED = (
     ("metrics", "listen"),
     ("sync", "watch"),
     ("sync", "interval"),
+    # The S3 client is made once, like DynamoDB's; bucket and prefix apply at once.
+    ("s3", "endpoint_url"),
+    ("s3", "region"),
+    ("s3", "max_concurrency"),
 )
 
 

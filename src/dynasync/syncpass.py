@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dynasync import changelog, identity, objects, owners, reconcile, state
 from dynasync.app import App
 from dynasync.changelog import Slice
-from dynasync.database import write_txn
+from dynasync.database import READ_BYTES, write_txn
 from dynasync.drift import SchemaWatch
 from dynasync.exceptions import TargetError
 from dynasync.logs import fields
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # About how many bytes of row values one slice holds at most: with the slice in
 # flight and the next one planned, a pass's memory stays flat however big the rows.
-SLICE_BYTES = 64 * 1024 * 1024
+SLICE_BYTES = READ_BYTES
 
 
 

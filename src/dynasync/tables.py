@@ -22,7 +22,7 @@ from typing import Any
 from dynasync import filters, items, oversize, schema, sql
 from dynasync.changelog import TableRead
 from dynasync.config import Config, S3Config
-from dynasync.database import connect, read_txn
+from dynasync.database import READ_BYTES, ByteCount, TooBig, connect, read_txn
 from dynasync.exceptions import DynasyncError, MappingError, Oversized, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.tableconfig import TableConfig
@@ -173,21 +173,30 @@ class SyncedTable:
 
     def chunks(self, conn: sqlite3.Connection, size: int, after: RowRef | None = None) -> Iterator[Chunk]:
         """Rows with a non-NULL key (matching the filter) in key order, each chunk
-        read in its own short read transaction, so memory and reader lifetime stay bounded."""
+        read in its own short read transaction, so memory and reader lifetime stay
+        bounded: at most `size` rows, and fewer when they hold over READ_BYTES."""
         key, colls = self.schema.key, self.schema.key_collations
+        limit = size
         while True:
-            params = (size,) if after is None else (*after.values(len(key)), size)
-            with read_txn(conn):
-                build = functools.partial(sql.chunk_after, self.name, key, colls, after is None)
-                read = filters.fetch(conn, build, params, self.filter)
-                chunk = self._chunk(conn, read) if read.rows else None
+            params = (limit,) if after is None else (*after.values(len(key)), limit)
+            count = ByteCount(READ_BYTES)
+            try:
+                with read_txn(conn):
+                    build = functools.partial(sql.chunk_after, self.name, key, colls, after is None)
+                    read = filters.fetch(conn, build, params, self.filter, count)
+                    chunk = self._chunk(conn, read) if read.rows else None
+            except TooBig as e:  # big rows: as many as fit, going by those read
+                limit = max(1, min(limit // 2, int(0.8 * READ_BYTES * e.rows / max(1, e.size))))
+                continue
             if chunk is None:
                 return
             if chunk.rows or chunk.refused:
                 yield chunk
             after = chunk.last
-            if len(read.rows) < size:
+            if len(read.rows) < limit:
                 return
+            per_row = count.used / len(read.rows)
+            limit = max(1, min(size, int(READ_BYTES / per_row))) if per_row else size
 
     def _chunk(self, conn: sqlite3.Connection, read: filters.Rows) -> Chunk:
         """A chunk of the rows read, tested against the filter when the read could not apply it."""
