@@ -317,7 +317,7 @@ def select_rowid(table: str, rowid: str) -> str:
 
 OWN_TABLES_PRESENT = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-    f"('{CHANGELOG}', '{STATE}', '{BACKFILL}', '{DEAD_LETTERS}', '{KEYS}')"
+    f"('{CHANGELOG}', '{STATE}', '{BACKFILL}', '{DEAD_LETTERS}', '{KEYS}', '{OBJECTS}')"
 )
 SCHEMA_COOKIE = "PRAGMA schema_version"
 JOURNAL_MODE = "PRAGMA journal_mode"
