@@ -5,6 +5,7 @@ table reconciled, so DynamoDB ends equal to the file as it is, with no ghost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -81,3 +82,64 @@ def test_the_same_database_going_on_is_not_taken_for_another(tmp_path: Path) -> 
     c.execute("VACUUM")  # rewrites the file in place: still the same database
     assert syncpass.Syncer(app).run_pass().identity is None
     assert capture.init is not None and len(_ids(fake)) == 3
+
+
+def test_a_restore_to_the_mark_of_a_pass_that_died_after_dynamodb_took_its_writes_is_noticed(
+    tmp_path: Path,
+) -> None:
+    """A pass sent rows DynamoDB acknowledged and died before saving its mark;
+    then the database came back from a copy taken at that same mark, without
+    those rows. The mark did not go back, yet the items written from them are
+    ghosts now: dynasync remembers what it sent, not only what it saved."""
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    c = app_conn(app)
+    c.executemany("INSERT INTO t VALUES (?, 'kept')", [(i,) for i in range(5)])
+    syncpass.Syncer(app).run_pass()
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(backup) as b:
+        c.backup(b)
+    c.executemany("INSERT INTO t VALUES (?, 'lost')", [(i,) for i in range(5, 9)])
+    original = state.commit_pass
+
+    def die(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt("killed between DynamoDB's acknowledgement and the commit")
+
+    state.commit_pass = die  # type: ignore[assignment]
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            syncpass.Syncer(app).run_pass()
+    finally:
+        state.commit_pass = original
+    assert len(fake.items("target-t")) == 9  # DynamoDB took them
+    c.close()
+    app.close()
+    for side in ("-wal", "-shm"):
+        Path(f"{app.config.database}{side}").unlink(missing_ok=True)
+    os.replace(backup, app.config.database)
+    restored = App(app.config, lambda _cfg: fake)
+    r = syncpass.Syncer(restored).run_pass()
+    assert r.identity is not None and "older copy" in r.identity
+    assert _ids(fake) == _rows(restored.config.database) == {i: "kept" for i in range(5)}
+
+
+def test_a_pass_that_died_after_dynamodb_took_its_writes_is_not_taken_for_a_restore(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    c = app_conn(app)
+    c.executemany("INSERT INTO t VALUES (?, 'v')", [(i,) for i in range(5)])
+    original = state.commit_pass
+
+    def die(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt("killed")
+
+    state.commit_pass = die  # type: ignore[assignment]
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            syncpass.Syncer(app).run_pass()
+    finally:
+        state.commit_pass = original
+    app.close()
+    again = App(app.config, lambda _cfg: fake)
+    c.execute("INSERT INTO t VALUES (99, 'after')")  # the application goes on meanwhile
+    r = syncpass.Syncer(again).run_pass()
+    assert r.identity is None and r.reconciled == []
+    assert _ids(fake) == _rows(again.config.database)

@@ -23,19 +23,26 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from dynasync import sql
 
 
 @dataclass(frozen=True)
 class Seen:
-    """What dynasync last saw of one database: its generation and mark, and its file."""
+    """What dynasync last saw of one database: its generation and mark, its file,
+    and the last change whose writes it sent (DynamoDB may hold them even if the
+    mark was never saved past them: a crash between the acknowledgement and the commit)."""
 
     generation: str
     mark: int
     device: int
     inode: int
+    sent: int = 0
+    sent_change: str = ""  # which change is at `sent` (change_at): a restored copy holds another, or none
 
 
 def state_directory() -> Path:
@@ -61,7 +68,8 @@ class Memory:
         """What was last seen of this database, if anything (and it is readable)."""
         try:
             doc = json.loads(self._file(database).read_text())
-            return Seen(str(doc["generation"]), int(doc["mark"]), int(doc["device"]), int(doc["inode"]))
+            return Seen(str(doc["generation"]), int(doc["mark"]), int(doc["device"]), int(doc["inode"]),
+                        int(doc.get("sent", 0)), str(doc.get("sent_change", "")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -93,7 +101,59 @@ def compare(before: Seen | None, now: Seen) -> Verdict:
     if now.mark < before.mark:
         return Verdict(now, f"the database was restored from an older copy (its mark went back from "
                             f"{before.mark} to {now.mark})")
+    if before.sent > now.mark and before.sent_change != now.sent_change:
+        return Verdict(now, f"the database was restored from an older copy (it does not hold change "
+                            f"{before.sent}, whose writes were already sent to DynamoDB)")
     return Verdict(now)
+
+
+def change_at(conn: sqlite3.Connection, seq: int) -> str:
+    """Which change the changelog holds at `seq` (its table and key, hashed), or ""."""
+    row = conn.execute(sql.CHANGELOG_AT, (seq,)).fetchone()
+    return hashlib.sha256(repr(tuple(row)).encode()).hexdigest()[:16] if row is not None else ""
+
+
+class Tracker:
+    """A database's identity across the passes of one process: checked at the
+    start of each pass, remembered before writes go out and after a pass ends."""
+
+    def __init__(self, database: Path, memory: Memory | None = None) -> None:
+        self.database = database
+        self.memory = memory or Memory()
+        self._seen: Seen | None = None  # as last remembered
+        self._now: Seen | None = None  # as checked at the start of this pass
+
+    def check(self, conn: sqlite3.Connection, generation: str, mark: int) -> Verdict:
+        """Whether the database is the continuation of the one seen last."""
+        if self._seen is None:
+            self._seen = self.memory.seen(self.database)
+        before = self._seen
+        sent_change = change_at(conn, before.sent) if before is not None and before.sent > mark else ""
+        now = Seen(generation, mark, *file_identity(self.database))
+        self._now = now
+        return compare(before, replace(now, sent_change=sent_change))
+
+    def sending(self, conn: sqlite3.Connection, high: int) -> None:
+        """Writes for changes up to `high` are about to go out: remember so first."""
+        seen = self._seen or self._now
+        if self._now is None or (seen is not None and high <= max(seen.sent, seen.mark)):
+            return
+        self._keep(replace(seen or self._now, sent=high, sent_change=change_at(conn, high)))
+
+    def ended(self, mark: int) -> None:
+        """The pass saved `mark`: remember it with the generation and file it began with."""
+        now = self._now
+        if now is None:
+            return
+        seen = replace(now, mark=mark)
+        if self._seen is not None and self._seen.sent > mark:  # sent past the mark: still worth knowing
+            seen = replace(seen, sent=self._seen.sent, sent_change=self._seen.sent_change)
+        if seen != self._seen:
+            self._keep(seen)
+
+    def _keep(self, seen: Seen) -> None:
+        self.memory.remember(self.database, seen)
+        self._seen = seen
 
 
 def file_identity(database: Path) -> tuple[int, int]:

@@ -338,6 +338,7 @@ STATE_INIT = f"INSERT INTO {STATE} (name, value) VALUES (?, ?) ON CONFLICT (name
 # --- changelog -----------------------------------------------------------------
 
 CHANGELOG_MAX = f"SELECT max(seq) FROM {CHANGELOG}"
+CHANGELOG_AT = f"SELECT tbl, k1, k2 FROM {CHANGELOG} WHERE seq = ?"
 CHANGELOG_HAS_MARK = f"SELECT 1 FROM {CHANGELOG} WHERE seq = ? AND op = '{OP_MARK}'"
 CHANGELOG_OLDEST_PENDING = f"SELECT min(seq), count(*) FROM {CHANGELOG} WHERE seq > ?"
 CHANGELOG_PENDING = f"SELECT count(*) FROM {CHANGELOG} WHERE seq > ?"

@@ -125,9 +125,7 @@ class Syncer:
         self.app = app
         self.stepped = stepped
         self.schema = SchemaWatch(app)
-        self.memory = identity.Memory()
-        self._seen: identity.Seen | None = None  # what the last pass ended at
-        self._seen_now: identity.Seen | None = None
+        self.identity = identity.Tracker(app.config.database)
         self._collect_failed = False  # the last collect of S3 objects failed (logged once)
         self._bytes_per_entry = 0.0  # of the last slice's rows: sizes the next one
 
@@ -168,7 +166,7 @@ class Syncer:
         self._pipeline(refresh.tables, hwm, end, result, report, deadline)
         self._collect(result, whole=deadline is None)
         result.high_water_mark = state.high_water_mark(conn)
-        self._remember(result.high_water_mark)
+        self.identity.ended(result.high_water_mark)
         result.seconds = time.monotonic() - started
         return result
 
@@ -208,6 +206,8 @@ class Syncer:
                 report()
             if sl is None or plan is None:
                 return
+            if any(plan.writes.values()):
+                self.identity.sending(conn, sl.high)  # a restore to the mark must not hide these writes
             in_flight = _InFlight(sl, plan, writer.start(plan.writes))
 
     def _collect(self, result: PassResult, whole: bool) -> None:
@@ -234,10 +234,7 @@ class Syncer:
         (dynasync.identity); when not, every table owes a reconcile, which runs
         before this pass trusts the changelog (or, in the daemon, beside it)."""
         conn, path = self.app.conn, self.app.config.database
-        gen = state.generation(conn)
-        now = identity.Seen(gen, hwm, *identity.file_identity(path))
-        self._seen = self.memory.seen(path) if self._seen is None else self._seen
-        verdict = identity.compare(self._seen, now)
+        verdict = self.identity.check(conn, state.generation(conn), hwm)
         if verdict.why is not None:
             log.warning("the database is not the one synced last: reconciling every table",
                         extra=fields(database=str(path), why=verdict.why))
@@ -245,18 +242,7 @@ class Syncer:
                 state.flag_reconcile(conn, [t.source for t in self.app.config.tables])
                 state.record_identity_change(conn, verdict.why)
             self.schema.invalidate()
-        self._seen_now = now
         return verdict.why
-
-    def _remember(self, hwm: int) -> None:
-        """Keep, outside the database, the generation, mark and file this pass ended at."""
-        now = self._seen_now
-        if now is None:
-            return
-        seen = identity.Seen(now.generation, hwm, now.device, now.inode)
-        if seen != self._seen:
-            self.memory.remember(self.app.config.database, seen)
-            self._seen = seen
 
     def _slice_size(self, deadline: float | None) -> int:
         """Changelog rows for the next slice: [sync] batch_size, or, in a turn with a
