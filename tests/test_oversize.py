@@ -209,6 +209,27 @@ def test_s3_out_of_reach_while_deleting_stale_objects_fails_no_pass_and_deletes_
     assert store.objects == {}
 
 
+def test_objects_of_a_target_that_is_gone_hold_back_no_other_targets_objects(tmp_path: Path) -> None:
+    """A table taken out of the config and its DynamoDB table deleted leave their
+    objects recorded: reading those items back fails, and must not keep every other
+    table's stale objects (nor verify --repair) waiting for that table to come back."""
+    app, fake, store = _app(tmp_path, "s3")
+    c = app_conn(app)
+    c.execute("INSERT INTO t VALUES (1, 't', ?, NULL)", (_text(MB),))
+    _pass(app)
+    store.objects[("the-bucket", "synced/gone/abc/x.json")] = (b"{}", 0.0)
+    with app_conn(app) as w:  # sorts before target-t: collect meets it first
+        w.execute("INSERT INTO _dynasync_objects VALUES ('gone', '{\"id\":{\"N\":\"1\"}}', 'the-bucket', "
+                  "'synced/gone/abc/x.json', 1)")
+    c.execute("UPDATE t SET body = 'small now'")
+    _pass(app)
+    assert oversize.pointer(_item(fake, 1) or {}) is None
+    assert store.keys() == {"synced/gone/abc/x.json"}  # target-t's object is deleted; gone's waits
+    c.execute("UPDATE t SET body = ?", (_text(MB, seed=5),))
+    _pass(app)
+    assert verify(app, repair=True).in_sync
+
+
 def test_verify_compares_through_the_pointer_and_repairs_a_missing_object(tmp_path: Path) -> None:
     app, _fake, store = _app(tmp_path, "s3")
     with app_conn(app) as c:
