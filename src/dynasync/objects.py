@@ -23,6 +23,7 @@ import functools
 import hashlib
 import logging
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,13 +77,15 @@ class Offload:
             self.conn.executemany(sql.OBJECTS_TOUCH, touched)
         self._targets.update(t for t, *_ in intents)
 
-    def upload(self, writes: Iterable[Write]) -> None:
-        """Write the objects of these writes not written yet (on a delivery's lane)."""
+    def upload(self, writes: Iterable[Write], fresh: float) -> None:
+        """Write the objects of these writes not written in the last `fresh` seconds
+        (on a delivery's lane, just before the request): verify's sweep spares an
+        object for a grace after it was written, and the item must land within it."""
         for w in writes:
             up = w.upload
-            if up is not None and not up.done:
+            if up is not None and (up.written is None or time.monotonic() - up.written > fresh):
                 self._store().put(up.bucket, up.key, up.body, up.sha256)
-                up.done = True
+                up.written = time.monotonic()
 
 
 @dataclass
@@ -241,6 +244,7 @@ def _listed(store: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
 
 
 def grace(max_retry_time: float, request_time: float) -> float:
-    """How long after its object an item write may still land: the object was
-    written, then its batch retried for up to max_retry_time, each try with its deadline."""
+    """How long after its object an item write may still land: before each try
+    the Writer writes again the objects max_retry_time / 2 old, which leaves the
+    other half for writing the rest of the batch's objects, and the try has its deadline."""
     return max_retry_time + request_time
