@@ -68,6 +68,8 @@ class FakeTarget:
         return list(requests[len(done) :])
 
     def batch_get(self, table: str, keys: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+        if table not in self.tables:
+            raise TableMissingError(f"DynamoDB table {table!r} does not exist", table)
         store = self.tables[table][1]
         return [copy.deepcopy(store[_ident(k)]) for k in keys if _ident(k) in store], []
 

@@ -5,9 +5,11 @@ them, whatever crashes in between), verify through the pointer, and S3 outages."
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from fakes import FakeStore, FakeTarget
 from unit_env import app_conn
 
 import dynasync
-from dynasync import capture, changelog, config, oversize, state, syncpass
+from dynasync import capture, changelog, config, objects, oversize, state, syncpass
 from dynasync import tables as tables_module
 from dynasync.app import App
 from dynasync.exceptions import ConfigError, MappingError, TargetError
@@ -208,6 +210,57 @@ def test_s3_out_of_reach_while_deleting_stale_objects_fails_no_pass_and_deletes_
     store.delete = original  # type: ignore[method-assign]
     syncer.run_pass()
     assert store.objects == {}
+
+
+def test_objects_of_a_target_that_is_gone_hold_back_no_other_targets_objects(tmp_path: Path) -> None:
+    """A table taken out of the config and its DynamoDB table deleted leave their
+    objects recorded: reading those items back fails, and must not keep every other
+    table's stale objects (nor verify --repair) waiting for that table to come back."""
+    app, fake, store = _app(tmp_path, "s3")
+    c = app_conn(app)
+    c.execute("INSERT INTO t VALUES (1, 't', ?, NULL)", (_text(MB),))
+    _pass(app)
+    store.objects[("the-bucket", "synced/gone/abc/x.json")] = (b"{}", 0.0)
+    with app_conn(app) as w:  # sorts before target-t: collect meets it first
+        w.execute("INSERT INTO _dynasync_objects VALUES ('gone', '{\"id\":{\"N\":\"1\"}}', 'the-bucket', "
+                  "'synced/gone/abc/x.json', 1)")
+    c.execute("UPDATE t SET body = 'small now'")
+    _pass(app)
+    assert oversize.pointer(_item(fake, 1) or {}) is None
+    assert store.keys() == {"synced/gone/abc/x.json"}  # target-t's object is deleted; gone's waits
+    c.execute("UPDATE t SET body = ?", (_text(MB, seed=5),))
+    _pass(app)
+    assert verify(app, repair=True).in_sync
+
+
+def test_an_item_lands_within_the_sweeps_grace_of_its_objects_write_even_under_a_write_budget(
+    tmp_path: Path,
+) -> None:
+    """verify's sweep (run by another database sharing the prefix) deletes an
+    unreferenced object older than the grace: no item may reach DynamoDB later
+    than that after its object was written, however long the write budget holds
+    its batch back."""
+    app, fake, store = _app(tmp_path, "s3")
+    d = app.config.dynamodb
+    app.reconfigure(dataclasses.replace(app.config, dynamodb=dataclasses.replace(
+        d, max_write_rate=10.0, connect_timeout=0.1, read_timeout=0.1, max_concurrency=1)))
+    grace = objects.grace(app.config.dynamodb.max_retry_time, 0.2)
+    late: list[float] = []
+
+    def landing(requests: Any) -> int:
+        now = time.time()
+        for r in requests:
+            p = oversize.pointer(r["PutRequest"]["Item"])
+            if p is not None:
+                late.append(now - store.objects[(p.bucket, p.key)][1])
+        return 0
+
+    fake.fault = landing
+    with app_conn(app) as c:
+        for i in range(60):
+            c.execute("INSERT INTO t VALUES (?, 't', ?, NULL)", (i, _text(450_000, seed=i % 3) + str(i)))
+    _pass(app)
+    assert len(late) == 60 and max(late) < grace, max(late)
 
 
 def test_verify_compares_through_the_pointer_and_repairs_a_missing_object(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ import pytest
 from conftest import Env, S3Bucket
 
 import dynasync
-from dynasync import capture, oversize, syncpass
+from dynasync import capture, config, oversize, syncpass
+from dynasync.exceptions import TargetError
+from dynasync.s3 import S3Store
 from dynasync.values import MAX_ITEM_BYTES, item_size
 from dynasync.verify import verify
 
@@ -111,3 +113,24 @@ def test_a_binary_attribute_that_does_not_compress_goes_to_s3_whole(env: Env, s3
     env.run(lambda app: syncpass.Syncer(app).run_pass())
     (item,) = _by_id(env).values()
     assert _decode(item, s3)["data"] == {"B": data}
+
+
+def test_a_bucket_that_does_not_exist_is_an_error_naming_it_not_a_missing_object(s3: S3Bucket) -> None:
+    """S3 answers NoSuchBucket with a 404, as it does a missing object: writing,
+    deleting and listing must fail naming the bucket, never pass for "no such object"."""
+    cfg = config.parse({
+        "source": {"database": "unused.db"},
+        "dynamodb": {"region": "us-east-1"},
+        "s3": {"bucket": "no-such-bucket", "endpoint_url": s3.endpoint},
+        "tables": [{"source": "t", "target": "docs", "oversize": "s3"}],
+    })
+    store = S3Store(cfg)
+    body = b"{}"
+    calls = [
+        lambda: store.put("no-such-bucket", "k.json", body, hashlib.sha256(body).hexdigest()),
+        lambda: store.delete("no-such-bucket", ["k.json"]),
+        lambda: list(store.list("no-such-bucket", "p/")),
+    ]
+    for call in calls:
+        with pytest.raises(TargetError, match="NoSuchBucket"):
+            call()

@@ -23,12 +23,14 @@ import functools
 import hashlib
 import logging
 import sqlite3
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dynasync import oversize, sql
 from dynasync.database import write_txn
+from dynasync.exceptions import TargetError
 from dynasync.retry import RequestStats, Retrier
 from dynasync.target import ObjectInfo, ObjectStore, Target
 from dynasync.values import Item, key_from_text, key_text
@@ -75,13 +77,15 @@ class Offload:
             self.conn.executemany(sql.OBJECTS_TOUCH, touched)
         self._targets.update(t for t, *_ in intents)
 
-    def upload(self, writes: Iterable[Write]) -> None:
-        """Write the objects of these writes not written yet (on a delivery's lane)."""
+    def upload(self, writes: Iterable[Write], fresh: float) -> None:
+        """Write the objects of these writes not written in the last `fresh` seconds
+        (on a delivery's lane, just before the request): verify's sweep spares an
+        object for a grace after it was written, and the item must land within it."""
         for w in writes:
             up = w.upload
-            if up is not None and not up.done:
+            if up is not None and (up.written is None or time.monotonic() - up.written > fresh):
                 self._store().put(up.bucket, up.key, up.body, up.sha256)
-                up.done = True
+                up.written = time.monotonic()
 
 
 @dataclass
@@ -90,8 +94,9 @@ class Collected:
 
     items: int = 0  # dirty items looked at
     deleted: int = 0  # objects deleted
-    more: bool = False  # dirty items are left
+    more: bool = False  # dirty items are left (of targets that did not fail)
     stats: RequestStats = field(default_factory=RequestStats)
+    failed: dict[str, str] = field(default_factory=dict)  # target: why its objects wait for a later collect
 
 
 def collect(
@@ -100,35 +105,43 @@ def collect(
     store: Callable[[], ObjectStore],
     retrier: Retrier,
     limit: int = COLLECT_ITEMS,
+    skip: Collection[str] = (),
 ) -> Collected:
     """Delete the objects of up to `limit` dirty items that their items no longer
-    point to. Only between deliveries: a write in flight could point to one again."""
+    point to. Only between deliveries: a write in flight could point to one again.
+    A target that fails (its table gone, S3 refusing) is reported and passed
+    over, so it holds back no other target's objects; `skip` are targets already failed."""
     done = Collected()
     if not present(conn):
         return done
-    dirty = conn.execute(sql.OBJECTS_DIRTY, (limit + 1,)).fetchall()
-    done.more = len(dirty) > limit
-    by_target: dict[str, list[str]] = defaultdict(list)
-    for t, item in dirty[:limit]:
-        by_target[t].append(item)
-    for t, items in by_target.items():
-        held = _read_items(target, retrier, t, items, done.stats)
-        for item in items:
-            done.deleted += _collect_item(conn, store(), retrier, t, item, held.get(item), done.stats)
-            done.items += 1
+    for t in [t for (t,) in conn.execute(sql.OBJECTS_DIRTY_TARGETS).fetchall() if t not in skip]:
+        room = limit - done.items
+        if room <= 0:
+            done.more = True
+            break
+        items = [i for (i,) in conn.execute(sql.OBJECTS_DIRTY, (t, room + 1)).fetchall()]
+        done.more = len(items) > room
+        try:
+            held = _read_items(target, retrier, t, items[:room], done.stats)
+            for item in items[:room]:
+                done.deleted += _collect_item(conn, store(), retrier, t, item, held.get(item), done.stats)
+                done.items += 1
+        except TargetError as e:
+            done.failed[t] = str(e)
     return done
 
 
 def collect_all(
     conn: sqlite3.Connection, target: Target, store: Callable[[], ObjectStore], retrier: Retrier
 ) -> Collected:
-    """collect() until no dirty item is left."""
+    """collect() until no dirty item is left but those of targets that failed."""
     total = Collected()
     while True:
-        done = collect(conn, target, store, retrier)
+        done = collect(conn, target, store, retrier, skip=total.failed)
         total.items += done.items
         total.deleted += done.deleted
         total.stats.add(done.stats)
+        total.failed.update(done.failed)
         if not done.more:
             return total
 
@@ -231,6 +244,7 @@ def _listed(store: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
 
 
 def grace(max_retry_time: float, request_time: float) -> float:
-    """How long after its object an item write may still land: the object was
-    written, then its batch retried for up to max_retry_time, each try with its deadline."""
+    """How long after its object an item write may still land: before each try
+    the Writer writes again the objects max_retry_time / 2 old, which leaves the
+    other half for writing the rest of the batch's objects, and the try has its deadline."""
     return max_retry_time + request_time

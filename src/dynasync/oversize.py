@@ -60,7 +60,9 @@ class Upload:
     key: str
     body: bytes
     sha256: str
-    done: bool = False  # written (a retried batch does not write it again)
+    # When it was last written (time.monotonic()): a retried batch writes it
+    # again only once that is long enough ago for verify's sweep to take it for an orphan.
+    written: float | None = None
 
 
 @dataclass(frozen=True)

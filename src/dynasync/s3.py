@@ -71,9 +71,11 @@ class S3Store:
                 err = e.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                message = f"S3 {operation} on {what}: {code}: {err.get('Message', e)}"
+                if code == "NoSuchBucket":  # a 404 too, but the config is wrong: no object is "missing"
+                    raise TargetError(message) from e
                 if code in MISSING_CODES or status == 404:
                     raise _Missing from e
-                message = f"S3 {operation} on {what}: {code}: {err.get('Message', e)}"
                 if code in RETRYABLE_CODES or status >= 500:
                     raise RetryableError(code, message, throttle=code in THROTTLE_CODES) from e
                 raise TargetError(message) from e

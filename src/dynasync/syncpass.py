@@ -16,7 +16,6 @@ from dynasync.app import App
 from dynasync.changelog import Slice
 from dynasync.database import READ_BYTES, write_txn
 from dynasync.drift import SchemaWatch
-from dynasync.exceptions import TargetError
 from dynasync.logs import fields
 from dynasync.progress import Progress
 from dynasync.retry import RequestStats
@@ -212,22 +211,21 @@ class Syncer:
 
     def _collect(self, result: PassResult, whole: bool) -> None:
         """Delete the S3 objects no item points to any more (dynasync.objects): a
-        step each pass, or all of them (`whole`). Now no write is in flight. S3
-        out of reach fails nothing: the objects stay recorded for the next pass."""
+        step each pass, or all of them (`whole`). Now no write is in flight. S3 or
+        a target out of reach fails nothing: the objects stay recorded for the next pass."""
         app = self.app
+        failed: dict[str, str] = {}
         while True:
-            try:
-                done = objects.collect(app.conn, app.target, lambda: app.objects, app.retrier())
-            except TargetError as e:
-                level = logging.DEBUG if self._collect_failed else logging.WARNING
-                self._collect_failed = True
-                log.log(level, "could not delete S3 objects no item points to; retrying at the next pass",
-                        extra=fields(error=str(e)))
-                return
-            self._collect_failed = False
+            done = objects.collect(app.conn, app.target, lambda: app.objects, app.retrier(), skip=failed)
             result.stats.add(done.stats)
+            failed.update(done.failed)
             if not (whole and done.more):
-                return
+                break
+        if failed:
+            level = logging.DEBUG if self._collect_failed else logging.WARNING
+            log.log(level, "could not delete S3 objects no item points to; retrying at the next pass",
+                    extra=fields(targets=sorted(failed), error=next(iter(failed.values()))))
+        self._collect_failed = bool(failed)
 
     def _check_identity(self, hwm: int) -> str | None:
         """Whether the database is the continuation of the one the last pass saw

@@ -145,8 +145,6 @@ class Writer:
 
     def _limited(self, table: str, pending: list[Write]) -> list[Write]:
         """One request, within the write limits; they learn from how DynamoDB answers."""
-        if self.offload is not None:
-            self.offload.upload(pending)  # an item is never sent before the object it points to
         budget, stop = self.budget, self.retrier.stop
         amount = _units(pending) if budget.counts(table) else None
         wait = budget.delay(table, amount)
@@ -157,6 +155,10 @@ class Writer:
             while (pause := limit.spacing()) > 0:
                 if stop.wait(pause):
                     raise TargetUnavailableError(f"writing to {table!r}: stopped while throttled")
+            if self.offload is not None:
+                # An item is never sent before the object it points to, and, whatever
+                # the budget and throttling waits, soon after it (objects.grace).
+                self.offload.upload(pending, self.retrier.max_retry_time / 2)
             sent_at = limit.now()
             try:
                 unprocessed = self._batch(table, pending)
