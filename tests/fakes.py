@@ -7,6 +7,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from dynasync.exceptions import RetryableError, TableMissingError, TargetError, ValidationError
 from dynasync.target import KeySchema, ObjectInfo, TableInfo, WriteRequest
@@ -118,6 +119,9 @@ class FakeStore:
             raise TargetError(f"S3 put_object on s3://{bucket}/{key}: BadDigest")
         self.objects[(bucket, key)] = (bytes(body), time.time())
         self.puts += 1
+
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str) -> None:
+        self.put(bucket, key, path.read_bytes(), sha256)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         self._check()

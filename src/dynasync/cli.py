@@ -4,25 +4,29 @@ result. Errors are one line on stderr; --verbose adds the traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dynasync import __version__, config, configcheck, examples, fleet, logs
 from dynasync.app import App, TargetFactory, default_target
-from dynasync.exceptions import DynasyncError
+from dynasync.exceptions import DynasyncError, UsageError
 from dynasync.notify import Notifier
 from dynasync.progress import Bars
 from dynasync.state import DeadLetter
 from dynasync.status import DEFAULT_MAX_LAG
 
 Handler = Callable[[App, argparse.Namespace], int]
+# What wraps a command's run over every database (one, or a fleet's), given the
+# App of the whole run: an export that gathers each database's part, then goes out once.
+Session = Callable[[App, argparse.Namespace], contextlib.AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -53,19 +57,28 @@ class Command:
     help: str
     handler: Handler
     flags: tuple[Flag, ...] = ()
+    session: Session | None = None
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help_text: str, *flags: Flag) -> Callable[[Handler], Handler]:
+def command(
+    name: str, help_text: str, *flags: Flag, session: Session | None = None
+) -> Callable[[Handler], Handler]:
     """Register a subcommand with its options."""
 
     def register(fn: Handler) -> Handler:
-        COMMANDS[name] = Command(help_text, fn, flags)
+        COMMANDS[name] = Command(help_text, fn, flags, session)
         return fn
 
     return register
+
+
+def session(app: App, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The command's session around its run over every database, if it has one."""
+    make = COMMANDS[args.command].session
+    return make(app, args) if make is not None else contextlib.nullcontext()
 
 
 @command(
@@ -207,16 +220,42 @@ def _uninstall(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _exporting(app: App, args: argparse.Namespace) -> Iterator[None]:
+    """`dead-letters --export`: one export that each database adds to, put in place at the end."""
+    if not args.export:
+        yield
+        return
+    if args.retry or args.json:
+        raise UsageError("dead-letters: --export cannot be combined with --retry or --json")
+    from dynasync import export
+
+    sink = export.Export(export.destination(args.export))
+    args.export_to = sink
+    try:
+        yield
+        sink.finish(app)
+    finally:
+        sink.close()
+    print(f"dead-letters: exported {sink.count} dead letter(s) to {sink.destination}")
+
+
 @command(
     "dead-letters",
-    "list rows DynamoDB refused; --retry queues them again",
+    "list rows DynamoDB refused; --retry queues them again; --export writes them as JSON Lines",
     TABLE,
     JSON,
     flag("--retry", "queue every dead letter again"),
+    flag("--export", "write every dead letter, with its row as it is now, as JSON Lines to a file "
+         "(mode 0600) or to an S3 object", metavar="PATH|s3://BUCKET/PREFIX"),
+    session=_exporting,
 )
 def _dead_letters(app: App, args: argparse.Namespace) -> int:
     from dynasync import deadletters
 
+    if args.export:
+        args.export_to.add(app, args.table)
+        return 0
     if args.retry:
         with Bars("retry", "changes") as bars:
             r = deadletters.retry(app, args.table, bars)
@@ -254,7 +293,7 @@ def each_database(cfg: config.Config, args: argparse.Namespace, target_factory: 
     if args.command == "status":
         return fleet_status(cfg, args)
     code = 0
-    with App(cfg, target_factory) as shared:
+    with App(cfg, target_factory) as shared, session(shared, args):
         for database, member in fleet.configs(cfg, args.database):
             if cfg.databases is not None:
                 print(f"== {database}", flush=True)
@@ -375,7 +414,7 @@ def main(argv: Sequence[str] | None = None, target_factory: TargetFactory = defa
             fleet.select(cfg, args.database)  # one database's config: it must name that one
         # Only the daemon runs under a systemd watchdog that long work must ping.
         heartbeat = Notifier().watchdog if args.command == "run" else None
-        with App(cfg, target_factory, heartbeat=heartbeat) as app:
+        with App(cfg, target_factory, heartbeat=heartbeat) as app, session(app, args):
             return COMMANDS[args.command].handler(app, args)
     except DynasyncError as e:
         if args.verbose:

@@ -27,6 +27,16 @@ class ConfigError(DynasyncError):
         self.problems = problems if problems is not None else [message]
 
 
+class UsageError(DynasyncError):
+    """Command-line options that cannot go together, or a value none can take."""
+
+    exit_code = 2
+
+
+class ExportError(DynasyncError):
+    """An export could not be written where it was asked to go."""
+
+
 class NoRegionError(ConfigError):
     """No AWS region is set anywhere dynasync looks: it never guesses one."""
 

@@ -16,6 +16,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -87,9 +88,21 @@ class S3Store:
 
     def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
         """PutObject, which S3 checks against the SHA-256 and keeps it."""
+        self._put(bucket, key, body, sha256, "application/json")
+
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str) -> None:
+        """PutObject with the file as its streamed body, checked against the SHA-256."""
+        with path.open("rb") as body:
+            self._put(bucket, key, body, sha256, content_type)
+
+    def _put(self, bucket: str, key: str, body: Any, sha256: str, content_type: str) -> None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
-        self._call("put_object", f"s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body,
-                   ChecksumSHA256=checksum, ContentType="application/json")
+        try:
+            self._call("put_object", f"s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body,
+                       ChecksumSHA256=checksum, ContentType=content_type)
+        except _Missing as e:  # a 404 to a write: the bucket is not there
+            message = f"S3 put_object on s3://{bucket}/{key}: NoSuchBucket: the bucket does not exist"
+            raise TargetError(message) from e
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """HeadObject, with the SHA-256 S3 kept for it when it has one."""

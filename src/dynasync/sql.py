@@ -357,14 +357,14 @@ CHANGELOG_ENQUEUE = f"INSERT INTO {CHANGELOG} (tbl, op, k1, k2) VALUES (?, ?, ?,
 CHANGELOG_KEY_PENDING = f"SELECT 1 FROM {CHANGELOG} WHERE seq > ? AND tbl = ? AND k1 IS ? AND k2 IS ? LIMIT 1"
 
 
-def _exact(left: str, right: str, collation: str) -> str:
+def _exact(left: str, right: str, collation: str, op: str = "=") -> str:
     """`left` equals `right` as bytes, the way DynamoDB compares keys, whatever
     the column's own collation. Under a non-BINARY primary-key collation the
     first comparison lets SQLite use the key's index, and the second rejects
-    matches that differ in case or spaces."""
+    matches that differ in case or spaces. `op` "IS" makes NULL equal NULL."""
     if collation.upper() == "BINARY":
-        return f"{left} = {right} COLLATE BINARY"
-    return f"{left} = {right} {collate(collation)} AND {left} = {right} COLLATE BINARY"
+        return f"{left} {op} {right} COLLATE BINARY"
+    return f"{left} {op} {right} {collate(collation)} AND {left} {op} {right} COLLATE BINARY"
 
 
 def _source(table: str, where: str | None) -> str:
@@ -517,6 +517,32 @@ DEAD_LIST = (
     "SELECT tbl, k1, k2, reason, seq, first_failed, last_failed, attempts, kind "
     f"FROM {DEAD_LETTERS} ORDER BY tbl, rowid"
 )
+DEAD_TABLES = f"SELECT DISTINCT tbl FROM {DEAD_LETTERS} ORDER BY tbl"
+# One chunk of a table's dead letters after a rowid (params: table, rowid, limit), for an export.
+# `+d.tbl` keeps SQLite off the (tbl, k1, k2) index: walking the rowids in order
+# lets it stop at the limit, where the index would read (and join) all the table's
+# dead letters to sort them, at every chunk.
+_DEAD_EXPORTED = "d.rowid, d.k1, d.k2, d.reason, d.kind, d.attempts, d.first_failed, d.last_failed"
+_DEAD_CHUNK_WHERE = "WHERE +d.tbl = ?1 AND d.rowid > ?2 ORDER BY d.rowid LIMIT ?3"
+DEAD_CHUNK = f"SELECT {_DEAD_EXPORTED} FROM {DEAD_LETTERS} AS d {_DEAD_CHUNK_WHERE}"
+
+
+def dead_letters_with_rows(table: str, key: Sequence[str], collations: Sequence[str]) -> str:
+    """DEAD_CHUNK, each dead letter followed by its row as it is now: `found` (1,
+    or NULL when the row is gone), then the row's columns. Keys are compared in
+    SQL, as exact bytes with their storage classes, through the key's index; a
+    NULL key column matches NULL, so a NULL-keyed dead letter may meet several rows."""
+    cond = " AND ".join(
+        _exact(f"t.{quote_ident(c)}", f"d.k{i}", coll, "IS")
+        for i, (c, coll) in enumerate(zip(key, collations, strict=True), start=1)
+    )
+    return (
+        f"SELECT {_DEAD_EXPORTED}, t.* FROM {DEAD_LETTERS} AS d "
+        f"LEFT JOIN (SELECT 1 AS _dynasync_found, * FROM {quote_ident(table)}) AS t ON {cond} "
+        f"{_DEAD_CHUNK_WHERE}"
+    )
+
+
 # A key is bound as (table, k1, k2, k1 is TEXT that is not UTF-8, k2 likewise):
 # Python hands such TEXT over as bytes, which SQLite would store as a BLOB.
 _K1 = "(CASE WHEN ?4 THEN CAST(?2 AS TEXT) ELSE ?2 END)"

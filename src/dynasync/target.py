@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from dynasync.values import Item
@@ -78,6 +79,10 @@ class ObjectStore(Protocol):
 
     def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
         """Write an object; S3 checks it against its SHA-256 (hex)."""
+
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str) -> None:
+        """Write an object from a file, streamed rather than held in memory; S3
+        checks it against its SHA-256 (hex)."""
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's size and SHA-256, or None when there is no such object."""
