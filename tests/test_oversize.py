@@ -386,3 +386,23 @@ def test_a_copy_reads_big_rows_a_bounded_number_of_bytes_at_a_time(
         ids.extend(r.k1 for r in chunk.refs)
     assert ids == [*range(60), 1000]
     assert max(sizes) <= 12 and sizes[-1] == 1
+
+
+def test_verify_repair_sweeps_a_table_moved_off_s3_whose_objects_nothing_records(tmp_path: Path) -> None:
+    """Objects a lost record left behind (a restore, a new file) are swept under
+    the table's prefix even after the table moved to another policy."""
+    app, fake, store = _app(tmp_path, "s3")
+    with app_conn(app) as c:
+        c.execute("INSERT INTO t VALUES (1, 't', ?, NULL)", (_text(MB),))
+    _pass(app)
+    app.conn.execute("DELETE FROM _dynasync_objects")  # the record is lost
+    data = {**app.config.raw, "tables": [{"source": "t", "target": "target-t", "oversize": "compress"}]}
+    moved = App(config.parse(data), lambda _cfg: fake, store_factory=lambda _cfg: store)
+    app.close()
+    syncpass.Syncer(moved).run_pass()  # the mapping changed: reconciled, the item now compressed
+    assert oversize.pointer(_item(fake, 1) or {}) is None and len(store.objects) == 1
+    for key, (body, _) in list(store.objects.items()):
+        store.objects[key] = (body, 0.0)  # written long ago
+    report = verify(moved)
+    assert report.tables[0].orphans == 1
+    assert verify(moved, repair=True).in_sync and store.objects == {}

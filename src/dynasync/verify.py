@@ -268,9 +268,10 @@ class _TargetCheck:
         return objects.holds(self.app.objects, self.app.retrier(), w.upload, self.stats)
 
     def _objects(self, started: float) -> None:
-        """The S3 objects under the prefix of the target's s3 tables that no item
-        points to; `--repair` first deletes those its own record holds, then these."""
-        tables = [t for t in self.requested if t.oversize.location is not None]
+        """The S3 objects under `{prefix}{target}/` that no item points to, whatever
+        the tables' policy is now (a table moved off "s3" may have left some);
+        `--repair` first deletes those its own record holds, then these."""
+        tables = [t for t in self.requested if t.location is not None]
         if not tables:
             return
         app = self.app
@@ -278,7 +279,7 @@ class _TargetCheck:
             objects.collect_all(app.conn, app.target, lambda: app.objects, app.retrier())
         d = app.config.dynamodb
         before = started - objects.grace(d.max_retry_time, d.connect_timeout + d.read_timeout)
-        for location in dict.fromkeys(t.oversize.location for t in tables if t.oversize.location):
+        for location in dict.fromkeys(t.location for t in tables if t.location is not None):
             store, retrier = app.objects, app.retrier()
             found = objects.sweep(app.conn, store, retrier, location, self.target, self.referenced, before,
                                   self.repair)
