@@ -121,7 +121,10 @@ class S3Store:
             got = self._call("get_object", f"s3://{bucket}/{key}", Bucket=bucket, Key=key)
         except _Missing:
             return None
-        body: bytes = got["Body"].read()
+        try:
+            body: bytes = got["Body"].read()
+        except (botocore.exceptions.BotoCoreError, OSError) as e:  # the reply broke off mid-body
+            raise RetryableError(type(e).__name__, f"S3 get_object on s3://{bucket}/{key}: {e}") from e
         return body
 
     def delete(self, bucket: str, keys: Sequence[str]) -> None:
