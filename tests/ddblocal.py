@@ -25,6 +25,21 @@ def jar_dir() -> Path:
     return Path(found[-1]).parent
 
 
+def wait_until_listening(proc: subprocess.Popen[bytes], port: int, seconds: float) -> bool:
+    """Whether a server process accepts connections on its 127.0.0.1 port within
+    `seconds`; False as soon as it exits, or when the time is up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,15 +72,10 @@ class DynamoDBLocal:
 
     def _up(self) -> bool:
         """True once the server accepts connections; False if it exited first."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.1)
+        if wait_until_listening(self.proc, self.port, 60):
+            return True
+        if self.proc.poll() is not None:
+            return False
         self.stop()
         raise RuntimeError("DynamoDB Local did not start within 60 s")
 

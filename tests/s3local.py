@@ -3,12 +3,10 @@ scripts/bootstrap) on a free 127.0.0.1 port: the S3 the oversize tests write to.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
-from ddblocal import free_port
+from ddblocal import free_port, wait_until_listening
 
 
 class S3Local:
@@ -31,15 +29,10 @@ class S3Local:
         )
 
     def _up(self) -> bool:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.1)
+        if wait_until_listening(self.proc, self.port, 30):
+            return True
+        if self.proc.poll() is not None:
+            return False
         self.stop()
         raise RuntimeError("moto_server did not start within 30 s")
 

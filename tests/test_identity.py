@@ -99,17 +99,7 @@ def test_a_restore_to_the_mark_of_a_pass_that_died_after_dynamodb_took_its_write
     with sqlite3.connect(backup) as b:
         c.backup(b)
     c.executemany("INSERT INTO t VALUES (?, 'lost')", [(i,) for i in range(5, 9)])
-    original = state.commit_pass
-
-    def die(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt("killed between DynamoDB's acknowledgement and the commit")
-
-    state.commit_pass = die  # type: ignore[assignment]
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            syncpass.Syncer(app).run_pass()
-    finally:
-        state.commit_pass = original
+    _pass_dies_after_dynamodb_took_its_writes(app)
     assert len(fake.items("target-t")) == 9  # DynamoDB took them
     c.close()
     app.close()
@@ -126,10 +116,21 @@ def test_a_pass_that_died_after_dynamodb_took_its_writes_is_not_taken_for_a_rest
     app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     c = app_conn(app)
     c.executemany("INSERT INTO t VALUES (?, 'v')", [(i,) for i in range(5)])
+    _pass_dies_after_dynamodb_took_its_writes(app)
+    app.close()
+    again = App(app.config, lambda _cfg: fake)
+    c.execute("INSERT INTO t VALUES (99, 'after')")  # the application goes on meanwhile
+    r = syncpass.Syncer(again).run_pass()
+    assert r.identity is None and r.reconciled == []
+    assert _ids(fake) == _rows(again.config.database)
+
+
+def _pass_dies_after_dynamodb_took_its_writes(app: App) -> None:
+    """A pass whose process is killed between DynamoDB's acknowledgement and the commit."""
     original = state.commit_pass
 
     def die(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt("killed")
+        raise KeyboardInterrupt("killed between DynamoDB's acknowledgement and the commit")
 
     state.commit_pass = die  # type: ignore[assignment]
     try:
@@ -137,9 +138,3 @@ def test_a_pass_that_died_after_dynamodb_took_its_writes_is_not_taken_for_a_rest
             syncpass.Syncer(app).run_pass()
     finally:
         state.commit_pass = original
-    app.close()
-    again = App(app.config, lambda _cfg: fake)
-    c.execute("INSERT INTO t VALUES (99, 'after')")  # the application goes on meanwhile
-    r = syncpass.Syncer(again).run_pass()
-    assert r.identity is None and r.reconciled == []
-    assert _ids(fake) == _rows(again.config.database)
