@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
@@ -247,3 +248,42 @@ def test_a_request_cut_at_its_deadline_is_reset_not_sent_later() -> None:
     conn.abort()
     assert done.wait(10)
     assert got[0] < len(request)
+
+
+class CountingSocket:
+    """A socket that counts settimeout calls (each is an ioctl(2) in CPython, whatever the value)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.settimeouts = 0
+
+    def settimeout(self, value: float | None) -> None:
+        self.settimeouts += 1
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_an_exchange_with_the_whole_read_timeout_left_sets_no_timeout_again(post: bytes) -> None:
+    """While the deadline is further off than the read timeout, every receive
+    gets the read timeout the socket already has: it is not set again."""
+    conn = connect(Scripted([OK, OK]))
+    conn.exchange(post, soon())
+    counting = CountingSocket(conn.sock)
+    conn.sock = counting  # type: ignore[assignment]
+    assert conn.exchange(post, soon()).status == 200
+    assert counting.settimeouts == 0
+    assert counting.gettimeout() == 5.0
+
+
+def test_each_receive_waits_at_most_what_is_left_of_the_deadline(post: bytes) -> None:
+    """A deadline nearer than the read timeout lowers the socket's timeout to what is left of it."""
+    conn = connect(Scripted([OK, OK], hold=0.5))
+    conn.exchange(post, soon())
+    assert conn.exchange(post, Deadline.after(2.0)).status == 200
+    timeout = conn.sock.gettimeout()
+    assert timeout is not None and 1.0 < timeout <= 2.0

@@ -73,6 +73,14 @@ class Deadline:
         return DeadlineExceeded("no complete reply before the request's deadline")
 
 
+def set_timeout(sock: socket.socket, seconds: float) -> None:
+    """Give the socket's next operation this timeout. CPython's settimeout makes
+    an ioctl(2), releasing the GIL, even when the value is unchanged: skipped then,
+    as it is twice a request while the deadline is further off than the read timeout."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
+
+
 def reset(sock: socket.socket) -> None:
     """Make the socket's close a reset: what it has not sent yet is dropped."""
     with contextlib.suppress(OSError):
@@ -172,7 +180,7 @@ class Connection:
             raise ProtocolError("bytes left over from the previous reply")
         self._received = 0
         try:
-            self.sock.settimeout(self._deadline.left(self.read_timeout))
+            set_timeout(self.sock, self._deadline.left(self.read_timeout))
             self.sock.sendall(request)
         except (ConnectionError, ssl.SSLEOFError) as e:
             raise Closed(f"the server closed the connection ({type(e).__name__})") from e
@@ -191,7 +199,7 @@ class Connection:
 
     def _recv(self, size: int) -> bytes:
         """At most `size` bytes as they come; b"" at the end of the connection."""
-        self.sock.settimeout(self._deadline.left(self.read_timeout))
+        set_timeout(self.sock, self._deadline.left(self.read_timeout))
         try:
             data = self.sock.recv(size)
         except (ConnectionError, ssl.SSLEOFError) as e:
@@ -331,7 +339,7 @@ class _DeadlineRaw(io.RawIOBase):
     def readinto(self, buffer: Any) -> int | None:
         """One receive, within what is left of the deadline; a timeout resets the socket."""
         try:
-            self._sock.settimeout(self._deadline.left(self._timeout))
+            set_timeout(self._sock, self._deadline.left(self._timeout))
             n: int | None = self._raw.readinto(buffer)
             return n
         except TimeoutError as e:
