@@ -57,8 +57,11 @@ def _capture(i: int) -> Callable[[Results], float | None]:
 
 CPU_TOL, CPU_QUICK = {"factor": 1.3, "slack": 0.0}, {"factor": 1.5, "slack": 0.0}
 FIGURES = [
-    Figure("cpu.sync_us", "sync CPU µs per change", "lower", CPU_TOL, CPU_QUICK, _cpu("sync"), "cpu"),
-    Figure("cpu.backfill_us", "backfill CPU µs per row", "lower", CPU_TOL, CPU_QUICK, _cpu("backfill"), "cpu"),
+    # Absolute CPU time is checked in full runs only, on the machine the baseline was
+    # measured on. CI's quick check runs on a fresh machine of unknown speed beside
+    # other load: there it holds the ratios to the raw loop, measured in the same run.
+    Figure("cpu.sync_us", "sync CPU µs per change", "lower", CPU_TOL, None, _cpu("sync"), "cpu"),
+    Figure("cpu.backfill_us", "backfill CPU µs per row", "lower", CPU_TOL, None, _cpu("backfill"), "cpu"),
     Figure("cpu.sync_per_raw", "sync CPU / raw signed-HTTP loop", "lower", CPU_TOL, CPU_QUICK,
            _ratio("sync/raw"), "cpu"),
     Figure("cpu.backfill_per_raw", "backfill CPU / raw signed-HTTP loop", "lower", CPU_TOL, CPU_QUICK,
