@@ -340,8 +340,8 @@ def watch(cmd: list[str], env: dict[str, str], stub: Any, cap_mib: float) -> Wat
                 break
             try:
                 rss = rss_mib(p.pid)
-            except OSError:
-                rss = 0.0
+            except OSError:  # it exited between the two calls: wait4 reaps it next
+                continue
             out.samples.append((time.monotonic() - start, stub.counts()["items"] - base, rss))
             if rss > cap_mib and not out.stopped:
                 out.stopped = True
