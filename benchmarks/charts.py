@@ -136,17 +136,63 @@ def local(ax: Axes, r: Results) -> None:
     ax.set_title("2b, 4. throughput on DynamoDB Local (red: 1.0x)")
 
 
+def oversize_small(ax: Axes, r: Results) -> None:
+    """Sync CPU per change of rows that fit, under each oversize policy, over the default's."""
+    sm = r["oversize_small"]
+    names = ["compress", "s3"]
+    ax.bar([f'oversize =\n"{n}"' for n in names], [sm["ratios"][f"{n}/default"] for n in names])
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.axhline(sm["target"], color="red", linestyle="dashed", label=f"target: {sm['target']:g}x")
+    ax.set_ylim(min(0.8, *sm["ratios"].values()) - 0.05, max(1.3, *sm["ratios"].values()) + 0.05)
+    ax.set_ylabel("sync CPU per change / default policy")
+    ax.set_title("13a. rows that all fit: what a policy costs")
+    ax.legend()
+
+
+def oversize_rows(ax: Axes, r: Results) -> None:
+    """CPU ms per MB of row text (bars) and MB/s (dots) of 1 MB rows beside plain 300 KB rows."""
+    v = r["oversize_rows"]["variants"]
+    names = ["plain_300k", "compress_1m", "s3_1m_stub", "s3_1m_moto"]
+    labels = ["300 KB\nplain", "1 MB\ncompress", "1 MB s3\n(zero-work S3)", "1 MB s3\n(moto S3)"]
+    ax.bar(labels, [v[n]["cpu_ms_per_mb"] for n in names], color=["C7", "C0", "C0", "C0"])
+    ax.set_ylabel("client CPU ms per MB of rows (bars)")
+    twin = ax.twinx()
+    twin.plot(labels, [v[n]["mb_per_s"] for n in names], "o", color="C1", markersize=9)
+    twin.set_ylabel("MB/s (dots)")
+    twin.set_yscale("log")
+    ax.set_title("13b. rows over 400 KB: CPU and throughput per MB")
+
+
+def oversize_memory(ax: Axes, r: Results) -> None:
+    """RSS over the run (lines) and rows arrived (dotted), 1 MB rows under s3, with the cap."""
+    m = r["oversize_memory"]
+    twin = ax.twinx()
+    for i, (n, run) in enumerate(sorted(m["runs"].items(), key=lambda kv: int(kv[0]))):
+        pts = run["trace"]
+        stop = ", stopped at the cap" if run["stopped_at_cap"] else ""
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], color=f"C{i}", label=f"RSS, {int(n):,} rows{stop}")
+        twin.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", linestyle="dotted")
+    ax.axhline(m["cap_mib"], color="red", linestyle="dashed", label=f"cap {m['cap_mib']:,.0f} MiB")
+    ax.set_xlabel("seconds from the start of `dynasync sync`")
+    ax.set_ylabel("RSS (MiB)")
+    twin.set_ylabel("rows arrived (dotted)")
+    ax.set_title('13c. memory replaying 1 MB rows, oversize = "s3"')
+    ax.legend(loc="upper left")
+
+
 PANELS: list[tuple[tuple[str, ...], Callable[[Axes, Results], None]]] = [
     (("capture",), capture), (("cpu",), cpu), (("latency",), latency),
     (("budget_200", "budget_2000"), budget), (("throttle",), throttle),
     (("throttle_start",), throttle_start), (("backfill", "backlog"), memory),
     (("lag_watch", "lag_nowatch"), lag), (("replay", "backfill"), local),
+    (("oversize_small",), oversize_small), (("oversize_rows",), oversize_rows),
+    (("oversize_memory",), oversize_memory),
 ]
 
 
 def draw(r: Results, path: Path) -> None:
     """Every panel the results can fill, into one PNG."""
-    fig, axes = plt.subplots(3, 3, figsize=(18, 14))
+    fig, axes = plt.subplots(4, 3, figsize=(18, 18.5))
     flat = list(axes.flat)
     for ax, (needs, panel) in zip(flat, PANELS, strict=False):
         has = [k in r for k in needs]

@@ -51,6 +51,14 @@ def _dead_ratio(variant: str) -> Callable[[Results], float | None]:
     return lambda r: float(r["deadletters"]["ratios"][f"{variant}/plain"])
 
 
+def _oversize_small(policy: str) -> Callable[[Results], float | None]:
+    return lambda r: float(r["oversize_small"]["ratios"][f"{policy}/default"])
+
+
+def _oversize_rows(variant: str) -> Callable[[Results], float | None]:
+    return lambda r: float(r["oversize_rows"]["vs_plain_300k"][variant]["cpu_per_mb"])
+
+
 def _capture(i: int) -> Callable[[Results], float | None]:
     return lambda r: float(r["capture"][i]["dynasync_ratio"])
 
@@ -116,6 +124,17 @@ FIGURES += [
            {"factor": 1.0, "slack": 0.2}, None,
            _dead_ratio(v), "deadletters")
     for v, what in (("dead", "with 100,000 dead letters"), ("nullkey", "with NULL-keyed rows"))
+]
+# Figure 13: ratios of CPU figures measured side by side (full runs only: each part takes 25 to 45 s
+# in --quick, more than CI's quick compare can spare). Memory is judged by its target in report.py.
+FIGURES += [
+    Figure(f"oversize_small.{p}_per_default", f'sync CPU per change of rows that fit, oversize = "{p}" / default',
+           "lower", {"factor": 1.0, "slack": 0.2}, None, _oversize_small(p), "oversize_small")
+    for p in ("compress", "s3")
+] + [
+    Figure(f"oversize_rows.{k}_per_plain", f"sync CPU per MB, 1 MB rows {what} / plain 300 KB rows", "lower",
+           {"factor": 1.3, "slack": 0.0}, None, _oversize_rows(k), "oversize_rows")
+    for k, what in (("compress_1m", "compressed"), ("s3_1m_stub", "to the zero-work S3 stand-in"))
 ]
 BY_KEY = {f.key: f for f in FIGURES}
 

@@ -29,6 +29,11 @@ FLEET_P99_MS = 2000.0  # commit to DynamoDB when 50 random databases each commit
 FLEET_LIVE_P99_MS = 1000.0  # the same for the other databases while a big one is copied in
 RECONCILE_P99_MS = 1000.0  # the other tables' (databases') lag while a big table is reconciled
 DEAD_LETTERS_TARGET = 1.2  # sync CPU per change with dead letters (NULL-keyed rows) at most this x without
+OVERSIZE_SMALL_TARGET = 1.05  # sync CPU per change of rows that fit, an oversize policy set, at most this x without
+OVERSIZE_GROWTH_TARGET = 1.2  # peak RSS replaying N 1 MB rows under s3 at most this x that of N/10
+BIG_LABELS = {"plain_300k": "plain 300 KB rows, default policy", "compress_1m": '1 MB rows, `oversize = "compress"`',
+              "s3_1m_stub": '1 MB rows, `oversize = "s3"`, zero-work S3 stand-in',
+              "s3_1m_moto": '1 MB rows, `oversize = "s3"`, moto\'s S3 server'}
 
 
 def verdict(ok: bool) -> str:
@@ -352,10 +357,104 @@ def deadletters_section(r: Results) -> list[str]:
             "| database | sync CPU per change |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
 
 
+def oversize_rows(r: Results) -> list[Row]:
+    """13. rows over 400 KB: what a policy costs rows that fit, what compress and s3 cost, memory."""
+    out: list[Row] = []
+    if "oversize_small" in r:
+        sm = r["oversize_small"]
+        base = sm["policies"]["dead-letter"]["cpu_us_per_change"]
+        for p in ("compress", "s3"):
+            ratio = sm["ratios"][f"{p}/default"]
+            out.append((f'13a. sync CPU per change of rows that all fit, `oversize = "{p}"` (zero-work stand-in, '
+                        f"{sm['sizes'][0]:,} to {sm['sizes'][1]:,} changes)",
+                        f"{sm['policies'][p]['cpu_us_per_change']:.1f} µs vs {base:.1f} µs with the default = "
+                        f"{ratio:.2f}x (best of {sm['repeats']} rounds; the median of the rounds' own ratios "
+                        f"{_paired_median(sm, p):.2f}x)", f"<= {OVERSIZE_SMALL_TARGET:g}x",
+                        verdict(ratio <= OVERSIZE_SMALL_TARGET)))
+    if "oversize_rows" in r:
+        rw = r["oversize_rows"]
+        v, plain = rw["variants"], rw["variants"]["plain_300k"]
+        for k in ("compress_1m", "s3_1m_stub", "s3_1m_moto"):
+            x, rel = v[k], rw["vs_plain_300k"][k]
+            out.append((f"13b. sync of {BIG_LABELS[k]} ({rw['sizes_mb'][0]} to {rw['sizes_mb'][1]} MB; text that zlib "
+                        f"compresses {rw['compression']:.1f}x)",
+                        f"{x['cpu_ms_per_mb']:.1f} CPU ms per MB = {rel['cpu_per_mb']:.1f}x plain 300 KB rows' "
+                        f"{plain['cpu_ms_per_mb']:.1f}; {x['mb_per_s']:.0f} MB/s ({x['rows_per_s']:.0f} rows/s) = "
+                        f"{rel['mb_per_s']:.2f}x their {plain['mb_per_s']:.0f} MB/s", "(reference)", "-"))
+    if "oversize_memory" in r:
+        m = r["oversize_memory"]
+        small, large = (m["runs"][k] for k in sorted(m["runs"], key=int))
+        stop = (f"; stopped at the {m['cap_mib']:,.0f} MiB cap with {large['arrived']:,} of {large['rows']:,} "
+                "rows arrived" if large["stopped_at_cap"] else "")
+        out.append((f'13c. memory replaying {m["rows"]:,} pending 1 MB rows under `oversize = "s3"`, peak RSS',
+                    f"{large['rows']:,} rows: {large['peak_mib']:,.0f} MiB; {small['rows']:,} rows: "
+                    f"{small['peak_mib']:,.0f} MiB (growth {m['growth']:.2f}x){stop}",
+                    f"<= {OVERSIZE_GROWTH_TARGET:g}x (flat)", verdict(m["flat"])))
+    return out
+
+
+def _paired_median(sm: Results, policy: str) -> float:
+    """The median, over the interleaved rounds, of a round's CPU per change under `policy`
+    over the default's in the same round: run next to each other, they share that moment's load."""
+    small, large = (str(n) for n in sm["sizes"])
+
+    def per_round(p: str) -> list[float]:
+        c = sm["policies"][p]["cpu_s"]
+        return [b - a for a, b in zip(c[small], c[large], strict=True)]
+
+    ratios = sorted(a / b for a, b in zip(per_round(policy), per_round("dead-letter"), strict=True))
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
+def oversize_section(r: Results) -> list[str]:
+    """docs/benchmarks.md's section on figure 13: each big-row variant, and RSS by rows replayed."""
+    md: list[str] = []
+    if "oversize_rows" in r:
+        rw = r["oversize_rows"]
+        rows = [(BIG_LABELS[k], f"{x['cpu_ms_per_mb']:.1f} (rounds {x['cpu_ms_range'][0]:.1f} to "
+                 f"{x['cpu_ms_range'][1]:.1f})", f"{x['wall_ms_per_mb']:.1f}", f"{x['mb_per_s']:.0f}",
+                 f"{x['rows_per_s']:.0f}") for k, x in rw["variants"].items()]
+        md += [f"`dynasync sync` of {rw['sizes_mb'][0]} and {rw['sizes_mb'][1]} MB of pending inserts of big rows "
+               f"(1 MB rows: {rw['variants']['compress_1m']['rows'][0]} and {rw['variants']['compress_1m']['rows'][1]}; "
+               f"300 KB rows: {rw['variants']['plain_300k']['rows'][0]} and {rw['variants']['plain_300k']['rows'][1]}; text that "
+               f"zlib compresses {rw['compression']:.1f}x) to the zero-work DynamoDB stand-in; best of "
+               f"{rw['repeats']} interleaved rounds; load average {_load(rw)}. Per MB of row text:", "",
+               "| rows | CPU ms per MB | wall ms per MB | MB/s | rows/s |", "|---|---|---|---|---|",
+               *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows), ""]
+    if "oversize_memory" in r:
+        m = r["oversize_memory"]
+        for n, run in sorted(m["runs"].items(), key=lambda kv: int(kv[0])):
+            stop = (f", stopped at the {m['cap_mib']:,.0f} MiB cap" if run["stopped_at_cap"] else "")
+            md += [f"`dynasync sync` of {int(n):,} pending 1 MB rows under `oversize = \"s3\"` (both zero-work "
+                   f"stand-ins): peak RSS {run['peak_mib']:,.0f} MiB; {run['arrived']:,} rows arrived in "
+                   f"{run['seconds']:.1f} s{stop}"
+                   + (f"; the first after {run['first_item_s']:.1f} s" if run["first_item_s"] is not None else "")
+                   + (f"; RSS {_rss_over_time(run['trace'])}" if run["stopped_at_cap"] else "") + ". RSS "
+                   "(the highest sampled, every 50 ms) by rows replayed:", "",
+                   "| rows arrived | " + " | ".join(f"{int(a):,}" for a, _ in run["rss_by_rows"]) + " |",
+                   "|---|" + "---|" * len(run["rss_by_rows"]),
+                   "| RSS, MiB | " + " | ".join(f"{b:,.0f}" for _, b in run["rss_by_rows"]) + " |", ""]
+        md.append(f"Load average {_load(m)}.")
+        md.append("")
+    return ["## Rows over 400 KB (figure 13)", "", *md, "How it is measured: see below.", ""] if md else []
+
+
+def _rss_over_time(trace: list[list[float]]) -> str:
+    """A run's RSS every few seconds, from its trace ([seconds, rows arrived, RSS MiB] per second)."""
+    step = max(1, len(trace) // 6)
+    return ", ".join(f"{rss:,.0f} MiB at {t:.0f} s ({int(n):,} rows arrived)" for t, n, rss in trace[::step])
+
+
+def _load(x: Results) -> str:
+    return (f"(1, 5, 15 min) {' / '.join(f'{v:.1f}' for v in x['load_before'])} before and "
+            f"{' / '.join(f'{v:.1f}' for v in x['load_after'])} after, on 2 cores")
+
+
 SECTIONS: list[tuple[str, Callable[[Results], list[Row]]]] = [
     ("capture", capture_rows), ("cpu", cpu_rows), ("", local_rows), ("latency", latency_rows),
     ("", memory_rows), ("", lag_rows), ("", budget_rows), ("", throttle_rows), ("fleet", fleet_rows),
-    ("reconcile", reconcile_rows), ("deadletters", deadletters_rows),
+    ("reconcile", reconcile_rows), ("deadletters", deadletters_rows), ("", oversize_rows),
 ]
 
 
@@ -415,6 +514,7 @@ def write(r: Results, docs: Path) -> None:
     md += fleet_section(r)
     md += reconcile_section(r)
     md += deadletters_section(r)
+    md += oversize_section(r)
     if NOTES.exists():
         md += [NOTES.read_text()]
     md += ["", "## Raw results", "", "```json", compact_json(r), "```", ""]

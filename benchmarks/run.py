@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bigrows
 import compare
 import cpu
 import deadletters
@@ -71,6 +72,9 @@ def steps(q: bool, ddb: LazyLocal, tmp: Path) -> dict[str, Callable[[], Any]]:
     return {
         "cpu": lambda: cpu.measure(q),
         "deadletters": lambda: deadletters.measure(q),
+        "oversize_small": lambda: bigrows.measure(q, "small"),
+        "oversize_rows": lambda: bigrows.measure(q, "rows"),
+        "oversize_memory": lambda: bigrows.measure(q, "memory"),
         "latency": lambda: flow.latency(tmp, 3000 if q else 20_000, [1, 4, 16] if q else [1, 2, 4, 8, 16, 32],
                                         1 if q else 2),
         "budget_200": lambda: flow.rate_limit(tmp, 200, 4 if q else 10),

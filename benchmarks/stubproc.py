@@ -12,9 +12,14 @@ parsed and units are counted by DynamoDB's rule (one per started KB of item,
 computed here from the attribute names and values; a delete is one). With
 --throttle AFTER FOR, every BatchWriteItem from AFTER seconds after the first
 one, for FOR seconds, is answered with ProvisionedThroughputExceededException.
-GET /counts and GET /log return what arrived (not DynamoDB's API).
+With --keep, every
+BatchWriteItem body is parsed and each Put's item kept by its key, a Delete
+forgets it, and BatchGetItem answers from them (for the S3 objects of
+oversized items, which dynasync reads back before deleting any: the items
+kept are then small). GET /counts and GET /log return what arrived (not
+DynamoDB's API).
 
-Usage: python stubproc.py [--delay SECONDS] [--units] [--throttle AFTER FOR]
+Usage: python stubproc.py [--delay SECONDS] [--units] [--throttle AFTER FOR] [--keep]
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ def value_size(av: dict[str, Any]) -> int:
     return int(sizes[kind]())
 
 
+def key_of(item: dict[str, Any]) -> str:
+    """An item's key ("id" (N), or "PK" (S) for a "-pk" table), as text."""
+    return json.dumps(item.get("id") or item.get("PK"), sort_keys=True)
+
+
 def item_units(item: dict[str, Any]) -> int:
     """Write capacity units of a Put: one per started KB of the item."""
     size = sum(len(name.encode()) + value_size(v) for name, v in item.items())
@@ -105,6 +115,7 @@ class Log:
     lock: threading.Lock = field(default_factory=threading.Lock)
     writes: list[list[float]] = field(default_factory=list)
     episode: list[float] | None = None  # [start, end] in time.monotonic, once the first write came
+    items: dict[str, dict[str, Any]] | None = None  # with --keep: table -> key (JSON) -> item
 
     def arrived(self) -> tuple[float, int]:
         """A write arriving: its time, and its status (400 within the throttling episode). Both
@@ -123,6 +134,27 @@ class Log:
         units = body_units(raw) if self.units else items
         with self.lock:
             self.writes.append([now, items, units, status])
+        if self.items is not None and status == 200:
+            self.keep(raw)
+
+    def keep(self, raw: bytes) -> None:
+        """Keep each Put's item by its key ("id", or "PK"), and forget each Delete's."""
+        for table, requests in json.loads(raw)["RequestItems"].items():
+            kept = self.items.setdefault(table, {}) if self.items is not None else {}
+            for r in requests:
+                if "PutRequest" in r:
+                    item = r["PutRequest"]["Item"]
+                    kept[key_of(item)] = item
+                else:
+                    kept.pop(key_of(r["DeleteRequest"]["Key"]), None)
+
+    def batch_get(self, raw: bytes) -> dict[str, Any]:
+        """BatchGetItem's answer from the items kept: every key answered."""
+        out: dict[str, list[Any]] = {}
+        for table, ask in json.loads(raw)["RequestItems"].items():
+            kept = (self.items or {}).get(table, {})
+            out[table] = [kept[k] for k in map(key_of, ask["Keys"]) if k in kept]
+        return {"Responses": out, "UnprocessedKeys": {}}
 
     def counts(self) -> dict[str, int]:
         """Requests, and the items and units of those that succeeded."""
@@ -173,6 +205,8 @@ def handler(delay: float, log: Log) -> type[BaseHTTPRequestHandler]:
                 time.sleep(delay)
             if op == "DescribeTable":
                 self.reply(200, json.dumps(describe(json.loads(raw)["TableName"])).encode())
+            elif op == "BatchGetItem" and log.items is not None:
+                self.reply(200, json.dumps(log.batch_get(raw)).encode())
             else:
                 print(f"stubproc: unsupported operation {op!r}", file=sys.stderr)
                 self.reply(400, json.dumps({
@@ -204,9 +238,10 @@ class StubProcess:
     """Start stubproc.py as a child process; `endpoint` is its URL."""
 
     def __init__(self, delay: float = 0.0, units: bool = False,
-                 throttle: tuple[float, float] | None = None) -> None:
+                 throttle: tuple[float, float] | None = None, keep: bool = False) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--delay", str(delay)]
         cmd += ["--units"] if units else []
+        cmd += ["--keep"] if keep else []
         cmd += ["--throttle", str(throttle[0]), str(throttle[1])] if throttle else []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -242,8 +277,10 @@ def main() -> None:
     ap.add_argument("--units", action="store_true", help="parse bodies to count write capacity units")
     ap.add_argument("--throttle", type=float, nargs=2, metavar=("AFTER", "FOR"),
                     help="throttle every BatchWriteItem from AFTER s after the first one, for FOR s")
+    ap.add_argument("--keep", action="store_true", help="keep each item written; answer BatchGetItem from them")
     args = ap.parse_args()
-    serve(args.delay, Log(args.units, tuple(args.throttle) if args.throttle else None))
+    serve(args.delay, Log(args.units, tuple(args.throttle) if args.throttle else None,
+                          items={} if args.keep else None))
 
 
 if __name__ == "__main__":
