@@ -37,6 +37,8 @@ LONGEST_FIRST = (
     "test_crash.py::test_kill_9_during_backfill_resumes",
     "test_reload.py::test_a_table_added_on_reload_is_copied_while_the_others_keep_their_lag",
     "test_metrics.py::test_metrics_follow_the_daemon",
+    "test_oversize_crash.py::test_kill_9_loop_with_large_rows_leaves_no_orphan_and_no_dangling_pointer",
+    "test_oversize_crash.py::test_s3_out_of_reach_holds_the_rows_back_and_the_daemon_stays_up",
     "test_crash.py::test_kill_9_loop_converges",
     "test_cli.py::test_backfill_progress_bar_only_on_a_terminal",
     "test_corner_cases.py::test_writes_during_backfill_are_neither_lost_nor_stale",
