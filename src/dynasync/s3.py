@@ -78,13 +78,13 @@ class S3Store:
                 if code in MISSING_CODES or status == 404:
                     raise _Missing from e
                 if code in RETRYABLE_CODES or status >= 500:
-                    raise RetryableError(code, message, throttle=code in THROTTLE_CODES) from e
+                    raise RetryableError(f"S3.{code}", message, throttle=code in THROTTLE_CODES) from e
                 raise TargetError(message) from e
             except botocore.exceptions.NoCredentialsError as e:
                 message = "no AWS credentials found for S3 (set AWS_ACCESS_KEY_ID or a profile)"
                 raise TargetError(message) from e
             except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as e:
-                raise RetryableError(type(e).__name__, f"S3 {operation} on {what}: {e}") from e
+                raise RetryableError(f"S3.{type(e).__name__}", f"S3 {operation} on {what}: {e}") from e
 
     def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
         """PutObject, which S3 checks against the SHA-256 and keeps it."""
@@ -124,7 +124,7 @@ class S3Store:
         try:
             body: bytes = got["Body"].read()
         except (botocore.exceptions.BotoCoreError, OSError) as e:  # the reply broke off mid-body
-            raise RetryableError(type(e).__name__, f"S3 get_object on s3://{bucket}/{key}: {e}") from e
+            raise RetryableError(f"S3.{type(e).__name__}", f"S3 get_object on s3://{bucket}/{key}: {e}") from e
         return body
 
     def delete(self, bucket: str, keys: Sequence[str]) -> None:
@@ -139,7 +139,7 @@ class S3Store:
             code = str(first.get("Code"))
             message = f"S3 DeleteObjects on s3://{bucket}/{first.get('Key')}: {code}: {first.get('Message')}"
             if code in RETRYABLE_CODES:
-                raise RetryableError(code, message, throttle=code in THROTTLE_CODES)
+                raise RetryableError(f"S3.{code}", message, throttle=code in THROTTLE_CODES)
             raise TargetError(message)
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
