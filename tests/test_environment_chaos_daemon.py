@@ -206,15 +206,15 @@ class World:
         not), or shrunk back below it, to tables whose policy stores them."""
         rng = self.rng
         storing = self.storing()
-        for _ in range(rng.randint(1, 3)) if storing else ():
-            db, t, i = rng.choice(self.dbs), rng.choice(storing), rng.randrange(30)
-            size = rng.choice([500_000, 1_200_000, 20])
+        for _ in range(rng.randint(2, 4)) if storing else ():
+            db, t, i = rng.choice(self.dbs), rng.choice(storing), rng.randrange(12)  # ids writes() also changes
+            size = rng.choice([500_000, 1_200_000, 1_200_000, 20])
             v = (f"u{rng.randrange(10**6)} lorem ipsum dolor " * (size // 20 + 1))[:size]
             if self.entries[t]["oversize"] == "s3" and rng.random() < 0.3:
                 v = "u" + rng.randbytes(INCOMPRESSIBLE).hex()
             with contextlib.closing(sqlite3.connect(db, isolation_level=None, timeout=5)) as c:
                 c.execute(f"INSERT OR REPLACE INTO {t} (id, v, k, flag) VALUES (?, ?, ?, ?)",
-                          (i, v, rng.choice(["a", "b", None]), rng.choice([1, 1, 0, None])))
+                          (i, v, rng.choice(["a", "b", None]), rng.choice([1, 1, 1, 0, None])))
 
     def s3_outage(self) -> None:
         """S3 stops answering for a moment while big rows are written: they wait."""
