@@ -375,4 +375,7 @@ def test_the_real_daemon_converges_whatever_the_environment_does(
         if world.daemon.poll() is None:
             world.daemon.kill()
             world.daemon.wait(timeout=30)
-    world.assert_in_sync()
+    try:
+        world.assert_in_sync()
+    except AssertionError as e:  # the draw, to replay it
+        raise AssertionError(f"after {events} with tables {world.entries}: {e}") from e
