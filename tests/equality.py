@@ -4,8 +4,12 @@ rows with its own few lines rather than trusting dynasync's verify."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+
+# An item as DynamoDB holds it -> the item as its row maps it (e.g. dynasync.decode_item).
+Decode = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _norm(av: dict[str, Any]) -> tuple[str, Any]:
@@ -48,13 +52,16 @@ def sqlite_side(db: str, table: str, key_types: dict[str, str]) -> dict[tuple[An
         conn.close()
 
 
-def dynamo_side(client: Any, target: str, key_names: list[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def dynamo_side(client: Any, target: str, key_names: list[str],
+                decode: Decode | None = None) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Every item of the target by its key; with `decode`, as decode reads it back
+    (an item stored compressed or in S3 as its row maps it)."""
     out = {}
     kwargs: dict[str, Any] = {"TableName": target, "ConsistentRead": True}
     while True:
         page = client.scan(**kwargs)
         for it in page["Items"]:
-            item = {k: _norm(v) for k, v in it.items()}
+            item = {k: _norm(v) for k, v in (decode(it) if decode else it).items()}
             out[tuple(item[k] for k in key_names)] = item
         if "LastEvaluatedKey" not in page:
             return out
@@ -62,10 +69,11 @@ def dynamo_side(client: Any, target: str, key_names: list[str]) -> dict[tuple[An
 
 
 def assert_in_sync(env: Any, table: str, key_types: dict[str, str] | None = None,
-                   ignore: set[tuple[Any, ...]] = frozenset()) -> None:  # type: ignore[assignment]
+                   ignore: set[tuple[Any, ...]] = frozenset(),  # type: ignore[assignment]
+                   decode: Decode | None = None) -> None:
     key_types = key_types or {"id": "N"}
     want = sqlite_side(str(env.db_path), table, key_types)
-    have = dynamo_side(env.client, env.tables[table], list(key_types))
+    have = dynamo_side(env.client, env.tables[table], list(key_types), decode)
     for k in ignore:
         want.pop(k, None)
     missing = sorted(set(want) - set(have), key=repr)[:5]

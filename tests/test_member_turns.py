@@ -57,6 +57,28 @@ def test_any_error_fails_the_database_alone_and_it_recovers(tmp_path: Path) -> N
     m.close()
 
 
+def test_a_failure_a_killed_process_left_recorded_is_cleared_by_the_next_process(tmp_path: Path) -> None:
+    """kill -9 while the turns fail leaves the failure in the state; the next
+    daemon's first good turn clears it, or status says it fails for ever."""
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.close()
+    app_conn(app).execute("INSERT INTO t VALUES (1, 'a')")
+    killed = Member(app.config.database, app.config, app, lambda: None)
+
+    def down(*_: object) -> int:
+        raise ZeroDivisionError("DynamoDB down")
+
+    fake.fault = down
+    assert killed.turn() is False and state.failure(app.conn) is not None
+    fake.fault = None  # DynamoDB is back
+    killed.app.close()  # the process is killed: its lock goes with it, the recorded failure stays
+    m = Member(app.config.database, app.config, app, lambda: None)
+    m.turn()
+    assert m.health == "healthy" and len(fake.items("target-t")) == 1
+    assert state.failure(app.conn) is None
+    m.close()
+
+
 def test_a_database_whose_application_holds_the_write_lock_is_skipped_not_waited_on(tmp_path: Path) -> None:
     import time
 

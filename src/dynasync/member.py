@@ -88,6 +88,9 @@ class Member:
         self.background = Background(self.app, self.syncer.schema)
         self.ready = True  # a first turn straight away
         self.failures = 0
+        # Whether the state may say the turns fail: a process killed while they
+        # failed left it so, and only a good turn of ours clears it.
+        self.failure_recorded = True
         self.error: str | None = None  # why the last turn failed
         self.retry_at = 0.0
         self.locked: str | None = None  # why another process has it
@@ -186,7 +189,7 @@ class Member:
         stepped = self.background.step()
         more = r.more or stepped
         self._observe()
-        if self.failures:
+        if self.failures or self.failure_recorded:
             self._record_failure(None)  # recovered: status stops saying it fails
         return more
 
@@ -238,6 +241,7 @@ class Member:
         try:
             with write_txn(self.app.conn):
                 state.record_failure(self.app.conn, error, self.failures)
+            self.failure_recorded = error is not None
         except Exception as e:  # the failure itself is already logged; status just won't show it
             log.debug("could not record the failure for status: %s", e)
 
