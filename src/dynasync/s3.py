@@ -124,7 +124,8 @@ class S3Store:
         try:
             body: bytes = got["Body"].read()
         except (botocore.exceptions.BotoCoreError, OSError) as e:  # the reply broke off mid-body
-            raise RetryableError(f"S3.{type(e).__name__}", f"S3 get_object on s3://{bucket}/{key}: {e}") from e
+            message = f"S3 get_object on s3://{bucket}/{key}: {e}"
+            raise RetryableError(f"S3.{type(e).__name__}", message) from e
         return body
 
     def delete(self, bucket: str, keys: Sequence[str]) -> None:
