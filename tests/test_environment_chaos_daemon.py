@@ -172,8 +172,15 @@ class World:
             e.pop("where", None)
             if (where := self.rng.choice(FILTERS)) is not None:
                 e["where"] = where
+        self.sighup()
+
+    def sighup(self) -> None:
+        """The config file as the entries are now, reloaded: waited for until the daemon
+        says it took it, so no check can run against a config the daemon has not seen."""
         self.write_config()
+        before = self.log.read_text().count('event="reloaded the config"')
         self.daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.log.read_text().count('event="reloaded the config"') > before, timeout=30)
 
     def kill_9(self) -> None:
         """kill -9, application writes while it is down, then a restart."""
@@ -235,8 +242,7 @@ class World:
         if e["oversize"] == "s3" and self._incompressible(t):
             return  # compress could not store those rows: they would be dead letters
         e["oversize"] = "compress" if e["oversize"] == "s3" else "s3"
-        self.write_config()
-        self.daemon.send_signal(signal.SIGHUP)
+        self.sighup()
 
     def _incompressible(self, t: str) -> bool:
         """Whether a database holds a row of t only S3 can store (hex: no space in it)."""
