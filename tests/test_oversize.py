@@ -23,6 +23,7 @@ from dynasync import capture, changelog, config, objects, oversize, state, syncp
 from dynasync import tables as tables_module
 from dynasync.app import App
 from dynasync.exceptions import ConfigError, MappingError, TargetError
+from dynasync.status import status
 from dynasync.values import MAX_ITEM_BYTES, Item, item_size
 from dynasync.verify import verify
 
@@ -207,9 +208,13 @@ def test_s3_out_of_reach_while_deleting_stale_objects_fails_no_pass_and_deletes_
     store.delete = down  # type: ignore[method-assign]
     syncer.run_pass()  # the item is deleted; its object cannot be, yet
     assert _item(fake, 1) is None and len(store.objects) == 1
+    s = status(app)
+    assert (s.s3_objects, s.s3_items_to_clean) == (1, 1)  # status shows the cleanup waiting
     store.delete = original  # type: ignore[method-assign]
     syncer.run_pass()
     assert store.objects == {}
+    s = status(app)
+    assert (s.s3_objects, s.s3_items_to_clean) == (0, 0)
 
 
 def test_objects_of_a_target_that_is_gone_hold_back_no_other_targets_objects(tmp_path: Path) -> None:

@@ -166,6 +166,8 @@ def _status(app: App, args: argparse.Namespace) -> int:
     print(f"last pass:       {_ago(s.last_pass)}")
     if s.identity_change is not None:
         print(f"file changed:    {_ago(s.identity_change_at)}: {s.identity_change}; every table reconciled")
+    if s.s3_objects:
+        print(f"S3 objects:      {s.s3_objects} ({s.s3_items_to_clean} item(s) to clean up after)")
     print(f"{'table':<24} {'pending':>8} {'dead':>6} {'lag':>8}  {'last applied':<14} backfill")
     for name, t in s.tables.items():
         lag = "-" if t.lag_seconds is None else f"{t.lag_seconds:.1f}s"

@@ -594,6 +594,10 @@ OBJECTS_INTEND = (
 OBJECTS_TOUCH = f"UPDATE {OBJECTS} SET dirty = 1 WHERE target = ? AND item = ?"
 OBJECTS_DIRTY_TARGETS = f"SELECT DISTINCT target FROM {OBJECTS} WHERE dirty"
 OBJECTS_DIRTY = f"SELECT DISTINCT item FROM {OBJECTS} WHERE dirty AND target = ? LIMIT ?"
+OBJECTS_COUNTS = (
+    f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT target, item FROM {OBJECTS} WHERE dirty)) "
+    f"FROM {OBJECTS}"
+)
 OBJECTS_OF_ITEM = f"SELECT bucket, object FROM {OBJECTS} WHERE target = ? AND item = ?"
 OBJECTS_CLEAN = f"UPDATE {OBJECTS} SET dirty = 0 WHERE target = ? AND item = ? AND bucket = ? AND object = ?"
 OBJECTS_FORGET = f"DELETE FROM {OBJECTS} WHERE target = ? AND item = ? AND bucket = ? AND object = ?"

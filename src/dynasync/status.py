@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dynasync import changelog, sql, state
+from dynasync import changelog, objects, sql, state
 from dynasync.app import App
 from dynasync.database import read_txn
 from dynasync.lock import is_held
@@ -59,6 +59,10 @@ class Status:
     identity_change: str | None = None
     identity_change_at: float | None = None
     verify_cycle_ended_at: float | None = None  # continuous verification's last full cycle
+    # The "s3" oversize policy: objects recorded (pointed to, or about to be deleted), and items
+    # whose objects are still to be compared with them (a number that keeps growing: S3 refuses deletes).
+    s3_objects: int = 0
+    s3_items_to_clean: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The fields of `status --json`."""
@@ -117,6 +121,8 @@ def status(app: App, max_lag: float = DEFAULT_MAX_LAG) -> Status:
         change = state.identity_change(conn)
         if change is not None:
             result.identity_change, result.identity_change_at = change
+        if objects.present(conn):
+            result.s3_objects, result.s3_items_to_clean = conn.execute(sql.OBJECTS_COUNTS).fetchone()
         failure = state.failure(conn)
         if failure is not None:
             result.failing, result.failing_since = failure.error, failure.since
