@@ -97,3 +97,38 @@ def test_a_database_whose_application_holds_the_write_lock_is_skipped_not_waited
     m.turn()
     assert len(fake.items("target-t")) == 1
     m.close()
+
+
+def test_a_stop_in_the_step_after_a_pass_that_went_through_still_says_it_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DynamoDB came back and the pass went through; SIGTERM arrived during the
+    background step after it. The log says it recovered, and status stops
+    saying the database fails."""
+    from dynasync.exceptions import RetryableError, TargetUnavailableError
+
+    app, fake = make_app(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.close()
+    app_conn(app).execute("INSERT INTO t VALUES (1, 'a')")
+    m = Member(app.config.database, app.config, app, lambda: None)
+
+    def down(_: object) -> int:
+        raise RetryableError("ServiceUnavailable", "down")
+
+    fake.fault = down
+    m.turn()
+    assert m.health == "failing"
+    fake.fault = None
+
+    def stopped_during_the_step() -> bool:
+        app.stop.set()
+        raise TargetUnavailableError("stopped: no new write is sent to DynamoDB")
+
+    m.background.step = stopped_during_the_step  # type: ignore[method-assign]
+    m.retry_at = 0.0
+    with caplog.at_level("INFO"):
+        m.turn()
+    assert len(fake.items("target-t")) == 1
+    assert any(r.getMessage() == "recovered" for r in caplog.records)
+    assert state.failure(app.conn) is None
+    m.close()

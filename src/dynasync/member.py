@@ -88,6 +88,7 @@ class Member:
         self.background = Background(self.app, self.syncer.schema)
         self.ready = True  # a first turn straight away
         self.failures = 0
+        self.passed = False  # this turn's pass went through (what its step meets comes after)
         # Whether the state may say the turns fail: a process killed while they
         # failed left it so, and only a good turn of ours clears it.
         self.failure_recorded = True
@@ -132,7 +133,7 @@ class Member:
     def turn(self) -> bool:
         """One bounded pass and a background step; whether work is left for another turn now.
         Never raises: whatever goes wrong is this database's failure alone."""
-        self.ready, self.last_turn = False, time.monotonic()
+        self.ready, self.last_turn, self.passed = False, time.monotonic(), False
         try:
             more = self._turn()
         except (LockedError, OwnerError) as e:
@@ -179,6 +180,7 @@ class Member:
             self._on_reachable = None
         r = self.last_result = self.syncer.run_pass(deadline=time.monotonic() + TURN_SECONDS)
         self.passes += 1
+        self.passed = True
         if r.applied or r.rejected:
             log.info("pass", extra=fields(
                 database=str(self.path), changes=r.entries, writes=r.applied, dead_letters=r.rejected,
@@ -217,6 +219,11 @@ class Member:
     def _failed(self, error: BaseException) -> None:
         """Back off this database alone; the others carry on."""
         cfg = self.app.config.sync
+        if self.app.stop.is_set() and self.passed and self.failures:
+            # Stopped in the step after a pass that went through: it had recovered.
+            log.info("recovered", extra=fields(database=str(self.path), failed_turns=self.failures))
+            self.failures = 0
+            self._record_failure(None)
         self.failures += 1
         self.error = _describe(error)
         delay = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (self.failures - 1))
