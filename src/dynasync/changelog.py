@@ -85,7 +85,7 @@ def read_slice(
             return _read(conn, tables, hwm, limit, count)
         except TooBig as e:
             # Rows so big that the slice would hold too many: as many as fit, going by those read.
-            limit = max(1, min(limit // 2, int(0.8 * (max_bytes or 0) * e.rows / max(1, e.size))))
+            limit = e.fewer(limit, max_bytes or 0)
 
 
 def _read(

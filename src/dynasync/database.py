@@ -48,6 +48,15 @@ class TooBig(Exception):
         self.rows = rows
         self.size = size
 
+    def fewer(self, limit: int, max_bytes: int) -> int:
+        """A smaller limit for the read again: as many rows as fit, going by those read (at most half)."""
+        return max(1, min(limit // 2, int(0.8 * max_bytes * self.rows / max(1, self.size))))
+
+
+def rows_that_fit(max_bytes: int, bytes_per_row: float, most: int) -> int:
+    """How many rows of about this size one read may hold: `most` at most, at least one."""
+    return max(1, min(most, int(max_bytes / bytes_per_row))) if bytes_per_row else most
+
 
 @dataclass
 class ByteCount:

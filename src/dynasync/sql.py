@@ -601,5 +601,4 @@ OBJECTS_COUNTS = (
 OBJECTS_OF_ITEM = f"SELECT bucket, object FROM {OBJECTS} WHERE target = ? AND item = ?"
 OBJECTS_CLEAN = f"UPDATE {OBJECTS} SET dirty = 0 WHERE target = ? AND item = ? AND bucket = ? AND object = ?"
 OBJECTS_FORGET = f"DELETE FROM {OBJECTS} WHERE target = ? AND item = ? AND bucket = ? AND object = ?"
-OBJECTS_RECORDED = f"SELECT 1 FROM {OBJECTS} WHERE bucket = ? AND object = ? LIMIT 1"
 OBJECTS_FORGET_OBJECT = f"DELETE FROM {OBJECTS} WHERE bucket = ? AND object = ?"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dynasync import changelog, identity, objects, owners, reconcile, state
 from dynasync.app import App
 from dynasync.changelog import Slice
-from dynasync.database import READ_BYTES, write_txn
+from dynasync.database import READ_BYTES, rows_that_fit, write_txn
 from dynasync.drift import SchemaWatch
 from dynasync.logs import fields
 from dynasync.progress import Progress
@@ -248,8 +248,8 @@ class Syncer:
         deadline (a change is at least one unit), so a slow budget never makes one
         turn hold the other databases (and the watchdog's READY) for minutes."""
         size = self.app.config.sync.batch_size
-        if self._bytes_per_entry:  # big rows: as many as SLICE_BYTES holds, as the last slice went
-            size = max(1, min(size, int(SLICE_BYTES / self._bytes_per_entry)))
+        # Big rows: as many as SLICE_BYTES holds, as the last slice went.
+        size = rows_that_fit(SLICE_BYTES, self._bytes_per_entry, size)
         bucket = self.app.budgets["sync"].bucket
         if deadline is None or bucket is None:
             return size

@@ -22,7 +22,7 @@ from typing import Any
 from dynasync import filters, items, oversize, schema, sql
 from dynasync.changelog import TableRead
 from dynasync.config import Config, S3Config
-from dynasync.database import READ_BYTES, ByteCount, TooBig, connect, read_txn
+from dynasync.database import READ_BYTES, ByteCount, TooBig, connect, read_txn, rows_that_fit
 from dynasync.exceptions import DynasyncError, MappingError, Oversized, Poison, SourceError
 from dynasync.logs import fields
 from dynasync.tableconfig import TableConfig
@@ -186,7 +186,7 @@ class SyncedTable:
                     read = filters.fetch(conn, build, params, self.filter, count)
                     chunk = self._chunk(conn, read) if read.rows else None
             except TooBig as e:  # big rows: as many as fit, going by those read
-                limit = max(1, min(limit // 2, int(0.8 * READ_BYTES * e.rows / max(1, e.size))))
+                limit = e.fewer(limit, READ_BYTES)
                 continue
             if chunk is None:
                 return
@@ -195,8 +195,7 @@ class SyncedTable:
             after = chunk.last
             if len(read.rows) < limit:
                 return
-            per_row = count.used / len(read.rows)
-            limit = max(1, min(size, int(READ_BYTES / per_row))) if per_row else size
+            limit = rows_that_fit(READ_BYTES, count.used / len(read.rows), size)
 
     def _chunk(self, conn: sqlite3.Connection, read: filters.Rows) -> Chunk:
         """A chunk of the rows read, tested against the filter when the read could not apply it."""
